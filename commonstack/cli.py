@@ -1,0 +1,223 @@
+"""commonstack: give a community group its own Nextcloud, Matrix and Discourse.
+
+Click commands only: parse arguments, call the library, print results. Heavy libraries
+(pydantic, pyinfra) are imported inside commands so that `--help` stays instant.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+
+class _Commands(click.Group):
+    """Turns the kit's own errors into one clear line on stderr and exit status 2."""
+
+    def invoke(self, ctx: click.Context):
+        from commonstack.errors import CommonstackError
+
+        try:
+            return super().invoke(ctx)
+        except CommonstackError as exc:
+            click.secho(f"error: {exc}", fg="red", err=True)
+            sys.exit(exc.exit_code)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--inventories",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="COMMONSTACK_INVENTORIES",
+    default=Path("inventories"),
+    show_default=True,
+    help="Folder holding one folder per group.",
+)
+@click.pass_context
+def main(ctx: click.Context, inventories: Path) -> None:
+    """Deploy and look after a community group's own stack: files and calendars
+    (Nextcloud), chat and calls (Matrix) and a forum (Discourse), on a VPS or a
+    Raspberry Pi.
+
+    \b
+    A first evening:
+      commonstack presets                      # which stack fits the group?
+      commonstack init tenants --preset small-group \\
+          --domain tenants.example.org --host root@203.0.113.7
+      commonstack validate tenants             # offline: profile, sizing, secrets
+      commonstack render tenants --out /tmp/review   # read every config first
+
+    Everything about a group lives in INVENTORIES/GROUP/: stack.yaml (its
+    choices), secrets.yaml (generated, mode 0600, never printed) and known_hosts.
+    """
+    ctx.obj = inventories
+
+
+def _group(ctx: click.Context, name: str):
+    from commonstack.inventories.groups import group
+
+    return group(name, ctx.obj)
+
+
+@main.command()
+def presets() -> None:
+    """List the preset stacks, who each is for and the smallest host it fits.
+
+    \b
+    Example:
+      commonstack presets
+    """
+    from commonstack.stacks.loader import load_preset, preset_names
+
+    for name in preset_names():
+        preset = load_preset(name)
+        click.secho(name, bold=True, nl=False)
+        click.echo(f"  (smallest host: {preset.smallest_host})")
+        click.echo(f"    {preset.description}")
+
+
+@main.command()
+@click.argument("group_name", metavar="GROUP")
+@click.option("--preset", help="Preset to start from (see `commonstack presets`).")
+@click.option("--domain", help="The group's domain, e.g. tenants.example.org.")
+@click.option(
+    "--host",
+    "hosts",
+    multiple=True,
+    help="[NAME=][USER@]ADDRESS[:PORT]; repeat for several hosts (split: home=..., vps=...).",
+)
+@click.option("--admin-email", help="Where certificates and services send admin mail. Default: admin@DOMAIN.")
+@click.option("--force", is_flag=True, help="Replace an existing stack.yaml (secrets are kept).")
+@click.pass_context
+def init(ctx, group_name, preset, domain, hosts, admin_email, force) -> None:
+    """Create inventories/GROUP/ with a stack profile and freshly generated secrets.
+
+    Missing options are asked for when run in a terminal. An existing group is
+    never overwritten without --force, and its secrets are always kept.
+
+    \b
+    Examples:
+      commonstack init tenants --preset small-group --domain tenants.example.org \\
+          --host root@203.0.113.7
+      commonstack init coop --preset split --domain coop.example.org \\
+          --host home=pi@192.168.1.20 --host vps=root@203.0.113.7
+    """
+    from commonstack.errors import GroupError
+    from commonstack.inventories.groups import parse_host, required_host_names, stack_document
+    from commonstack.inventories.secrets import ensure_secrets
+    from commonstack.stacks.loader import load_preset, load_profile, preset_names
+
+    group = _group(ctx, group_name)
+    if group.stack_file.exists() and not force:
+        raise GroupError(f"{group.stack_file} already exists; edit it, or pass --force to replace it")
+    interactive = sys.stdin.isatty()
+
+    def ask(value, option, prompt, **kwargs):
+        if value:
+            return value
+        if not interactive:
+            raise GroupError(f"{option} is required (no terminal to ask on)")
+        return click.prompt(prompt, **kwargs)
+
+    preset = ask(preset, "--preset", "Preset", type=click.Choice(preset_names()), default="small-group")
+    load_preset(preset)  # unknown preset: a clear error before anything else
+    domain = ask(domain, "--domain", "The group's domain (e.g. tenants.example.org)")
+    names = required_host_names(preset) or ["server"]
+    if not hosts:
+        hosts = tuple(
+            f"{name}={ask(None, '--host', f'SSH address of host {name!r} (USER@ADDRESS[:PORT])')}"
+            for name in names
+        )
+    entries = [parse_host(spec, default_name=names[min(i, len(names) - 1)]) for i, spec in enumerate(hosts)]
+    admin_email = admin_email or f"admin@{domain}"
+
+    # Validate the new profile before writing it, so a typo leaves nothing behind.
+    group.folder.mkdir(parents=True, exist_ok=True)
+    draft = group.folder / ".stack.yaml.new"
+    draft.write_text(stack_document(group_name, preset, domain, admin_email, entries))
+    try:
+        profile = load_profile(draft)
+    except Exception:
+        draft.unlink()
+        raise
+    draft.replace(group.stack_file)
+    ensure_secrets(group.secrets_file, profile)
+    click.echo(f"Created {group.stack_file} (preset {preset}) and {group.secrets_file} (mode 0600).")
+    click.echo(f"Next: commonstack validate {group_name}")
+
+
+@main.command()
+@click.argument("group_name", metavar="GROUP")
+@click.pass_context
+def validate(ctx, group_name) -> None:
+    """Check a group's profile, sizing and secrets offline; nothing is contacted.
+
+    \b
+    Example:
+      commonstack validate tenants
+    """
+    from commonstack.inventories.secrets import read_secrets, redacted, require_provided
+    from commonstack.stacks.plan import plan_group
+
+    group = _group(ctx, group_name)
+    profile = group.load()
+    require_provided(group.secrets_file, profile, read_secrets(group.secrets_file))
+    plans = plan_group(group, profile, redacted(profile))
+    for plan in plans:
+        services = ", ".join(sorted(profile.services_on(plan.host))) or "base only"
+        memory = plan.release.facts.memory_mb
+        click.echo(f"{plan.host.name} ({plan.host.address}): {services}; sized for {memory} MB, "
+                   f"{len(plan.files)} config files")
+    click.secho(f"{group.stack_file}: valid", fg="green")
+
+
+@main.command()
+@click.argument("group_name", metavar="GROUP")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder to write into: OUT/HOST/etc/...")
+@click.option("--force", is_flag=True, help="Write into a folder that is not empty.")
+@click.pass_context
+def render(ctx, group_name, out: Path, force: bool) -> None:
+    """Write every config file of every host into a folder, for review.
+
+    Offline: sized from the profile's hints (memory_mb, cpus, arch) or, without
+    them, for the smallest host that fits. Secrets appear as <secret:NAME>.
+
+    \b
+    Example:
+      commonstack render tenants --out /tmp/review && less /tmp/review/*/etc/caddy/Caddyfile
+    """
+    from commonstack.errors import GroupError
+    from commonstack.inventories.secrets import redacted
+    from commonstack.stacks.plan import plan_group
+
+    group = _group(ctx, group_name)
+    if out.exists() and any(out.iterdir()) and not force:
+        raise GroupError(f"{out} is not empty; choose another --out or pass --force")
+    profile = group.load()
+    plans = plan_group(group, profile, redacted(profile))
+    count = 0
+    for plan in plans:
+        for config in plan.files:
+            target = out / plan.host.name / config.path.lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(config.content)
+            count += 1
+    click.echo(f"Wrote {count} files for {len(plans)} host(s) into {out}")
+
+
+@main.command()
+def schema() -> None:
+    """Print the JSON Schema of stack.yaml, for completion in your editor.
+
+    \b
+    Example (VS Code with the YAML extension):
+      commonstack schema > stack.schema.json
+      # then put `# yaml-language-server: $schema=stack.schema.json` atop stack.yaml
+    """
+    import json
+
+    from commonstack.stacks.model import StackProfile
+
+    click.echo(json.dumps(StackProfile.model_json_schema(), indent=2))
