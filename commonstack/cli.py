@@ -221,3 +221,129 @@ def schema() -> None:
     from commonstack.stacks.model import StackProfile
 
     click.echo(json.dumps(StackProfile.model_json_schema(), indent=2))
+
+
+@main.command("pin-keys")
+@click.argument("group_name", metavar="GROUP")
+@click.option("-y", "--yes", is_flag=True, help="Pin without asking (only on a network you trust).")
+@click.pass_context
+def pin_keys(ctx, group_name, yes) -> None:
+    """Record each host's SSH key in inventories/GROUP/known_hosts.
+
+    Every later connection checks the host against this file, so a swapped or
+    intercepted server is refused. Compare each fingerprint shown with the one
+    your provider's console (or `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`
+    on the host) shows before you say yes. A key that changed is never replaced.
+
+    \b
+    Example:
+      commonstack pin-keys tenants
+    """
+    from commonstack.inventories.known_hosts import fingerprint, pin, scan_host_key
+
+    group = _group(ctx, group_name)
+    for host in group.load().hosts:
+        key_type, key = scan_host_key(host.address, host.port)
+        click.echo(f"{host.name} ({host.address}:{host.port}): {key_type} {fingerprint(key)}")
+        if yes or click.confirm("  Is this the right fingerprint?", default=False):
+            added = pin(group.known_hosts, host.address, host.port, key_type, key)
+            click.echo("  pinned" if added else "  already pinned")
+        else:
+            click.echo("  not pinned")
+
+
+def _converge(ctx, group_name: str, limit: tuple[str, ...], apply_changes: bool, assume_yes: bool) -> None:
+    """plan, and for deploy: confirm, apply, summarise. Imports pyinfra (and gevent) lazily."""
+    from commonstack.deploys import runner  # first: it patches gevent before pyinfra loads
+    from commonstack.deploys.stack import missing_deploys, stack_operations
+    from commonstack.inventories.secrets import ensure_secrets
+    from commonstack.inventories.targets import host_targets
+
+    group = _group(ctx, group_name)
+    profile = group.load()
+    secrets = ensure_secrets(group.secrets_file, profile)
+    targets = host_targets(group, profile, limit)
+    progress = lambda message: click.secho(f"  {message}", dim=True, err=True)  # noqa: E731
+    plans: dict = {}
+    operations = stack_operations(group, profile, secrets, plans)
+    redact = list(secrets.values())
+
+    click.echo(f"Planning {len(targets)} host(s) of {group_name}...")
+    results = runner.plan(targets, operations, progress, redact=redact)
+    _print_results(results, plans, planned=True)
+    failed = [r for r in results if r.status in ("failed", "unreachable")]
+    if not apply_changes:
+        sys.exit(1 if failed else 0)
+    pending = [r for r in results if r.status == "changed"]
+    if failed and not assume_yes and not click.confirm("Some hosts cannot be deployed. Deploy the others?"):
+        sys.exit(1)
+    if not pending:
+        click.secho("Nothing to change.", fg="green")
+        sys.exit(1 if failed else 0)
+    if not assume_yes and not click.confirm(f"Apply these changes to {len(pending)} host(s)?"):
+        click.echo("Nothing changed.")
+        sys.exit(1)
+    chosen = [t for t in targets if t.name in {r.name for r in pending}]
+    results = runner.apply(chosen, operations, progress, redact=redact)
+    _print_results(results, plans, planned=False)
+    for plan in plans.values():
+        skipped = missing_deploys(plan.layers)
+        if skipped:
+            click.secho(f"{plan.host.name}: not deployed by this version yet: {', '.join(skipped)}", fg="yellow")
+    if failed or any(r.status in ("failed", "unreachable") for r in results):
+        sys.exit(1)
+
+
+def _print_results(results, plans, planned: bool) -> None:
+    verb = "would change" if planned else "changed"
+    for result in results:
+        plan = plans.get(result.name)
+        sized = f" [{plan.release.codename}, {plan.release.facts.memory_mb} MB, {plan.release.facts.arch}]" if plan else ""
+        changes = [op for op in result.operations if op.changed]
+        colour = {"changed": "yellow", "unchanged": "green"}.get(result.status, "red")
+        summary = result.error or f"{len(changes)} of {len(result.operations)} operations {verb}"
+        click.secho(f"{result.name}{sized}: {result.status} — {summary}", fg=colour)
+        for op in changes:
+            click.echo(f"    {op.name}")
+            if planned and op.diff:
+                click.echo("".join(f"      {line}\n" for line in op.diff.splitlines()), nl=False)
+
+
+@main.command()
+@click.argument("group_name", metavar="GROUP")
+@click.option("--limit", multiple=True, metavar="HOST", help="Only this host (repeatable).")
+@click.pass_context
+def plan(ctx, group_name, limit) -> None:
+    """Show what a deploy would change on each host, with file diffs; change nothing.
+
+    Connects over SSH (host keys checked against inventories/GROUP/known_hosts),
+    reads each host's facts (RAM, CPUs, architecture, Debian release), sizes and
+    renders its configs, and compares them with what is there. Secrets in diffs
+    are shown as ********. Exit status 1 if any host cannot be planned.
+
+    \b
+    Examples:
+      commonstack plan tenants
+      commonstack plan coop --limit home
+    """
+    _converge(ctx, group_name, limit, apply_changes=False, assume_yes=False)
+
+
+@main.command()
+@click.argument("group_name", metavar="GROUP")
+@click.option("--limit", multiple=True, metavar="HOST", help="Only this host (repeatable).")
+@click.option("-y", "--yes", is_flag=True, help="Apply without asking.")
+@click.pass_context
+def deploy(ctx, group_name, limit, yes) -> None:
+    """Converge every host of a group to its profile, in parallel.
+
+    Plans first (like `commonstack plan`), asks before changing anything (unless
+    --yes), applies, then prints a summary per host: changed / unchanged / failed.
+    A second deploy reports zero changes. Exit status 1 if any host failed.
+
+    \b
+    Examples:
+      commonstack deploy tenants
+      commonstack deploy coop --limit vps --yes
+    """
+    _converge(ctx, group_name, limit, apply_changes=True, assume_yes=yes)

@@ -15,6 +15,7 @@ class ProfileError(CommonstackError):
     """A stack profile that cannot be used as written."""
 
     def __init__(self, file: Path | str, message: str, key: str | None = None, line: int | None = None):
+        message = " ".join(message.split())  # one line, whatever a parser put in it
         self.file, self.key, self.line, self.message = str(file), key, line, message
         where = self.file + (f":{line}" if line else "")
         super().__init__(f"{where}: {key}: {message}" if key else f"{where}: {message}")

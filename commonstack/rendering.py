@@ -48,11 +48,24 @@ class ConfigFile:
 class HostPlan:
     """Everything one host receives: its layers, tuning and rendered files."""
 
+    profile: StackProfile
     host: Host
     release: Release
     layers: tuple[str, ...]
     sizing: Sizing
+    secrets: Mapping[str, str]
     files: list[ConfigFile] = field(default_factory=list)
+
+    @property
+    def php_version(self) -> str:
+        return versions()["debian"][self.release.codename]["php"]
+
+    @property
+    def postgresql_version(self) -> str:
+        return versions()["debian"][self.release.codename]["postgresql"]
+
+    def files_of(self, layer: str) -> list[ConfigFile]:
+        return [f for f in self.files if f.layer == layer]
 
 
 @cache
@@ -130,7 +143,9 @@ def plan_host(
         "versions": versions(),
     }
     files = [f for layer in layers for f in _render_layer(layer, context)]
-    return HostPlan(host=host, release=release, layers=layers, sizing=sizing, files=files)
+    return HostPlan(
+        profile=profile, host=host, release=release, layers=layers, sizing=sizing, secrets=secrets, files=files
+    )
 
 
 def _render_layer(layer: str, context: dict[str, Any]) -> list[ConfigFile]:

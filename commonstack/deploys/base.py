@@ -1,0 +1,78 @@
+"""The hardened base every host gets: updates, time, swap, admin user, sshd, firewall, journald."""
+
+from __future__ import annotations
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.facts.server import Command
+from pyinfra.operations import apt, files, server, systemd
+
+from commonstack.deploys.configs import changed, put_configs
+from commonstack.deploys.swap import swapfile
+from commonstack.rendering import HostPlan
+
+PACKAGES = ["ca-certificates", "sudo", "nftables", "unattended-upgrades", "systemd-timesyncd", "curl"]
+# apt-daily refreshes the lists every day; only a staler cache warrants an update of our own.
+APT_CACHE_SECONDS = 2 * 24 * 3600
+
+
+@deploy("Base system")
+def base(plan: HostPlan) -> None:
+    """Security updates, time sync, swap, admin user, hardened sshd, nftables, journald cap.
+
+    Example, in a pyinfra deploy file::
+
+        from commonstack.deploys.base import base
+        base(plan)   # plan = commonstack.rendering.plan_host(profile, host, secrets, release)
+    """
+    apt.update(name="Refresh the package lists (when older than two days)", cache_time=APT_CACHE_SECONDS)
+    apt.packages(name="Install base packages", packages=PACKAGES, no_recommends=True)
+
+    ca_files = put_configs(plan, "ca-certificates")
+    server.shell(
+        name="Trust the extra CA certificates",
+        commands=["update-ca-certificates"],
+        _if=changed(ca_files),
+    )
+
+    admin = plan.profile.admin
+    server.user(
+        name=f"Admin user {admin.user} with sudo",
+        user=admin.user,
+        shell="/bin/bash",
+        groups=["sudo"],
+        public_keys=admin.ssh_keys or None,
+        delete_keys=bool(admin.ssh_keys),
+        ensure_home=True,
+    )
+    swapfile(name=f"Swap file of {plan.sizing.swap_mb} MB", path="/swapfile", size_mb=plan.sizing.swap_mb)
+
+    configs = put_configs(plan, "base")
+    by_path = {op_path: op for op_path, op in zip((f.path for f in plan.files_of("base")), configs)}
+    sshd = [op for path, op in by_path.items() if path.startswith("/etc/ssh/")]
+    nftables = [op for path, op in by_path.items() if path == "/etc/nftables.conf"]
+    journald = [op for path, op in by_path.items() if path.startswith("/etc/systemd/journald")]
+
+    server.shell(
+        name="Check the sshd configuration before reloading it",
+        commands=["sshd -t"],
+        _if=changed(sshd),
+    )
+    systemd.service(name="Reload sshd", service="ssh", reloaded=True, _if=changed(sshd))
+    systemd.service(name="Firewall (nftables) enabled", service="nftables", running=True, enabled=True)
+    systemd.service(name="Apply the firewall rules", service="nftables", restarted=True, _if=changed(nftables))
+    systemd.service(
+        name="Restart journald", service="systemd-journald", restarted=True, _if=changed(journald)
+    )
+    systemd.service(
+        name="Unattended upgrades enabled", service="unattended-upgrades", running=True, enabled=True
+    )
+    # timesyncd does not run in containers (ConditionVirtualization); enabling it is still right.
+    in_container = host.get_fact(Command, "systemd-detect-virt --container || true") not in ("", "none")
+    systemd.service(
+        name="Time synchronisation enabled",
+        service="systemd-timesyncd",
+        running=not in_container,
+        enabled=True,
+    )
+    files.directory(name="Kit state folder", path="/var/lib/commonstack", mode="0700")

@@ -1,0 +1,47 @@
+"""Writing a layer's rendered config files, and conditions on what those writes changed."""
+
+from __future__ import annotations
+
+from io import StringIO
+
+from pyinfra.api.operation import OperationMeta
+from pyinfra.operations import files
+
+from commonstack.rendering import HostPlan
+
+
+def put_configs(plan: HostPlan, layer: str) -> list[OperationMeta]:
+    """Upload every file of `layer`; the returned metas tell whether a service must restart."""
+    return [
+        files.put(
+            name=f"Write {config.path}",
+            src=StringIO(config.content),
+            dest=config.path,
+            mode=config.mode,
+            user=config.user,
+            group=config.group,
+            create_remote_dir=True,
+        )
+        for config in plan.files_of(layer)
+    ]
+
+
+class Changed:
+    """An `_if=` condition: true once any of these operations changed something.
+
+    pyinfra evaluates `_if` only while executing; a plan asks `would_change()` instead,
+    so a restart shows in the plan exactly when a file it depends on would change.
+    """
+
+    def __init__(self, operations: list[OperationMeta]):
+        self.operations = operations
+
+    def __call__(self) -> bool:
+        return any(op.did_change() for op in self.operations)
+
+    def would_change(self) -> bool:
+        return any(op.will_change for op in self.operations)
+
+
+def changed(*groups: list[OperationMeta]) -> Changed:
+    return Changed([op for group in groups for op in group])

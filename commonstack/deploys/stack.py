@@ -1,0 +1,67 @@
+"""A whole stack on one host: the layer deploys in order, as pyinfra operations."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+
+from pyinfra import host
+
+from commonstack.deploys.base import base
+from commonstack.deploys.caddy import caddy
+from commonstack.deploys.facts import gather_release
+from commonstack.deploys.postgres import postgresql
+from commonstack.deploys.redis import redis
+from commonstack.inventories.groups import Group
+from commonstack.rendering import LAYERS, HostPlan
+from commonstack.stacks.model import StackProfile
+from commonstack.stacks.plan import plan_one
+
+DEPLOYS: dict[str, Callable[[HostPlan], None]] = {
+    "base": base,
+    "postgres": postgresql,
+    "redis": redis,
+    "caddy": caddy,
+}
+
+
+def missing_deploys(layers: tuple[str, ...]) -> list[str]:
+    """Layers of a plan that this version of the kit cannot deploy yet."""
+    return [layer for layer in layers if layer not in DEPLOYS]
+
+
+def deploy_host(plan: HostPlan) -> None:
+    """Add the operations of every layer the host needs, in the order of LAYERS."""
+    for index, layer in enumerate(LAYERS):
+        if layer in plan.layers and layer in DEPLOYS:
+            with _layer_identity(index):
+                DEPLOYS[layer](plan)
+
+
+@contextmanager
+def _layer_identity(index: int) -> Iterator[None]:
+    """pyinfra 3.10's API identifies an operation by its position in the host's sequence
+    (issue #1370). Hosts with different layers would then share identities between unrelated
+    operations; adding the layer's index to the position keeps each layer's operations apart."""
+    host.loop_position.append(index)
+    try:
+        yield
+    finally:
+        host.loop_position.pop()
+
+
+def stack_operations(
+    group: Group, profile: StackProfile, secrets: Mapping[str, str], plans: dict[str, HostPlan]
+) -> Callable[[], None]:
+    """The runner's `add_operations`: read the host's facts, plan it, add its operations.
+
+    Each host's plan is kept in `plans` so the caller can report what was sized and skipped.
+    """
+    hosts = {h.name: h for h in profile.hosts}
+
+    def add_operations() -> None:
+        plan = plan_one(group, profile, hosts[host.name], secrets, gather_release())
+        plans[host.name] = plan
+        deploy_host(plan)
+
+    return add_operations

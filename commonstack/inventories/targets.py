@@ -1,0 +1,34 @@
+"""The pyinfra inventory of a group: one SSH target per declared host, keys pinned."""
+
+from __future__ import annotations
+
+from commonstack.errors import GroupError
+from commonstack.inventories.groups import Group
+from commonstack.stacks.model import StackProfile
+
+
+def host_targets(group: Group, profile: StackProfile, limit: tuple[str, ...] = ()):
+    """SSH targets of the group's hosts (all, or those named in `limit`)."""
+    from commonstack.deploys.runner import HostTarget  # imports pyinfra: only when connecting
+
+    names = [h.name for h in profile.hosts]
+    unknown = [name for name in limit if name not in names]
+    if unknown:
+        raise GroupError(f"--limit {unknown[0]}: no such host in {group.stack_file} (hosts: {', '.join(names)})")
+    if not group.known_hosts.is_file():
+        raise GroupError(
+            f"{group.known_hosts}: no pinned host keys yet; run `commonstack pin-keys {group.name}` "
+            "and compare the fingerprints with your provider's console"
+        )
+    return [
+        HostTarget(
+            name=h.name,
+            address=h.address,
+            user=h.user,
+            port=h.port,
+            key_path=(group.folder / h.ssh_key) if h.ssh_key else None,
+            known_hosts=group.known_hosts,
+        )
+        for h in profile.hosts
+        if not limit or h.name in limit
+    ]

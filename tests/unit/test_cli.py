@@ -1,0 +1,138 @@
+"""The CLI as a volunteer meets it: init, presets, validate, render, schema, and clear errors."""
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from commonstack.cli import main
+from commonstack.stacks.loader import preset_names
+
+
+@pytest.fixture
+def run(tmp_path):
+    def invoke(*args: str):
+        return CliRunner().invoke(main, ["--inventories", str(tmp_path / "inv"), *args])
+
+    return invoke
+
+
+def init_small(run):
+    result = run("init", "tenants", "--preset", "small-group", "--domain", "tenants.example.org",
+                 "--host", "root@203.0.113.7")
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_init_writes_profile_and_private_secrets(run, tmp_path):
+    result = init_small(run)
+    folder = tmp_path / "inv" / "tenants"
+    profile = yaml.safe_load((folder / "stack.yaml").read_text())
+    assert profile["preset"] == "small-group"
+    assert profile["hosts"] == [{"name": "server", "address": "203.0.113.7", "user": "root"}]
+    assert stat.S_IMODE((folder / "secrets.yaml").stat().st_mode) == 0o600
+    secrets = yaml.safe_load((folder / "secrets.yaml").read_text())
+    assert not any(value in result.output for value in secrets.values())
+
+
+def test_init_never_overwrites_without_force(run, tmp_path):
+    init_small(run)
+    stack = tmp_path / "inv" / "tenants" / "stack.yaml"
+    stack.write_text(stack.read_text() + "# my notes\n")
+    secrets_before = (tmp_path / "inv" / "tenants" / "secrets.yaml").read_text()
+    result = run("init", "tenants", "--preset", "chat", "--domain", "x.org", "--host", "1.2.3.4")
+    assert result.exit_code == 2 and "already exists" in result.output and "--force" in result.output
+    assert "# my notes" in stack.read_text()
+    forced = run("init", "tenants", "--preset", "chat", "--domain", "x.org", "--host", "1.2.3.4", "--force")
+    assert forced.exit_code == 0, forced.output
+    assert (tmp_path / "inv" / "tenants" / "secrets.yaml").read_text().startswith(secrets_before.rstrip("\n")[:60])
+
+
+def test_init_with_a_bad_domain_leaves_nothing_behind(run, tmp_path):
+    result = run("init", "tenants", "--preset", "chat", "--domain", "not a domain", "--host", "1.2.3.4")
+    assert result.exit_code == 2
+    assert "domain: expected a DNS name" in result.output
+    assert not (tmp_path / "inv" / "tenants" / "stack.yaml").exists()
+    assert not list((tmp_path / "inv" / "tenants").glob("*"))
+
+
+def test_init_split_places_two_named_hosts(run, tmp_path):
+    result = run("init", "coop", "--preset", "split", "--domain", "coop.example.org",
+                 "--host", "home=pi@192.168.1.20", "--host", "vps=root@203.0.113.7:2222")
+    # split enables Discourse, which needs SMTP: init says exactly what to add.
+    assert result.exit_code == 2 and "smtp" in result.output
+
+
+def test_presets_lists_each_with_its_smallest_host(run):
+    result = run("presets")
+    assert result.exit_code == 0
+    for name in preset_names():
+        assert name in result.output
+    assert "Raspberry Pi 4 with 4 GB or a 2 GB VPS" in result.output
+
+
+def test_validate_reports_each_host(run):
+    init_small(run)
+    result = run("validate", "tenants")
+    assert result.exit_code == 0, result.output
+    assert "server (203.0.113.7): matrix, nextcloud, turn" in result.output
+    assert "valid" in result.output
+
+
+def test_validate_refuses_a_host_too_small(run, tmp_path):
+    init_small(run)
+    stack = tmp_path / "inv" / "tenants" / "stack.yaml"
+    stack.write_text(stack.read_text().replace("user: root", "user: root\n  memory_mb: 1024"))
+    result = run("validate", "tenants")
+    assert result.exit_code == 2
+    assert "hosts[0] (server)" in result.output and "1024 MB" in result.output
+
+
+def test_unknown_group_says_how_to_create_it(run):
+    result = run("validate", "nosuch")
+    assert result.exit_code == 2 and "commonstack init nosuch" in result.output
+
+
+def test_render_writes_every_config_without_secrets(run, tmp_path):
+    init_small(run)
+    out = tmp_path / "review"
+    result = run("render", "tenants", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    caddyfile = out / "server" / "etc" / "caddy" / "Caddyfile"
+    assert "cloud.tenants.example.org" in caddyfile.read_text()
+    secrets = yaml.safe_load((tmp_path / "inv" / "tenants" / "secrets.yaml").read_text())
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert not any(value in path.read_text() for value in secrets.values()), path
+    again = run("render", "tenants", "--out", str(out))
+    assert again.exit_code == 2 and "not empty" in again.output
+
+
+def test_schema_is_json_schema_of_the_profile(run):
+    result = run("schema")
+    schema = json.loads(result.output)
+    assert {"domain", "hosts", "matrix", "nextcloud", "discourse"} <= set(schema["properties"])
+
+
+def test_errors_are_one_line_without_traceback(tmp_path):
+    inventories = tmp_path / "inv" / "g"
+    inventories.mkdir(parents=True)
+    (inventories / "stack.yaml").write_text("preset: chat\ngroup: g\ndomain: [x\n")
+    env = dict(os.environ, COMMONSTACK_INVENTORIES=str(tmp_path / "inv"))
+    result = subprocess.run([sys.executable, "-m", "commonstack", "validate", "g"],
+                            capture_output=True, text=True, env=env)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"error: {inventories / 'stack.yaml'}:3:")
+
+
+def test_help_teaches_with_examples():
+    result = CliRunner().invoke(main, ["init", "--help"])
+    assert "Examples:" in result.output and "--preset split" in result.output
