@@ -105,7 +105,10 @@ def _read_yaml(path: Path) -> tuple[dict, yaml.Node | None]:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        raise ProfileError(where, f"malformed YAML: {exc.problem or exc.context}") from None
+        message = f"malformed YAML: {exc.problem or exc.context}"
+        if exc.context and exc.problem and exc.context_mark:  # e.g. where an unclosed bracket opened
+            message += f" ({exc.context} that starts at line {exc.context_mark.line + 1})"
+        raise ProfileError(where, message) from None
     except yaml.YAMLError as exc:
         raise ProfileError(path, f"malformed YAML: {exc}") from None
     if data is None:

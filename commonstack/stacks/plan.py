@@ -33,6 +33,8 @@ def plan_one(
         plan = plan_host(profile, host, secrets, release)
     except (HostTooSmall, UnsupportedArchitecture) as exc:
         raise ProfileError(group.stack_file, str(exc), key=f"hosts[{index}] ({host.name})") from None
+    except ValueError as exc:  # the only other ValueError of sizing: a bad override
+        raise ProfileError(group.stack_file, str(exc), key=f"hosts[{index}].sizing") from None
     for number, path in enumerate(profile.extra_ca_certificates):
         pem = _read_pem(group, path, f"extra_ca_certificates[{number}]")
         plan.files.append(ConfigFile(layer="ca-certificates", path=f"{CA_FOLDER}/extra-{number}.crt", content=pem))

@@ -130,7 +130,8 @@ def test_errors_are_one_line_without_traceback(tmp_path):
     assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
-    assert result.stderr.startswith(f"error: {inventories / 'stack.yaml'}:3:")
+    assert result.stderr.startswith(f"error: {inventories / 'stack.yaml'}:4:1: malformed YAML")
+    assert "flow sequence that starts at line 3" in result.stderr
 
 
 def test_help_teaches_with_examples():
