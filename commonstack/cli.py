@@ -6,6 +6,7 @@ Click commands only: parse arguments, call the library, print results. Heavy lib
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -23,6 +24,18 @@ class _Commands(click.Group):
         except CommonstackError as exc:
             click.secho(f"error: {exc}", fg="red", err=True)
             sys.exit(exc.exit_code)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # a bug: still one line, the traceback only on request
+            if os.environ.get("COMMONSTACK_DEBUG"):
+                raise
+            click.secho(
+                f"internal error: {type(exc).__name__}: {exc} "
+                "(please report it; COMMONSTACK_DEBUG=1 shows the traceback)",
+                fg="red",
+                err=True,
+            )
+            sys.exit(1)
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
@@ -253,51 +266,37 @@ def pin_keys(ctx, group_name, yes) -> None:
 
 
 def _converge(ctx, group_name: str, limit: tuple[str, ...], apply_changes: bool, assume_yes: bool) -> None:
-    """plan, and for deploy: confirm, apply, summarise. Imports pyinfra (and gevent) lazily."""
-    from commonstack.deploys import runner  # first: it patches gevent before pyinfra loads
-    from commonstack.deploys.stack import missing_deploys, stack_operations
-    from commonstack.inventories.secrets import ensure_secrets
-    from commonstack.inventories.targets import host_targets
+    """plan, and for deploy: confirm, apply, summarise."""
+    from commonstack.deploys.converge import GroupConverger  # imports pyinfra: only here
 
-    group = _group(ctx, group_name)
-    profile = group.load()
-    secrets = ensure_secrets(group.secrets_file, profile)
-    targets = host_targets(group, profile, limit)
-    progress = lambda message: click.secho(f"  {message}", dim=True, err=True)  # noqa: E731
-    plans: dict = {}
-    operations = stack_operations(group, profile, secrets, plans)
-    redact = list(secrets.values())
-
-    click.echo(f"Planning {len(targets)} host(s) of {group_name}...")
-    results = runner.plan(targets, operations, progress, redact=redact)
-    _print_results(results, plans, planned=True)
-    failed = [r for r in results if r.status in ("failed", "unreachable")]
+    converger = GroupConverger(_group(ctx, group_name), limit, on_progress=_progress)
+    click.echo(f"Planning {len(converger.targets)} host(s) of {group_name}...")
+    planned = converger.plan()
+    _print_results(planned, planned=True)
     if not apply_changes:
-        sys.exit(1 if failed else 0)
-    pending = [r for r in results if r.status == "changed"]
-    if failed and not assume_yes and not click.confirm("Some hosts cannot be deployed. Deploy the others?"):
+        sys.exit(1 if planned.failed else 0)
+    if planned.failed and not assume_yes and not click.confirm("Some hosts cannot be deployed. Deploy the others?"):
         sys.exit(1)
-    if not pending:
+    if not planned.pending:
         click.secho("Nothing to change.", fg="green")
-        sys.exit(1 if failed else 0)
-    if not assume_yes and not click.confirm(f"Apply these changes to {len(pending)} host(s)?"):
+        sys.exit(1 if planned.failed else 0)
+    if not assume_yes and not click.confirm(f"Apply these changes to {len(planned.pending)} host(s)?"):
         click.echo("Nothing changed.")
         sys.exit(1)
-    chosen = [t for t in targets if t.name in {r.name for r in pending}]
-    results = runner.apply(chosen, operations, progress, redact=redact)
-    _print_results(results, plans, planned=False)
-    for plan in plans.values():
-        skipped = missing_deploys(plan.layers)
-        if skipped:
-            click.secho(f"{plan.host.name}: not deployed by this version yet: {', '.join(skipped)}", fg="yellow")
-    if failed or any(r.status in ("failed", "unreachable") for r in results):
+    applied = converger.apply(planned.pending)
+    _print_results(applied, planned=False)
+    if planned.failed or applied.failed:
         sys.exit(1)
 
 
-def _print_results(results, plans, planned: bool) -> None:
+def _progress(message: str) -> None:
+    click.secho(f"  {message}", dim=True, err=True)
+
+
+def _print_results(run, planned: bool) -> None:
     verb = "would change" if planned else "changed"
-    for result in results:
-        plan = plans.get(result.name)
+    for result in run.results:
+        plan = run.plans.get(result.name)
         sized = f" [{plan.release.codename}, {plan.release.facts.memory_mb} MB, {plan.release.facts.arch}]" if plan else ""
         changes = [op for op in result.operations if op.changed]
         colour = {"changed": "yellow", "unchanged": "green"}.get(result.status, "red")
@@ -307,6 +306,8 @@ def _print_results(results, plans, planned: bool) -> None:
             click.echo(f"    {op.name}")
             if planned and op.diff:
                 click.echo("".join(f"      {line}\n" for line in op.diff.splitlines()), nl=False)
+    for name, layers in run.skipped_layers().items():
+        click.secho(f"{name}: not deployed by this version yet: {', '.join(layers)}", fg="yellow")
 
 
 @main.command()
@@ -347,3 +348,168 @@ def deploy(ctx, group_name, limit, yes) -> None:
       commonstack deploy coop --limit vps --yes
     """
     _converge(ctx, group_name, limit, apply_changes=True, assume_yes=yes)
+
+
+def _print_checks(results) -> bool:
+    """A table by host and service; returns whether everything passed."""
+    symbols = {"passed": ("ok", "green"), "failed": ("FAIL", "red"), "skipped": ("skip", "yellow")}
+    for host in sorted({r.host for r in results}):
+        click.secho(host, bold=True)
+        for r in sorted((r for r in results if r.host == host), key=lambda r: r.service):
+            word, colour = symbols.get(r.outcome, (r.outcome, "red"))
+            line = f"  {click.style(f'{word:4}', fg=colour)}  {r.service:9} {r.check}"
+            click.echo(line + (f" — {r.message}" if r.message else ""))
+    failed = [r for r in results if r.outcome == "failed"]
+    summary = f"{len(results) - len(failed)} of {len(results)} checks passed"
+    click.secho(summary, fg="red" if failed else "green")
+    return not failed
+
+
+@main.command()
+@click.argument("group_name", metavar="GROUP")
+@click.option("--limit", multiple=True, metavar="HOST", help="Only this host (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.pass_context
+def check(ctx, group_name, limit, as_json) -> None:
+    """Run the health checks of every host: inside it (testinfra) and from outside.
+
+    Run it after every upgrade. Each failure says what to look at. Exit status 1
+    if any check failed. Nothing secret is printed.
+
+    \b
+    Examples:
+      commonstack check tenants
+      commonstack check coop --limit home --json
+    """
+    import json
+    from dataclasses import asdict
+
+    from commonstack.checks.group import check_group
+    from commonstack.deploys.converge import GroupConverger
+
+    results = check_group(GroupConverger(_group(ctx, group_name), limit, on_progress=_progress))
+    if as_json:
+        click.echo(json.dumps([asdict(r) for r in results], indent=2))
+        ok = all(r.outcome != "failed" for r in results)
+    else:
+        ok = _print_checks(results)
+    sys.exit(0 if ok else 1)
+
+
+@main.group()
+def hosts() -> None:
+    """Local Debian test hosts (systemd-nspawn) that behave like a VPS.
+
+    They need root, systemd-container and debootstrap. Each gets its own private
+    address (10.231.N.2), SSH as root with a generated key, and NAT to reach the
+    package mirrors.
+
+    \b
+    Examples:
+      commonstack hosts up demo --memory 2G
+      commonstack hosts up pi --arch arm64      # a Raspberry Pi stand-in (emulated, slow)
+      commonstack hosts list
+      commonstack hosts down demo
+    """
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("  %(message)s"))
+    log = logging.getLogger("commonstack.testhosts")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+
+
+@hosts.command("up")
+@click.argument("name")
+@click.option("--suite", type=click.Choice(["bookworm", "trixie"]), default="bookworm", show_default=True,
+              help="Debian 12 (bookworm) or 13 (trixie).")
+@click.option("--arch", type=click.Choice(["amd64", "arm64"]), default="amd64", show_default=True)
+@click.option("--memory", help="Memory limit, e.g. 1G or 512M (a small VPS or a Pi).")
+@click.option("--trust-controller-ca", is_flag=True, help="Copy this machine's CA bundle in (TLS proxies).")
+def hosts_up(name, suite, arch, memory, trust_controller_ca) -> None:
+    """Create and boot test host NAME (nothing happens if it is running)."""
+    from commonstack.testhosts import ssh_key_path, up
+
+    host = up(name, suite=suite, arch=arch, memory=memory, trust_controller_ca=trust_controller_ca)
+    click.echo(f"{host.name}: {host.address} ({host.suite}, {host.arch}"
+               f"{f', {host.memory_mb} MB' if host.memory_mb else ''})")
+    click.echo(f"  ssh -i {ssh_key_path()} root@{host.address}")
+
+
+@hosts.command("down")
+@click.argument("name")
+def hosts_down(name) -> None:
+    """Stop and remove test host NAME: processes, network, files."""
+    from commonstack.testhosts import down
+
+    click.echo(f"{name}: removed" if down(name) else f"{name}: no such test host")
+
+
+@hosts.command("list")
+def hosts_list() -> None:
+    """List the test hosts and whether each is running."""
+    from commonstack.testhosts import list_hosts
+
+    found = list_hosts()
+    for host in found:
+        click.echo(f"{host.name:15} {host.status:8} {host.address:15} {host.suite} {host.arch}"
+                   f"{f' {host.memory_mb} MB' if host.memory_mb else ''}")
+    if not found:
+        click.echo("no test hosts")
+
+
+@main.command("try")
+@click.argument("preset", default="small-group")
+@click.option("--suite", type=click.Choice(["bookworm", "trixie"]), default="bookworm", show_default=True)
+@click.option("--arch", type=click.Choice(["amd64", "arm64"]), default="amd64", show_default=True)
+@click.option("--memory", type=int, help="RAM of each host in MB; default: the smallest the preset fits.")
+@click.pass_context
+def try_preset(ctx, preset, suite, arch, memory) -> None:
+    """See a preset work on this machine before renting anything.
+
+    Boots local Debian test hosts (systemd-nspawn; needs root), writes the group
+    'try' for them (domain try.test, certificates from Caddy's own CA), deploys
+    the preset, runs the health checks and tells you where everything is. Run it
+    again to re-deploy; `commonstack hosts down try` removes the host.
+
+    \b
+    Examples:
+      sudo commonstack try
+      sudo commonstack try chat --suite trixie
+    """
+    from commonstack.checks.group import check_group
+    from commonstack.deploys.converge import GroupConverger
+    from commonstack.stacks.loader import load_preset
+    from commonstack.testhosts import up
+    from commonstack.trial import trial_hosts, write_try_group
+
+    load_preset(preset)
+    ctx.invoke(hosts)  # progress of the test hosts on stderr
+    trial = trial_hosts(preset, memory)
+    running = []
+    for host in trial:
+        click.echo(f"Starting test host {host.testhost} ({suite}, {arch}, {host.memory_mb} MB)...")
+        running.append((host, up(host.testhost, suite=suite, arch=arch, memory=f"{host.memory_mb}M",
+                                 trust_controller_ca=True)))
+    group = write_try_group(ctx.obj, preset, running)
+    converger = GroupConverger(group, on_progress=_progress)
+    click.echo(f"Deploying the {preset} preset (first run: a few minutes of package installs)...")
+    applied = converger.apply()
+    _print_results(applied, planned=False)
+    if applied.failed:
+        sys.exit(1)
+    click.echo("Health checks:")
+    healthy = _print_checks(check_group(converger, applied.plans))
+    profile = converger.profile
+    click.echo("")
+    for trial_host, testhost in running:
+        names = " ".join(n for s, n in profile.hostnames().items() if s in profile.services_on(
+            next(h for h in profile.hosts if h.name == trial_host.name)))
+        if names:
+            click.echo(f"Sites on {testhost.address}: add `{testhost.address} {names}` to /etc/hosts to browse them")
+    click.echo(f"Logins and passwords: {group.secrets_file} (mode 0600)")
+    click.echo(f"Connect: ssh -i {running[0][1].key_path} root@{running[0][1].address}")
+    click.echo("Clean up: " + " && ".join(f"commonstack hosts down {t.name}" for _, t in running)
+               + f" && rm -r {group.folder}")
+    sys.exit(0 if healthy else 1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import replace
 
 from pyinfra import host
 
@@ -51,17 +52,28 @@ def _layer_identity(index: int) -> Iterator[None]:
 
 
 def stack_operations(
-    group: Group, profile: StackProfile, secrets: Mapping[str, str], plans: dict[str, HostPlan]
+    group: Group,
+    profile: StackProfile,
+    secrets: Mapping[str, str],
+    plans: dict[str, HostPlan],
+    deploy: bool = True,
 ) -> Callable[[], None]:
     """The runner's `add_operations`: read the host's facts, plan it, add its operations.
 
-    Each host's plan is kept in `plans` so the caller can report what was sized and skipped.
+    Each host's plan is kept in `plans` so the caller can report what was sized and skipped;
+    with deploy=False only that happens (what the health checks need to know).
     """
     hosts = {h.name: h for h in profile.hosts}
 
     def add_operations() -> None:
-        plan = plan_one(group, profile, hosts[host.name], secrets, gather_release())
+        wanted = hosts[host.name]
+        release = gather_release()
+        if wanted.memory_mb and wanted.memory_mb < release.facts.memory_mb:
+            # The profile may reserve RAM for other uses: size for its figure, not the machine's.
+            release = replace(release, facts=replace(release.facts, memory_mb=wanted.memory_mb))
+        plan = plan_one(group, profile, wanted, secrets, release)
         plans[host.name] = plan
-        deploy_host(plan)
+        if deploy:
+            deploy_host(plan)
 
     return add_operations

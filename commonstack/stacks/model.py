@@ -78,7 +78,10 @@ class Host(Settings):
     ssh_key: Path | None = Field(None, description="Private key file; default: your SSH agent/keys.")
     role: str | None = Field(None, description="Free-form note, e.g. 'Raspberry Pi 4 at home'.")
     memory_mb: int | None = Field(
-        None, ge=256, description="RAM hint for offline rendering; a deploy reads the real value."
+        None,
+        ge=256,
+        description="RAM to size for: offline, the host's RAM; on deploy, a cap below the real RAM "
+        "(to leave room for other uses).",
     )
     cpus: int | None = Field(None, ge=1, description="CPU hint for offline rendering.")
     arch: Arch | None = Field(None, description="Architecture hint for offline rendering.")
