@@ -8,6 +8,7 @@ from pyinfra.facts.postgres import PostgresRoles
 from pyinfra.operations import apt, postgres, systemd
 
 from commonstack.deploys.configs import changed, put_configs
+from commonstack.deploys.identity import operation_identity
 from commonstack.rendering import HostPlan
 
 # Synapse requires C collation and UTF8 (its docs: "Set up database"); template0 allows both.
@@ -40,19 +41,24 @@ def postgresql(plan: HostPlan) -> None:
         _if=changed(configs),
     )
     existing_roles = host.get_fact(PostgresRoles, **AS_POSTGRES)
-    for service in sorted(DATABASES.keys() & plan.profile.services_on(plan.host)):
-        wanted = DATABASES[service]
-        postgres.role(
-            name=f"Database role {wanted['role']}",
-            role=wanted["role"],
-            login=True,
-            password=None if wanted["role"] in existing_roles else plan.secrets[wanted["secret"]],
-            **AS_POSTGRES,
-        )
-        postgres.database(
-            name=f"Database {wanted['role']}",
-            database=wanted["role"],
-            owner=wanted["role"],
-            **wanted["options"],
-            **AS_POSTGRES,
-        )
+    for marker, (service, wanted) in enumerate(DATABASES.items()):
+        if service in plan.profile.services_on(plan.host):
+            with operation_identity(marker):
+                _role_and_database(wanted, existing_roles, plan.secrets)
+
+
+def _role_and_database(wanted: dict, existing_roles: dict, secrets) -> None:
+    postgres.role(
+        name=f"Database role {wanted['role']}",
+        role=wanted["role"],
+        login=True,
+        password=None if wanted["role"] in existing_roles else secrets[wanted["secret"]],
+        **AS_POSTGRES,
+    )
+    postgres.database(
+        name=f"Database {wanted['role']}",
+        database=wanted["role"],
+        owner=wanted["role"],
+        **wanted["options"],
+        **AS_POSTGRES,
+    )

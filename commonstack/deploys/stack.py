@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 
 from pyinfra import host
@@ -11,6 +10,7 @@ from pyinfra import host
 from commonstack.deploys.base import base
 from commonstack.deploys.caddy import caddy
 from commonstack.deploys.facts import gather_release
+from commonstack.deploys.identity import operation_identity
 from commonstack.deploys.postgres import postgresql
 from commonstack.deploys.redis import redis
 from commonstack.inventories.groups import Group
@@ -35,20 +35,8 @@ def deploy_host(plan: HostPlan) -> None:
     """Add the operations of every layer the host needs, in the order of LAYERS."""
     for index, layer in enumerate(LAYERS):
         if layer in plan.layers and layer in DEPLOYS:
-            with _layer_identity(index):
+            with operation_identity(index):
                 DEPLOYS[layer](plan)
-
-
-@contextmanager
-def _layer_identity(index: int) -> Iterator[None]:
-    """pyinfra 3.10's API identifies an operation by its position in the host's sequence
-    (issue #1370). Hosts with different layers would then share identities between unrelated
-    operations; adding the layer's index to the position keeps each layer's operations apart."""
-    host.loop_position.append(index)
-    try:
-        yield
-    finally:
-        host.loop_position.pop()
 
 
 def stack_operations(

@@ -1,0 +1,226 @@
+"""Turning SSH connection problems into one clear line per host (used by ``runner``).
+
+pyinfra's SSH connector wraps every connection failure in a ``ConnectError`` whose text is
+terse ("Could not connect (...)", "SSH error (...)"). The original paramiko/socket
+exception is still reachable as the ``ConnectError``'s ``__context__`` (pyinfra raises it
+inside the ``except`` block), so we classify on exception *types*, not on message text.
+
+Also here: the ``sudo`` preflight for hosts reached as a non-root user.
+
+Import ``commonstack.deploys.runner`` (which monkey-patches gevent first) rather than this
+module directly.
+"""
+
+from __future__ import annotations
+
+import base64
+import errno
+import hashlib
+import socket
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .runner import HostTarget
+
+
+def one_line(text: object, limit: int = 300) -> str:
+    """The first non-empty line of ``text``, stripped and shortened."""
+    for line in str(text).splitlines():
+        line = line.strip()
+        if line:
+            return line if len(line) <= limit else line[: limit - 1] + "…"
+    return ""
+
+
+def display_path(path: Path | str | None) -> str:
+    """A path as the user thinks of it: relative to the working directory when under it."""
+    if path is None:
+        return "~/.ssh/known_hosts"
+    p = Path(path)
+    try:
+        return str(p.resolve().relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError):
+        return str(p)
+
+
+def where(target: HostTarget) -> str:
+    return f"{target.name} ({target.address}:{target.port})"
+
+
+def known_hosts_entry(target: HostTarget) -> str:
+    """The name OpenSSH and paramiko look a host up under in known_hosts."""
+    if target.port == 22:
+        return target.address
+    return f"[{target.address}]:{target.port}"
+
+
+def fingerprint(key: Any) -> str:
+    """``ssh-ed25519 SHA256:...`` for a paramiko PKey (as ``ssh-keygen -l`` shows it)."""
+    try:
+        digest = hashlib.sha256(key.asbytes()).digest()
+        fp = "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+        return f"{key.get_name()} {fp}"
+    except Exception:  # pragma: no cover - a key object we do not know
+        return "an unknown key"
+
+
+def root_cause(error: BaseException) -> BaseException:
+    """The exception pyinfra wrapped into its ConnectError (or ``error`` itself)."""
+    from pyinfra.api.exceptions import ConnectError
+
+    seen = set()
+    exc: BaseException = error
+    while isinstance(exc, ConnectError) and id(exc) not in seen:
+        seen.add(id(exc))
+        inner = exc.__cause__ or exc.__context__
+        if inner is None:
+            break
+        exc = inner
+    return exc
+
+
+def _errno_of(exc: OSError) -> int | None:
+    from paramiko.ssh_exception import NoValidConnectionsError
+
+    if isinstance(exc, NoValidConnectionsError):
+        for sub in exc.errors.values():
+            if getattr(sub, "errno", None):
+                return sub.errno
+        return errno.ECONNREFUSED
+    return exc.errno
+
+
+def describe_connect_error(
+    target: HostTarget,
+    error: BaseException,
+    offered_key: Any = None,
+    timeout: int | None = None,
+) -> str:
+    """ONE line telling the volunteer what went wrong connecting to ``target`` and what to do."""
+    from paramiko.ssh_exception import (
+        AuthenticationException,
+        BadHostKeyException,
+        SSHException,
+    )
+    from pyinfra.api.exceptions import PyinfraError
+
+    exc = root_cause(error)
+    at = where(target)
+    known_hosts = display_path(target.known_hosts)
+    entry = known_hosts_entry(target)
+
+    if isinstance(exc, BadHostKeyException):
+        return (
+            f"host key of {at} does not match {known_hosts} "
+            f"(pinned {fingerprint(exc.expected_key)}, offered {fingerprint(exc.key)}) — "
+            f"if the host was reinstalled, remove its line with "
+            f"`ssh-keygen -R '{entry}' -f {known_hosts}` and pin the new key; "
+            f"otherwise someone may be intercepting the connection: do not continue"
+        )
+    if isinstance(exc, AuthenticationException):
+        how = (
+            f"key {display_path(target.key_path)}"
+            if target.key_path
+            else "your ssh-agent/default keys"
+        )
+        return (
+            f"{at} refused SSH login as {target.user} with {how} — is the matching public key "
+            f"in ~{target.user}/.ssh/authorized_keys on the host?"
+        )
+    if isinstance(exc, SSHException) and "no host key" in str(exc).lower():
+        offered = f" (it offered {fingerprint(offered_key)})" if offered_key is not None else ""
+        return (
+            f"host key of {at} is not in {known_hosts}{offered} — pin it first: compare "
+            f"`ssh-keyscan -p {target.port} {target.address}` with `ssh-keygen -lf "
+            f"/etc/ssh/ssh_host_ed25519_key.pub` run on the host's console, then add that line"
+        )
+    if isinstance(exc, socket.gaierror):
+        return f"cannot reach {at}: cannot resolve {target.address!r} — check the address"
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        secs = f" after {timeout}s" if timeout else ""
+        return (
+            f"cannot reach {at}: connection timed out{secs} — is the address right, the host "
+            f"up, and port {target.port} open in its firewall?"
+        )
+    if isinstance(exc, OSError):
+        code = _errno_of(exc)
+        if code == errno.ECONNREFUSED:
+            return (
+                f"cannot reach {at}: connection refused — is the host up and sshd listening "
+                f"on port {target.port}?"
+            )
+        if code in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+            return f"cannot reach {at}: no route to host — is the host up and the address right?"
+        return f"cannot reach {at}: {one_line(exc) or type(exc).__name__}"
+    if isinstance(exc, (EOFError, SSHException)):
+        detail = one_line(exc) or type(exc).__name__
+        return (
+            f"cannot reach {at}: the SSH handshake failed ({detail}) — is sshd (and nothing "
+            f"else) listening on port {target.port}?"
+        )
+    if isinstance(exc, PyinfraError) and target.key_path:
+        key = display_path(target.key_path)
+        if "encrypted" in str(exc):
+            return (
+                f"SSH key {key} for {target.name} is encrypted — load it into ssh-agent and "
+                f"leave the key path unset, or use an unencrypted deploy key"
+            )
+        return f"cannot use SSH key {key} for {target.name}: {one_line(exc)}"
+    return f"cannot connect to {at}: {type(exc).__name__}: {one_line(exc)}"
+
+
+def check_local_files(target: HostTarget) -> str | None:
+    """Problems with the controller-side files a connection needs, before any network traffic."""
+    if target.known_hosts is not None and not Path(target.known_hosts).is_file():
+        return (
+            f"cannot check the host key of {where(target)}: {display_path(target.known_hosts)} "
+            f"does not exist — pin the host's key there first"
+        )
+    if target.key_path is not None and not Path(target.key_path).is_file():
+        return f"SSH key {display_path(target.key_path)} for {target.name} does not exist"
+    return None
+
+
+# sudo preflight ---------------------------------------------------------------------------
+#
+# Always exits 0 and never lets sudo's own messages through: pyinfra's connector calls
+# getpass() (a blocking terminal prompt) when a failed command printed
+# "sudo: a password is required", even in API mode.
+SUDO_PROBE = (
+    "if ! command -v sudo >/dev/null 2>&1; then echo COMMONSTACK_SUDO=missing; "
+    "elif sudo -n true >/dev/null 2>&1; then echo COMMONSTACK_SUDO=ok; "
+    "else echo COMMONSTACK_SUDO=password; fi"
+)
+
+
+def sudo_problem(host: Any, target: HostTarget) -> str | None:
+    """None when ``target.user`` can run ``sudo`` without a password on ``host``."""
+    from pyinfra.api import StringCommand
+
+    try:
+        status, output = host.run_shell_command(StringCommand(SUDO_PROBE))
+    except Exception as e:  # socket/SSH errors
+        return f"cannot run commands on {where(target)} as {target.user}: {one_line(e)}"
+    answer = next(
+        (
+            line.split("=", 1)[1]
+            for line in output.stdout_lines
+            if line.startswith("COMMONSTACK_SUDO=")
+        ),
+        None,
+    )
+    if answer == "ok":
+        return None
+    if answer == "missing":
+        return (
+            f"{target.name}: connected as {target.user}, but sudo is not installed — connect "
+            f"as root, or install sudo and let {target.user} use it without a password"
+        )
+    if answer == "password":
+        return (
+            f"{target.name}: {target.user} cannot use sudo without a password — add "
+            f"'{target.user} ALL=(ALL) NOPASSWD: ALL' in /etc/sudoers.d/, or connect as root"
+        )
+    detail = one_line(output.stderr) or one_line(output.stdout) or "no output"
+    return f"cannot run commands on {where(target)} as {target.user}: {detail}"

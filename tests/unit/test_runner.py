@@ -1,0 +1,763 @@
+"""The pyinfra runner (commonstack.deploys.runner) against a REAL sshd on 127.0.0.1.
+
+"unit" because no test host is needed: `loopback_sshd` starts /usr/sbin/sshd on a free
+loopback port (root login with a throwaway key, host key pinned in a temp known_hosts).
+The operations write into pytest's tmp_path, so "the host" is this machine's /tmp.
+Skipped, with the reason, when not root or when openssh-server is not installed.
+
+Every runner call happens in a CHILD interpreter (`RunnerChild`, fixture `runner`):
+importing the runner monkey-patches gevent for the whole process, which must happen before
+anything imports ssl and before any thread starts. A pytest process cannot offer that (its plugins import ssl,
+and a pytest-xdist worker's I/O thread dies once `threading` is patched), and the patch
+would leak into every other test. The child imports the runner first, then this very file
+as a module, and calls plan/apply with one of the module-level operation functions below;
+it sends back the results as JSON. Those functions take everything from `host.data`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import subprocess
+import sys
+import tempfile
+import threading
+from io import StringIO
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from pyinfra import host
+from pyinfra.operations import files, server
+
+from commonstack.deploys.connect import SUDO_PROBE, sudo_problem
+
+REPO = Path(__file__).resolve().parents[2]
+try:
+    from tests.sshd_fixture import (
+        free_port,
+        loopback_sshd_fixture,
+        make_keypair,
+        start_loopback_sshd,
+    )
+except ModuleNotFoundError:  # the repo root is not on sys.path (no pytest `pythonpath` yet)
+    sys.path.insert(0, str(REPO))
+    from tests.sshd_fixture import (
+        free_port,
+        loopback_sshd_fixture,
+        make_keypair,
+        start_loopback_sshd,
+    )
+
+loopback_sshd = loopback_sshd_fixture(scope="module")
+
+SECRET = "s3cr3t-Passw0rd-only-in-template-data"
+CONF_TEMPLATE = "# managed by commonstack\nlisten = {{ port }}\npassword = {{ password }}\n"
+BOOM = (
+    "echo 'migrating...'; echo 'Traceback (most recent call last):' >&2; "
+    "echo 'migrate: disk full' >&2; exit 3"
+)
+
+
+# --- running the runner in a child interpreter ----------------------------------------------
+
+RESULT_MARK = "@@COMMONSTACK-RUNNER-RESULT@@"
+CHILD = r"""
+import json, sys
+from commonstack.deploys import runner  # first: monkey-patches gevent
+import dataclasses, importlib.util, logging
+from pathlib import Path
+
+setup = json.loads(sys.stdin.readline())
+sys.path.insert(0, setup["repo"])
+if setup["debug_logging"]:  # like a CLI run with --debug: everything on the root logger
+    logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
+spec = importlib.util.spec_from_file_location("runner_scenarios", setup["module"])
+scenarios = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(scenarios)
+
+for line in sys.stdin:
+    request = json.loads(line)
+    targets = []
+    for fields in request["targets"]:
+        for key in ("key_path", "known_hosts"):
+            if fields.get(key) is not None:
+                fields[key] = Path(fields[key])
+        targets.append(runner.HostTarget(**fields))
+    progress = []
+    out = {"progress": progress}
+    try:
+        run = getattr(runner, request["mode"])
+        operations = getattr(scenarios, request["operations"])
+        results = run(targets, operations, progress.append, **request["options"])
+        out["results"] = [dataclasses.asdict(r) for r in results]
+    except runner.RunnerError as e:
+        out["runner_error"] = str(e)
+    print(setup["mark"] + json.dumps(out), flush=True)
+"""
+
+
+class RunnerChild:
+    """A child interpreter that imports the runner first and then serves plan/apply requests
+    (several runs in one process, like a CLI doing plan then deploy)."""
+
+    def __init__(self, debug_logging: bool = False) -> None:
+        self.debug_logging = debug_logging
+        self.proc: subprocess.Popen | None = None
+
+    def _start(self) -> None:
+        self.stderr_path = Path(tempfile.mkstemp(prefix="runner-child-", suffix=".stderr")[1])
+        self.stderr_file = self.stderr_path.open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", CHILD],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr_file,
+            text=True,
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+        self._send(
+            {
+                "repo": str(REPO),
+                "module": __file__,
+                "debug_logging": self.debug_logging,
+                "mark": RESULT_MARK,
+            }
+        )
+
+    def _send(self, message: dict) -> None:
+        self.proc.stdin.write(json.dumps(message) + "\n")
+        self.proc.stdin.flush()
+
+    def outcome(
+        self, mode, targets, operations, timeout: float = 300, **options
+    ) -> SimpleNamespace:
+        """``runner.<mode>(targets, operations, progress.append, **options)`` in the child:
+        .results (HostResult-like namespaces), .progress, .runner_error and .output
+        (everything the child printed meanwhile, stdout + stderr)."""
+        if self.proc is None or self.proc.poll() is not None:
+            self._start()
+        stderr_start = self.stderr_path.stat().st_size
+        self._send(
+            {
+                "mode": mode,
+                "targets": targets,
+                "operations": operations.__name__,
+                "options": options,
+            }
+        )
+        watchdog = threading.Timer(timeout, self.proc.kill)
+        watchdog.start()
+        printed = []
+        try:
+            while True:
+                line = self.proc.stdout.readline()
+                if not line:
+                    stderr = self.stderr_path.read_text()[stderr_start:]
+                    raise AssertionError(f"the runner child died:\n{''.join(printed)}{stderr}")
+                if line.startswith(RESULT_MARK):
+                    data = json.loads(line[len(RESULT_MARK) :])
+                    break
+                printed.append(line)
+        finally:
+            watchdog.cancel()
+        results = [
+            SimpleNamespace(
+                **{**r, "operations": [SimpleNamespace(**op) for op in r["operations"]]}
+            )
+            for r in data.get("results", [])
+        ]
+        return SimpleNamespace(
+            results=results,
+            progress=data["progress"],
+            runner_error=data.get("runner_error"),
+            output="".join(printed) + self.stderr_path.read_text()[stderr_start:],
+        )
+
+    def plan(self, targets, operations, **options):
+        return self.outcome("plan", targets, operations, **options).results
+
+    def apply(self, targets, operations, **options):
+        return self.outcome("apply", targets, operations, **options).results
+
+    def close(self) -> None:
+        if self.proc is not None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.stderr_file.close()
+            self.stderr_path.unlink(missing_ok=True)
+            self.proc = None
+
+
+@pytest.fixture(scope="module")
+def runner():
+    child = RunnerChild()
+    yield child
+    child.close()
+
+
+def ops_by_name(result) -> dict:
+    return {op.name: op for op in result.operations}
+
+
+def site_data(path: Path) -> dict:
+    return {"dir": str(path / "site"), "port": 8080, "password": SECRET}
+
+
+# --- operations (module level: the child imports this file and calls them) -----------------
+
+
+def site_operations():
+    """A tiny deploy: one files.put and one files.template into host.data.dir."""
+    site = host.data.dir
+    files.put(
+        name="Write motd",
+        src=StringIO("welcome to the co-op\n"),
+        dest=f"{site}/motd",
+        mode="644",
+    )
+    files.template(
+        name="Write app config",
+        src=StringIO(CONF_TEMPLATE),
+        dest=f"{site}/app.conf",
+        mode="600",
+        port=host.data.port,
+        password=host.data.password,
+    )
+
+
+def conditional_restart_operations():
+    conf = files.put(
+        name="Write config", src=StringIO("a = 1\n"), dest=f"{host.data.dir}/svc.conf", mode="644"
+    )
+    server.shell(
+        name="Restart service",
+        commands=[f"echo restarted >> {host.data.dir}/restarted"],
+        _if=conf.did_change,
+    )
+
+
+def failing_operations():
+    site = host.data.dir
+    files.put(name="Write motd", src=StringIO("hi\n"), dest=f"{site}/motd", mode="644")
+    server.shell(name="Run migration", commands=[host.data.command])
+    files.put(name="Write after", src=StringIO("after\n"), dest=f"{site}/after", mode="644")
+
+
+def sudo_prompt_operations():
+    server.shell(name="Needs sudo", commands=["echo 'sudo: a password is required' >&2; exit 1"])
+
+
+def broken_template_operations():
+    files.put(name="Write motd", src=StringIO("hi\n"), dest=f"{host.data.dir}/motd", mode="644")
+    files.template(
+        name="Write broken config",
+        src=StringIO("value = {{ not_given }}\n"),
+        dest=f"{host.data.dir}/broken.conf",
+        mode="644",
+    )
+
+
+def fact_probe_operations():
+    from pyinfra.facts.server import Command
+
+    files.put(name="Write motd", src=StringIO("hi\n"), dest=f"{host.data.dir}/motd", mode="644")
+    host.get_fact(Command, host.data.probe)
+    server.shell(name="Then this", commands=["true"])
+
+
+def typo_operations():
+    files.put(name="Write motd", src=StringIO("hi\n"), dest=f"{host.data.dir}/motd", mode="644")
+    host.data.no_such_key  # noqa: B018 - a typo in a deploy function
+
+
+def per_host_operations():
+    if host.name == "web1":  # web2's first operation then shares an identity with this one
+        files.put(name="Only on web1", src=StringIO("1\n"), dest=f"{host.data.dir}/one", mode="644")
+    files.put(name="On both", src=StringIO("b\n"), dest=f"{host.data.dir}/{host.name}-both", mode="644")
+
+
+def secret_operations():
+    site_operations()
+    server.shell(name="Use the secret", commands=[f"echo {host.data.password} >&2; exit 1"])
+
+
+def root_owned_file_operations():
+    files.put(name="Write as root", src=StringIO("x\n"), dest=f"{host.data.dir}/x", mode="600")
+
+
+def no_operations():
+    pass
+
+
+# --- plan / apply / idempotency / drift -----------------------------------------------------
+
+
+def test_plan_reports_changes_with_diffs_and_changes_nothing(runner, loopback_sshd, tmp_path):
+    target = loopback_sshd.target_fields("web1", data=site_data(tmp_path))
+
+    outcome = runner.outcome("plan", [target], site_operations)
+
+    [result] = outcome.results
+    assert result.status == "changed", result
+    assert result.error is None
+    ops = ops_by_name(result)
+    assert list(ops) == ["Write motd", "Write app config"]
+    assert all(op.changed and op.host == "web1" for op in ops.values())
+    assert "+welcome to the co-op" in ops["Write motd"].diff
+    assert "+listen = 8080" in ops["Write app config"].diff
+    assert ops["Write app config"].diff.startswith("--- /dev/null\n")
+    # Nothing created: not the files, not even the directory files.put would create.
+    assert not (tmp_path / "site").exists()
+    assert "web1: connected" in outcome.progress
+    assert "web1: 2 operations, 2 would change" in outcome.progress
+
+
+def test_apply_converges_then_second_apply_changes_nothing(runner, loopback_sshd, tmp_path):
+    target = loopback_sshd.target_fields("web1", data=site_data(tmp_path))
+
+    [first] = runner.apply([target], site_operations)
+    assert first.status == "changed", first
+    assert [op.changed for op in first.operations] == [True, True]
+    site = tmp_path / "site"
+    assert (site / "motd").read_text() == "welcome to the co-op\n"
+    assert (site / "app.conf").read_text() == (
+        f"# managed by commonstack\nlisten = 8080\npassword = {SECRET}\n"
+    )
+    assert (site / "app.conf").stat().st_mode & 0o777 == 0o600
+
+    [second] = runner.apply([target], site_operations)
+    assert second.status == "unchanged", second
+    assert len(second.operations) == 2
+    assert [op for op in second.operations if op.changed] == []
+
+    [again] = runner.plan([target], site_operations)
+    assert again.status == "unchanged"
+    assert [op.diff for op in again.operations] == [None, None]
+
+
+def test_drift_shows_exactly_that_operation_with_a_diff(runner, loopback_sshd, tmp_path):
+    target = loopback_sshd.target_fields("web1", data=site_data(tmp_path))
+    runner.apply([target], site_operations)
+    motd = tmp_path / "site" / "motd"
+    motd.write_text("welcome to the co-op\nhand-edited line\n")
+
+    [result] = runner.plan([target], site_operations)
+
+    assert result.status == "changed"
+    changed = [op for op in result.operations if op.changed]
+    assert [op.name for op in changed] == ["Write motd"]
+    diff = changed[0].diff
+    assert "-hand-edited line" in diff
+    assert " welcome to the co-op" in diff
+    assert f"{motd} (current)" in diff
+    assert motd.read_text().endswith("hand-edited line\n")  # plan changed nothing
+
+
+def test_plan_honours_if_conditions_on_earlier_changes(runner, loopback_sshd, tmp_path):
+    """A restart-style step `_if=<config changed>` appears in a plan only when the config
+    would change (pyinfra alone reports every server.shell as a change in a plan)."""
+    marker = tmp_path / "restarted"
+    target = loopback_sshd.target_fields("web1", data={"dir": str(tmp_path)})
+
+    [before] = runner.plan([target], conditional_restart_operations)
+    assert {op.name: op.changed for op in before.operations} == {
+        "Write config": True,
+        "Restart service": True,
+    }
+    runner.apply([target], conditional_restart_operations)
+    assert marker.read_text() == "restarted\n"
+
+    [after] = runner.plan([target], conditional_restart_operations)
+    assert after.status == "unchanged", after
+    [second] = runner.apply([target], conditional_restart_operations)
+    assert second.status == "unchanged", second
+    assert marker.read_text() == "restarted\n"
+
+
+# --- connection problems ----------------------------------------------------------------------
+
+
+def test_unreachable_port_gives_one_clear_line(runner, loopback_sshd, tmp_path):
+    port = free_port()
+    target = loopback_sshd.target_fields("web1", port=port, data=site_data(tmp_path))
+
+    [result] = runner.apply([target], site_operations)
+
+    assert result.status == "unreachable"
+    assert result.operations == []
+    assert result.error == (
+        f"cannot reach web1 (127.0.0.1:{port}): connection refused — is the host up and sshd "
+        f"listening on port {port}?"
+    )
+
+
+def test_something_else_than_sshd_on_the_port(runner, loopback_sshd, tmp_path):
+    import socket
+
+    server_socket = socket.create_server(("127.0.0.1", 0))
+    port = server_socket.getsockname()[1]
+
+    def serve():  # an HTTP server where sshd was expected
+        with server_socket:
+            while True:
+                try:
+                    conn, _ = server_socket.accept()
+                except OSError:
+                    return
+                with conn:
+                    conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        [result] = runner.plan([loopback_sshd.target_fields("web1", port=port)], site_operations)
+    finally:
+        server_socket.close()
+    assert result.status == "unreachable"
+    assert result.error.startswith(
+        f"cannot reach web1 (127.0.0.1:{port}): the SSH handshake failed ("
+    )
+    assert result.error.endswith(f"is sshd (and nothing else) listening on port {port}?")
+
+
+def test_host_key_mismatch_is_refused_and_nothing_changes(runner, loopback_sshd, tmp_path):
+    wrong = loopback_sshd.other_known_hosts()
+    before = wrong.read_text()
+    target = loopback_sshd.target_fields("web1", known_hosts=wrong, data=site_data(tmp_path))
+
+    [result] = runner.apply([target], site_operations)
+
+    assert result.status == "unreachable"
+    assert "\n" not in result.error
+    assert result.error.startswith(
+        f"host key of web1 (127.0.0.1:{loopback_sshd.port}) does not match {wrong}"
+    )
+    assert "if the host was reinstalled, remove its line" in result.error
+    assert f"ssh-keygen -R '[127.0.0.1]:{loopback_sshd.port}'" in result.error
+    assert not (tmp_path / "site").exists()
+    assert wrong.read_text() == before
+
+
+def test_unknown_host_key_is_refused_and_not_added(runner, loopback_sshd, tmp_path):
+    empty = loopback_sshd.empty_known_hosts()
+    before = empty.read_text()
+    target = loopback_sshd.target_fields("web1", known_hosts=empty, data=site_data(tmp_path))
+
+    [result] = runner.apply([target], site_operations)
+
+    assert result.status == "unreachable"
+    assert result.error.startswith(
+        f"host key of web1 (127.0.0.1:{loopback_sshd.port}) is not in {empty}"
+    )
+    fingerprint = subprocess.run(
+        ["ssh-keygen", "-l", "-f", str(loopback_sshd.workdir / "ssh_host_ed25519_key.pub")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()[1]
+    assert f"ssh-ed25519 {fingerprint}" in result.error  # what the server offered
+    assert empty.read_text() == before  # strict: never accept-new
+    assert not (tmp_path / "site").exists()
+
+
+def test_missing_known_hosts_file(runner, loopback_sshd, tmp_path):
+    target = loopback_sshd.target_fields("web1", known_hosts=tmp_path / "nope" / "known_hosts")
+    [result] = runner.plan([target], site_operations)
+    assert result.status == "unreachable"
+    assert "does not exist — pin the host's key there first" in result.error
+
+
+def test_wrong_client_key_is_refused(runner, loopback_sshd, tmp_path):
+    stranger = tmp_path / "stranger_key"
+    make_keypair(stranger)
+    target = loopback_sshd.target_fields("web1", key_path=stranger)
+
+    [result] = runner.plan([target], site_operations)
+
+    assert result.status == "unreachable"
+    assert result.error.startswith(
+        f"web1 (127.0.0.1:{loopback_sshd.port}) refused SSH login as root with key {stranger}"
+    )
+    assert "authorized_keys" in result.error
+
+
+def test_unusable_key_file(runner, loopback_sshd, tmp_path):
+    not_a_key = tmp_path / "id_ed25519"
+    not_a_key.write_text("this is not a key\n")
+    [result] = runner.plan(
+        [loopback_sshd.target_fields("web1", key_path=not_a_key)], site_operations
+    )
+    assert result.status == "unreachable"
+    assert result.error.startswith(f"cannot use SSH key {not_a_key} for web1:")
+
+
+def test_fail_fast_with_an_unreachable_host_changes_nothing(runner, loopback_sshd, tmp_path):
+    targets = [
+        loopback_sshd.target_fields("web1", data=site_data(tmp_path)),
+        loopback_sshd.target_fields("web2", port=free_port(), data=site_data(tmp_path)),
+    ]
+    web1, web2 = runner.apply(targets, site_operations, fail_fast=True)
+    assert web2.status == "unreachable"
+    assert (web1.status, web1.error) == (
+        "failed",
+        "not started on web1: web2 is unreachable and fail_fast is set",
+    )
+    assert not (tmp_path / "site").exists()
+
+
+# --- operation failures -------------------------------------------------------------------
+
+
+def test_failing_shell_marks_the_host_failed_with_its_last_stderr_line(
+    runner, loopback_sshd, tmp_path
+):
+    data = {"dir": str(tmp_path), "command": BOOM}
+    [result] = runner.apply([loopback_sshd.target_fields("web1", data=data)], failing_operations)
+
+    assert result.status == "failed"
+    assert result.error == "operation 'Run migration' failed on web1: migrate: disk full"
+    assert [(op.name, op.changed) for op in result.operations] == [
+        ("Write motd", True),
+        ("Run migration", False),
+    ]
+    assert (tmp_path / "motd").exists()
+    assert not (tmp_path / "after").exists()
+
+
+def two_targets(sshd, tmp_path, good_data: dict, bad_data: dict) -> tuple[list, Path, Path]:
+    good_dir, bad_dir = tmp_path / "good", tmp_path / "bad"
+    good_dir.mkdir()
+    bad_dir.mkdir()
+    targets = [
+        sshd.target_fields("good", data={"dir": str(good_dir), **good_data}),
+        sshd.target_fields("bad", data={"dir": str(bad_dir), **bad_data}),
+    ]
+    return targets, good_dir, bad_dir
+
+
+def test_one_failing_host_does_not_stop_the_other(runner, loopback_sshd, tmp_path):
+    targets, good_dir, bad_dir = two_targets(
+        loopback_sshd, tmp_path, {"command": "true"}, {"command": BOOM}
+    )
+
+    good, bad = runner.apply(targets, failing_operations, fail_fast=False)
+
+    assert (good.name, good.status, good.error) == ("good", "changed", None)
+    assert [op.changed for op in good.operations] == [True, True, True]
+    assert (good_dir / "after").read_text() == "after\n"
+    assert (bad.name, bad.status) == ("bad", "failed")
+    assert bad.error == "operation 'Run migration' failed on bad: migrate: disk full"
+    assert not (bad_dir / "after").exists()
+
+
+def test_fail_fast_stops_the_other_hosts_between_operations(runner, loopback_sshd, tmp_path):
+    targets, good_dir, bad_dir = two_targets(
+        loopback_sshd, tmp_path, {"command": "true"}, {"command": BOOM}
+    )
+
+    good, bad = runner.apply(targets, failing_operations, fail_fast=True)
+
+    assert bad.status == "failed" and "migrate: disk full" in bad.error
+    # pyinfra finishes the running operation on every host, then stops everywhere.
+    assert good.status == "failed"
+    assert good.error == "stopped on good after 2 of 3 operations: bad failed and fail_fast is set"
+    assert [op.name for op in good.operations] == ["Write motd", "Run migration"]
+    assert not (good_dir / "after").exists()
+
+
+def test_a_sudo_password_prompt_fails_the_operation_instead_of_blocking(runner, loopback_sshd):
+    """pyinfra calls getpass() when a command prints "sudo: a password is required"."""
+    [result] = runner.apply([loopback_sshd.target_fields("web1")], sudo_prompt_operations)
+    assert result.status == "failed"
+    assert result.error == (
+        "operation 'Needs sudo' failed on web1: sudo asked for a password — let root use sudo "
+        "without a password (NOPASSWD) or connect as root"
+    )
+
+
+def test_template_error_fails_the_host_before_anything_changes(runner, loopback_sshd, tmp_path):
+    target = loopback_sshd.target_fields("web1", data={"dir": str(tmp_path)})
+    [result] = runner.apply([target], broken_template_operations)
+
+    assert result.status == "failed"
+    assert result.error.startswith(
+        "preparing operations on web1 failed at 'Write broken config': Error in template:"
+    )
+    assert "\n" not in result.error
+    assert result.operations == []
+    assert not (tmp_path / "motd").exists()
+
+
+def test_a_fact_that_cannot_be_read_fails_only_that_host(runner, loopback_sshd, tmp_path):
+    hidden = "probe-" + SECRET
+    targets, good_dir, bad_dir = two_targets(
+        loopback_sshd,
+        tmp_path,
+        {"probe": "echo ok"},
+        {"probe": f": {hidden}; echo 'cannot stat /srv: Permission denied' >&2; exit 2"},
+    )
+
+    good, bad = runner.apply(targets, fact_probe_operations)
+
+    assert good.status == "changed"
+    assert bad.status == "failed"
+    assert bad.error == (  # the fact's command line (and what it carries) is left out
+        "preparing operations on bad failed: could not read server.Command: cannot stat /srv: "
+        "Permission denied"
+    )
+    assert not (bad_dir / "motd").exists()
+
+
+def test_an_exception_in_deploy_code_names_where_it_happened(runner, loopback_sshd, tmp_path):
+    target = loopback_sshd.target_fields("web1", data={"dir": str(tmp_path)})
+    [result] = runner.plan([target], typo_operations)
+    assert result.status == "failed"
+    assert result.error == (
+        "preparing operations on web1 failed after 'Write motd': AttributeError: "
+        "Host `web1` has no data `no_such_key`"
+    )
+    assert result.operations == []
+
+
+def test_hosts_with_different_operations_each_report_their_own(runner, loopback_sshd, tmp_path):
+    data = {"dir": str(tmp_path)}
+    targets = [
+        loopback_sshd.target_fields("web1", data=data),
+        loopback_sshd.target_fields("web2", data=data),
+    ]
+    results = {r.name: r for r in runner.outcome("apply", targets, per_host_operations).results}
+    assert [op.name for op in results["web1"].operations] == ["Only on web1", "On both"]
+    assert [op.name for op in results["web2"].operations] == ["On both"]
+    assert all(op.changed for r in results.values() for op in r.operations)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "web1-both", "web2-both"]
+
+
+# --- a non-root login ---------------------------------------------------------------------
+
+
+def _non_root_login_user() -> str | None:
+    shells = {line.strip() for line in Path("/etc/shells").read_text().splitlines()}
+    for entry in pwd.getpwall():
+        if entry.pw_uid >= 1000 and entry.pw_shell in shells and entry.pw_name != "nobody":
+            return entry.pw_name
+    return None
+
+
+def test_non_root_user_goes_through_the_sudo_preflight(runner, tmp_path):
+    """A non-root target gets `sudo -n` checked before anything runs, and its operations run
+    with sudo (host data `_sudo`). The outcome depends on this machine's sudo setup."""
+    user = _non_root_login_user()
+    if user is None:
+        pytest.skip("no non-root user with a login shell on this machine")
+    site = tmp_path / "site"
+    site.mkdir(mode=0o700)  # only root (i.e. sudo) can write here
+
+    with start_loopback_sshd(use_pam=True) as sshd:
+        target = sshd.target_fields("web1", user=user, data={"dir": str(site)})
+        [result] = runner.apply([target], root_owned_file_operations)
+
+    if result.status == "unreachable":
+        pytest.skip(f"PAM login as {user} not possible here: {result.error}")
+    if result.status == "failed":
+        assert result.error in (
+            f"web1: connected as {user}, but sudo is not installed — connect as root, or install "
+            f"sudo and let {user} use it without a password",
+            f"web1: {user} cannot use sudo without a password — add '{user} ALL=(ALL) NOPASSWD: "
+            f"ALL' in /etc/sudoers.d/, or connect as root",
+        )
+        assert result.operations == []
+        assert not (site / "x").exists()
+    else:
+        assert result.status == "changed"
+        assert (site / "x").stat().st_uid == 0
+
+
+# --- secrets and output ---------------------------------------------------------------------
+
+
+def test_nothing_leaks_to_the_terminal_or_logs(loopback_sshd, tmp_path):
+    """Even with DEBUG logging configured on the root logger (as a CLI --debug would), no
+    pyinfra/paramiko log line — command lines, template data, command output — gets out."""
+    target = loopback_sshd.target_fields("web1", data=site_data(tmp_path))
+    child = RunnerChild(debug_logging=True)
+    try:
+        planned = child.outcome("plan", [target], secret_operations, redact=[SECRET])
+        applied = child.outcome("apply", [target], secret_operations, redact=[SECRET])
+    finally:
+        child.close()
+
+    for outcome in (planned, applied):
+        assert SECRET not in outcome.output
+        assert not any(SECRET in line for line in outcome.progress)
+        assert not any("echo" in line for line in outcome.progress)  # names, not commands
+    assert "password = ********" in ops_by_name(planned.results[0])["Write app config"].diff
+    [result] = applied.results
+    assert result.status == "failed"
+    assert result.error == "operation 'Use the secret' failed on web1: ********"
+    assert "operation: Use the secret" in applied.progress
+
+
+# --- pieces -------------------------------------------------------------------------------
+
+
+def test_importing_the_runner_patches_gevent_and_connect_does_not():
+    code = (
+        "import sys; from gevent import monkey\n"
+        "import commonstack.deploys.connect\n"
+        "print(monkey.is_module_patched('socket'))\n"
+        "import commonstack.deploys.runner\n"
+        "print(monkey.is_module_patched('socket'), monkey.is_module_patched('threading'))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
+    ).stdout.split()
+    assert out == ["False", "True", "True"]
+
+
+def test_targets_are_validated(runner, loopback_sshd):
+    t = loopback_sshd.target_fields("web1")
+    outcome = runner.outcome("plan", [t, t], no_operations)
+    assert "two targets are named 'web1'" in outcome.runner_error
+    clash = loopback_sshd.target_fields("x", data={"ssh_port": 2})
+    assert "must not set ssh_port" in runner.outcome("plan", [clash], no_operations).runner_error
+    assert runner.plan([], no_operations) == []
+
+
+def test_sudo_probe_never_prompts_and_always_answers():
+    result = subprocess.run(["sh", "-c", SUDO_PROBE], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0
+    assert result.stdout.strip() in {
+        "COMMONSTACK_SUDO=ok",
+        "COMMONSTACK_SUDO=missing",
+        "COMMONSTACK_SUDO=password",
+    }
+    assert "password is required" not in result.stderr  # would trigger pyinfra's getpass()
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ("COMMONSTACK_SUDO=ok", None),
+        ("COMMONSTACK_SUDO=missing", "web1: connected as admin, but sudo is not installed"),
+        ("COMMONSTACK_SUDO=password", "web1: admin cannot use sudo without a password"),
+    ],
+)
+def test_sudo_problem_lines(answer, expected):
+    from pyinfra.connectors.util import CommandOutput, OutputLine
+
+    class FakeHost:
+        def run_shell_command(self, command):
+            return True, CommandOutput([OutputLine("stdout", answer)])
+
+    target = SimpleNamespace(name="web1", address="127.0.0.1", port=22, user="admin")
+    problem = sudo_problem(FakeHost(), target)
+    if expected is None:
+        assert problem is None
+    else:
+        assert problem.startswith(expected)
