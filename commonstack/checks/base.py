@@ -18,7 +18,7 @@ def _accepts(address: str, port: int, timeout: float = 1.5) -> bool:
 
 def test_firewall_is_active_and_denies_by_default(host):
     assert host.service("nftables").is_enabled, "nftables is not enabled: run `commonstack deploy`"
-    ruleset = host.check_output("nft list chain inet filter input")
+    ruleset = host.check_output("nft list chain inet commonstack input")
     assert "policy drop" in ruleset, "the inbound firewall does not drop by default: is /etc/nftables.conf ours?"
 
 

@@ -85,7 +85,7 @@ def run_checks(
             *[str(CHECKS_DIR / f"{m}.py") for m in modules],
         ]
         completed = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tmp)
-        if not results_file.exists():
+        if completed.returncode not in (0, 1) or not results_file.exists():  # 0/1: ran, passed/failed
             tail = (completed.stdout + completed.stderr).strip().splitlines()[-3:]
             raise CommonstackError("the checks could not run: " + " / ".join(tail))
         rows = [json.loads(line) for line in results_file.read_text().splitlines()]

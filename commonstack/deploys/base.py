@@ -11,7 +11,7 @@ from commonstack.deploys.configs import changed, put_configs
 from commonstack.deploys.swap import swapfile
 from commonstack.rendering import HostPlan
 
-PACKAGES = ["ca-certificates", "sudo", "nftables", "unattended-upgrades", "systemd-timesyncd", "curl"]
+PACKAGES = ["netbase", "ca-certificates", "sudo", "nftables", "unattended-upgrades", "systemd-timesyncd", "curl"]
 # apt-daily refreshes the lists every day; only a staler cache warrants an update of our own.
 APT_CACHE_SECONDS = 2 * 24 * 3600
 

@@ -1,0 +1,91 @@
+"""Health checks of Caddy, seen from outside: every hostname answers HTTPS with a valid,
+fresh certificate and the expected security headers, and plain HTTP redirects to HTTPS."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import time
+
+import pytest
+
+from commonstack.checks.expect import require_layer
+
+CADDY_LOCAL_ROOT = "/var/lib/caddy/.local/share/caddy/pki/authorities/local/root.crt"
+# Public ACME certificates renew 30 days before expiry: 14 days left means renewal is failing.
+# Caddy's own CA issues 12-hour certificates and renews them continuously.
+MIN_DAYS_LEFT = {"acme": 14.0, "internal": 1 / 24}
+
+
+def _names(stack: dict) -> list[str]:
+    names = list(stack["hostnames"].values())
+    if stack["delegation"] and stack["delegation"] not in names:
+        names.append(stack["delegation"])
+    return names
+
+
+@pytest.fixture(scope="module")
+def trust(host, stack, controller) -> ssl.SSLContext:
+    """What a visitor trusts: the public CAs, plus the group's own CA where it uses one."""
+    context = ssl.create_default_context()
+    if controller.get("ca_file"):
+        context.load_verify_locations(controller["ca_file"])
+    if stack["tls_mode"] == "internal":
+        root = host.file(CADDY_LOCAL_ROOT)
+        assert root.exists, f"Caddy has no local CA yet ({CADDY_LOCAL_ROOT}): `journalctl -u caddy`"
+        context.load_verify_locations(cadata=root.content_string)
+    return context
+
+
+def _request(address: str, name: str, port: int, context: ssl.SSLContext | None) -> tuple[str, dict, dict | None]:
+    """A GET / for `name` sent to `address` (no DNS involved): status line, headers, certificate."""
+    with socket.create_connection((address, port), timeout=10) as raw:
+        conn = context.wrap_socket(raw, server_hostname=name) if context else raw
+        conn.sendall(f"GET / HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n".encode())
+        certificate = conn.getpeercert() if context else None
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    head = data.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in head[1:])}
+    return head[0], headers, certificate
+
+
+def test_caddy_is_running(host, stack):
+    require_layer(stack, "caddy")
+    assert host.service("caddy").is_running, "Caddy is down: `journalctl -u caddy` on the host"
+
+
+def test_every_hostname_has_a_valid_fresh_certificate(stack, trust):
+    require_layer(stack, "caddy")
+    for name in _names(stack):
+        try:
+            _, _, certificate = _request(stack["address"], name, 443, trust)
+        except ssl.SSLCertVerificationError as exc:
+            pytest.fail(f"{name}: certificate not valid ({exc.verify_message}); see `journalctl -u caddy`")
+        except OSError as exc:
+            pytest.fail(f"{name}: no HTTPS answer ({exc}); is port 443 open in your provider's firewall?")
+        days_left = (ssl.cert_time_to_seconds(certificate["notAfter"]) - time.time()) / 86400
+        assert days_left >= MIN_DAYS_LEFT[stack["tls_mode"]], (
+            f"{name}: certificate expires in {days_left:.1f} days; renewal is failing: `journalctl -u caddy`"
+        )
+
+
+def test_every_hostname_sends_security_headers(stack, trust):
+    require_layer(stack, "caddy")
+    for name in _names(stack):
+        _, headers, _ = _request(stack["address"], name, 443, trust)
+        assert "max-age=" in headers.get("strict-transport-security", ""), f"{name}: no HSTS header"
+        assert headers.get("x-content-type-options") == "nosniff", f"{name}: no X-Content-Type-Options"
+        assert "server" not in headers, f"{name}: the Server header gives the software away"
+
+
+def test_plain_http_redirects_to_https(stack):
+    require_layer(stack, "caddy")
+    for name in _names(stack):
+        status, headers, _ = _request(stack["address"], name, 80, None)
+        assert status.split()[1] in ("301", "302", "307", "308"), f"{name}: HTTP answers {status}, not a redirect"
+        assert headers.get("location", "").startswith(f"https://{name}"), f"{name}: redirects elsewhere"
