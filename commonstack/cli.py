@@ -12,6 +12,10 @@ from pathlib import Path
 
 import click
 
+# The configuration layers, in deploy order (as commonstack.rendering.LAYERS, kept here so
+# that --help does not import the renderer).
+LAYER_NAMES = ("base", "postgres", "redis", "caddy", "synapse", "coturn", "nextcloud", "discourse", "backup")
+
 
 class _Commands(click.Group):
     """Turns the kit's own errors into one clear line on stderr and exit status 2."""
@@ -265,11 +269,11 @@ def pin_keys(ctx, group_name, yes) -> None:
             click.echo("  not pinned")
 
 
-def _converge(ctx, group_name: str, limit: tuple[str, ...], apply_changes: bool, assume_yes: bool) -> None:
+def _converge(ctx, group_name: str, limit, only, apply_changes: bool, assume_yes: bool) -> None:
     """plan, and for deploy: confirm, apply, summarise."""
     from commonstack.deploys.converge import GroupConverger  # imports pyinfra: only here
 
-    converger = GroupConverger(_group(ctx, group_name), limit, on_progress=_progress)
+    converger = GroupConverger(_group(ctx, group_name), limit, on_progress=_progress, only=frozenset(only))
     click.echo(f"Planning {len(converger.targets)} host(s) of {group_name}...")
     planned = converger.plan()
     _print_results(planned, planned=True)
@@ -313,8 +317,10 @@ def _print_results(run, planned: bool) -> None:
 @main.command()
 @click.argument("group_name", metavar="GROUP")
 @click.option("--limit", multiple=True, metavar="HOST", help="Only this host (repeatable).")
+@click.option("--only", multiple=True, metavar="LAYER", type=click.Choice(LAYER_NAMES),
+              help="Only this layer (repeatable), e.g. --only caddy after changing TLS settings.")
 @click.pass_context
-def plan(ctx, group_name, limit) -> None:
+def plan(ctx, group_name, limit, only) -> None:
     """Show what a deploy would change on each host, with file diffs; change nothing.
 
     Connects over SSH (host keys checked against inventories/GROUP/known_hosts),
@@ -327,15 +333,17 @@ def plan(ctx, group_name, limit) -> None:
       commonstack plan tenants
       commonstack plan coop --limit home
     """
-    _converge(ctx, group_name, limit, apply_changes=False, assume_yes=False)
+    _converge(ctx, group_name, limit, only, apply_changes=False, assume_yes=False)
 
 
 @main.command()
 @click.argument("group_name", metavar="GROUP")
 @click.option("--limit", multiple=True, metavar="HOST", help="Only this host (repeatable).")
 @click.option("-y", "--yes", is_flag=True, help="Apply without asking.")
+@click.option("--only", multiple=True, metavar="LAYER", type=click.Choice(LAYER_NAMES),
+              help="Only this layer (repeatable), e.g. --only caddy after changing TLS settings.")
 @click.pass_context
-def deploy(ctx, group_name, limit, yes) -> None:
+def deploy(ctx, group_name, limit, yes, only) -> None:
     """Converge every host of a group to its profile, in parallel.
 
     Plans first (like `commonstack plan`), asks before changing anything (unless
@@ -347,7 +355,7 @@ def deploy(ctx, group_name, limit, yes) -> None:
       commonstack deploy tenants
       commonstack deploy coop --limit vps --yes
     """
-    _converge(ctx, group_name, limit, apply_changes=True, assume_yes=yes)
+    _converge(ctx, group_name, limit, only, apply_changes=True, assume_yes=yes)
 
 
 def _print_checks(results) -> bool:

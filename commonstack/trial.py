@@ -39,9 +39,18 @@ def trial_hosts(preset: str, memory_mb: int | None = None) -> list[TrialHost]:
     ]
 
 
-def write_try_group(root: Path, preset: str, hosts: list[tuple[TrialHost, object]]) -> Group:
-    """Write inventories/try/ for running test hosts (TrialHost, TestHost); secrets are kept."""
-    group = Group(TRY_GROUP, root)
+def write_try_group(
+    root: Path,
+    preset: str,
+    hosts: list[tuple[TrialHost, object]],
+    name: str = TRY_GROUP,
+    overrides: dict | None = None,
+) -> Group:
+    """Write inventories/NAME/ for running test hosts (TrialHost, TestHost); secrets are kept.
+
+    The integration tests use it too, with their own group names and profile overrides.
+    """
+    group = Group(name, root)
     group.folder.mkdir(parents=True, exist_ok=True)
     entries = [
         {
@@ -54,7 +63,8 @@ def write_try_group(root: Path, preset: str, hosts: list[tuple[TrialHost, object
         }
         for trial, testhost in hosts
     ]
-    document = deep_merge(_base([t.name for t, _ in hosts]), {"preset": preset, "hosts": entries})
+    document = deep_merge(_base([t.name for t, _ in hosts]), {"preset": preset, "group": name, "hosts": entries})
+    document = deep_merge(document, overrides or {})
     group.stack_file.write_text(
         "# Written by `commonstack try`: a throwaway group on local test hosts.\n"
         + yaml.safe_dump(document, sort_keys=False)

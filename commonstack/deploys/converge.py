@@ -19,6 +19,7 @@ class GroupRun:
 
     results: list[runner.HostResult]
     plans: dict[str, HostPlan] = field(default_factory=dict)
+    only: frozenset[str] = frozenset()
 
     @property
     def failed(self) -> list[runner.HostResult]:
@@ -30,14 +31,25 @@ class GroupRun:
 
     def skipped_layers(self) -> dict[str, list[str]]:
         """Per host, layers this version of the kit does not deploy yet."""
-        return {name: missing for name, plan in self.plans.items() if (missing := missing_deploys(plan.layers))}
+        return {
+            name: missing
+            for name, plan in self.plans.items()
+            if (missing := [m for m in missing_deploys(plan.layers) if not self.only or m in self.only])
+        }
 
 
 class GroupConverger:
     """Plan then apply one group, with the same targets, secrets and operations both times."""
 
-    def __init__(self, group: Group, limit: tuple[str, ...] = (), on_progress: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        group: Group,
+        limit: tuple[str, ...] = (),
+        on_progress: Callable[[str], None] | None = None,
+        only: frozenset[str] = frozenset(),
+    ):
         self.group = group
+        self.only = only
         self.profile = group.load()
         self.secrets = ensure_secrets(group.secrets_file, self.profile)
         self.targets = host_targets(group, self.profile, limit)
@@ -55,7 +67,7 @@ class GroupConverger:
         return self._run(runner.plan, self.targets, deploy=False)
 
     def _run(self, method, targets, deploy: bool = True) -> GroupRun:
-        run = GroupRun(results=[])
-        operations = stack_operations(self.group, self.profile, self.secrets, run.plans, deploy)
+        run = GroupRun(results=[], only=self.only)
+        operations = stack_operations(self.group, self.profile, self.secrets, run.plans, deploy, self.only)
         run.results = method(targets, operations, self.on_progress, redact=list(self.secrets.values()))
         return run

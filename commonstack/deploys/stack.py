@@ -31,10 +31,10 @@ def missing_deploys(layers: tuple[str, ...]) -> list[str]:
     return [layer for layer in layers if layer not in DEPLOYS]
 
 
-def deploy_host(plan: HostPlan) -> None:
-    """Add the operations of every layer the host needs, in the order of LAYERS."""
+def deploy_host(plan: HostPlan, only: frozenset[str] = frozenset()) -> None:
+    """Add the operations of every layer the host needs (or of `only` those), in LAYERS order."""
     for index, layer in enumerate(LAYERS):
-        if layer in plan.layers and layer in DEPLOYS:
+        if layer in plan.layers and layer in DEPLOYS and (not only or layer in only):
             with operation_identity(index):
                 DEPLOYS[layer](plan)
 
@@ -45,6 +45,7 @@ def stack_operations(
     secrets: Mapping[str, str],
     plans: dict[str, HostPlan],
     deploy: bool = True,
+    only: frozenset[str] = frozenset(),
 ) -> Callable[[], None]:
     """The runner's `add_operations`: read the host's facts, plan it, add its operations.
 
@@ -62,6 +63,6 @@ def stack_operations(
         plan = plan_one(group, profile, wanted, secrets, release)
         plans[host.name] = plan
         if deploy:
-            deploy_host(plan)
+            deploy_host(plan, only)
 
     return add_operations

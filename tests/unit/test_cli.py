@@ -137,3 +137,10 @@ def test_errors_are_one_line_without_traceback(tmp_path):
 def test_help_teaches_with_examples():
     result = CliRunner().invoke(main, ["init", "--help"])
     assert "Examples:" in result.output and "--preset split" in result.output
+
+
+def test_the_cli_knows_every_layer_without_importing_the_renderer():
+    from commonstack.cli import LAYER_NAMES
+    from commonstack.rendering import LAYERS
+
+    assert LAYER_NAMES == LAYERS
