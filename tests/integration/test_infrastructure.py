@@ -1,0 +1,133 @@
+"""Deploying the shared layer for real: base, PostgreSQL, Redis and Caddy on Debian 12 and 13.
+
+One group with two test hosts deployed in parallel by one `commonstack deploy`: a bookworm
+host carries Matrix's database and site, a trixie host Nextcloud's (only the infrastructure
+layers are deployed here: --only), so the hosts' operation lists differ on purpose.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import time
+
+import pytest
+import yaml
+
+from commonstack import testhosts
+from tests.integration.conftest import new_host_name
+from tests.integration.stacks import cli, deploy, failed_checks, check_results, write_group
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+INFRA = ("--only", "base", "--only", "postgres", "--only", "redis", "--only", "caddy")
+
+
+@pytest.fixture(scope="module")
+def infra(testhosts_state, tmp_path_factory):
+    """The group 'infra' on two fresh hosts, deployed once for the whole module."""
+    hosts = {
+        "vps": testhosts.up(new_host_name(), suite="bookworm", memory="2G"),
+        "home": testhosts.up(new_host_name(), suite="trixie", memory="2G"),
+    }
+    inventories = tmp_path_factory.mktemp("inventories")
+    write_group(inventories, "infra", "small-group", hosts, overrides={"nextcloud": {"host": "home"}})
+    started = time.monotonic()
+    first = deploy(inventories, "infra", *INFRA)
+    yield {"inventories": inventories, "hosts": hosts, "first": first, "seconds": time.monotonic() - started}
+    for host in hosts.values():
+        testhosts.down(host.name)
+
+
+def summary(output: str, host: str) -> str:
+    line = next(line for line in output.splitlines() if line.startswith(f"{host} ["))
+    return line
+
+
+def test_first_deploy_converges_both_releases_in_parallel(infra):
+    output = infra["first"].stdout
+    assert re.search(r"^vps \[bookworm, 2048 MB, amd64\]: changed", output, re.M), output
+    assert re.search(r"^home \[trixie, 2048 MB, amd64\]: changed", output, re.M), output
+    # Each host got the layers its services need, and says what this run left out.
+    assert "PostgreSQL | Database synapse" in output and "PostgreSQL | Database nextcloud" in output
+    assert "Redis | Install Redis" in output
+
+
+def test_checks_are_green_on_both_hosts(infra):
+    results = check_results(infra["inventories"], "infra")
+    assert not failed_checks(results)
+    ran = {(r["host"], r["service"]) for r in results if r["outcome"] == "passed"}
+    assert {("vps", "base"), ("vps", "postgres"), ("vps", "proxy"), ("home", "redis"), ("home", "postgres")} <= ran
+
+
+def test_second_deploy_changes_nothing(infra):
+    result = cli(infra["inventories"], "plan", "infra", *INFRA)
+    assert result.returncode == 0, result.stderr
+    for host in ("vps", "home"):
+        assert re.search(r": unchanged — 0 of \d+ operations would change", summary(result.stdout, host))
+    again = deploy(infra["inventories"], "infra", *INFRA)
+    assert "Nothing to change." in again.stdout
+
+
+def test_plan_after_drift_shows_exactly_that_change(infra, testhost_ssh):
+    home = infra["hosts"]["home"]
+    drifted = testhost_ssh(home, "echo 'maxmemory 1gb' >> /etc/redis/redis.conf")
+    assert drifted.returncode == 0
+    result = cli(infra["inventories"], "plan", "infra", *INFRA)
+    changed = [line.strip() for line in result.stdout.splitlines() if line.startswith("    ") and "|" in line]
+    assert changed == ["Redis | Write /etc/redis/redis.conf", "Redis | Restart Redis for the new settings"]
+    assert "-maxmemory 1gb" in result.stdout, "the plan shows the diff"
+    assert "vps [bookworm, 2048 MB, amd64]: unchanged" in result.stdout
+    deploy(infra["inventories"], "infra", *INFRA)
+    assert cli(infra["inventories"], "plan", "infra", *INFRA).stdout.count("0 of") == 2
+
+
+def test_a_port_not_declared_is_closed_from_the_controller(infra, testhost_ssh):
+    vps = infra["hosts"]["vps"]
+    started = testhost_ssh(vps, "systemd-run --unit stray-listener python3 -m http.server 8888")
+    assert started.returncode == 0, started.stderr
+    try:
+        inside = testhost_ssh(vps, "sleep 1; python3 -c \"import urllib.request as u; u.urlopen('http://127.0.0.1:8888')\"")
+        assert inside.returncode == 0, "the listener answers inside the host"
+        with pytest.raises(OSError):
+            socket.create_connection((vps.address, 8888), timeout=3).close()
+        socket.create_connection((vps.address, 22), timeout=3).close()  # while SSH is open
+    finally:
+        testhost_ssh(vps, "systemctl stop stray-listener")
+
+
+def test_secrets_never_appear_in_output(infra):
+    secrets = yaml.safe_load((infra["inventories"] / "infra" / "secrets.yaml").read_text())
+    output = infra["first"].stdout + infra["first"].stderr
+    assert secrets and not [name for name, value in secrets.items() if value in output]
+
+
+def test_host_key_mismatch_is_refused_with_a_clear_line(infra, tmp_path):
+    known_hosts = infra["inventories"] / "infra" / "known_hosts"
+    original = known_hosts.read_text()
+    other_key = testhosts.known_hosts_line(infra["hosts"]["home"]).split()[1:]
+    vps = infra["hosts"]["vps"]
+    known_hosts.write_text(original.replace(" ".join(testhosts.known_hosts_line(vps).split()[1:]), " ".join(other_key)))
+    try:
+        result = cli(infra["inventories"], "deploy", "infra", "--yes", "--limit", "vps", *INFRA)
+    finally:
+        known_hosts.write_text(original)
+    assert result.returncode == 1
+    line = summary(result.stdout, "vps") if "vps [" in result.stdout else next(
+        line for line in result.stdout.splitlines() if line.startswith("vps")
+    )
+    assert "unreachable" in line and "does not match" in line and "Traceback" not in result.stdout + result.stderr
+
+
+def test_unreachable_host_is_one_clear_line_and_others_go_on(infra, tmp_path):
+    inventories = tmp_path / "inventories"
+    hosts = dict(infra["hosts"])
+    write_group(inventories, "broken", "small-group", hosts, overrides={"nextcloud": {"host": "home"}})
+    stack = inventories / "broken" / "stack.yaml"
+    profile = yaml.safe_load(stack.read_text())
+    profile["hosts"][0].update(address="127.0.0.1", port=1)  # nothing listens on port 1 of loopback
+    stack.write_text(yaml.safe_dump(profile))
+    result = cli(inventories, "plan", "broken", *INFRA)
+    assert result.returncode == 1
+    assert re.search(r"^vps: unreachable — cannot reach vps \(127\.0\.0\.1:1\): connection refused", result.stdout, re.M)
+    assert "home [trixie, 2048 MB, amd64]: unchanged" in result.stdout
