@@ -312,6 +312,9 @@ def _print_results(run, planned: bool) -> None:
                 click.echo("".join(f"      {line}\n" for line in op.diff.splitlines()), nl=False)
     for name, layers in run.skipped_layers().items():
         click.secho(f"{name}: not deployed by this version yet: {', '.join(layers)}", fg="yellow")
+    for name, reasons in run.unavailable.items():
+        for layer, reason in reasons.items():
+            click.secho(f"{name}: skipped {layer}: {reason}", fg="yellow")
 
 
 @main.command()
@@ -501,7 +504,7 @@ def try_preset(ctx, preset, suite, arch, memory) -> None:
         running.append((host, up(host.testhost, suite=suite, arch=arch, memory=f"{host.memory_mb}M",
                                  trust_controller_ca=True)))
     group = write_try_group(ctx.obj, preset, running)
-    converger = GroupConverger(group, on_progress=_progress)
+    converger = GroupConverger(group, on_progress=_progress, skip_unavailable=True)
     click.echo(f"Deploying the {preset} preset (first run: a few minutes of package installs)...")
     applied = converger.apply()
     _print_results(applied, planned=False)

@@ -20,6 +20,7 @@ class GroupRun:
     results: list[runner.HostResult]
     plans: dict[str, HostPlan] = field(default_factory=dict)
     only: frozenset[str] = frozenset()
+    unavailable: dict[str, dict[str, str]] = field(default_factory=dict)  # host -> {layer: why}
 
     @property
     def failed(self) -> list[runner.HostResult]:
@@ -47,9 +48,11 @@ class GroupConverger:
         limit: tuple[str, ...] = (),
         on_progress: Callable[[str], None] | None = None,
         only: frozenset[str] = frozenset(),
+        skip_unavailable: bool = False,
     ):
         self.group = group
         self.only = only
+        self.skip_unavailable = skip_unavailable
         self.profile = group.load()
         self.secrets = ensure_secrets(group.secrets_file, self.profile)
         self.targets = host_targets(group, self.profile, limit)
@@ -68,6 +71,14 @@ class GroupConverger:
 
     def _run(self, method, targets, deploy: bool = True) -> GroupRun:
         run = GroupRun(results=[], only=self.only)
-        operations = stack_operations(self.group, self.profile, self.secrets, run.plans, deploy, self.only)
+        operations = stack_operations(
+            self.group,
+            self.profile,
+            self.secrets,
+            run.plans,
+            deploy,
+            self.only,
+            run.unavailable if self.skip_unavailable else None,
+        )
         run.results = method(targets, operations, self.on_progress, redact=list(self.secrets.values()))
         return run

@@ -11,6 +11,7 @@ from commonstack.deploys.base import base
 from commonstack.deploys.caddy import caddy
 from commonstack.deploys.facts import gather_release
 from commonstack.deploys.identity import operation_identity
+from commonstack.deploys.preflight import SourceUnavailable
 from commonstack.deploys.postgres import postgresql
 from commonstack.deploys.redis import redis
 from commonstack.inventories.groups import Group
@@ -31,12 +32,33 @@ def missing_deploys(layers: tuple[str, ...]) -> list[str]:
     return [layer for layer in layers if layer not in DEPLOYS]
 
 
-def deploy_host(plan: HostPlan, only: frozenset[str] = frozenset()) -> None:
-    """Add the operations of every layer the host needs (or of `only` those), in LAYERS order."""
-    for index, layer in enumerate(LAYERS):
-        if layer in plan.layers and layer in DEPLOYS and (not only or layer in only):
-            with operation_identity(index):
+# Layers that check the host (sources reachable, resources) before anything is changed.
+PREFLIGHTS: dict[str, Callable[[HostPlan], None]] = {}
+
+
+def deploy_host(
+    plan: HostPlan, only: frozenset[str] = frozenset(), skip_unavailable: bool = False
+) -> dict[str, str]:
+    """Add the operations of every layer the host needs (or of `only` those), in LAYERS order.
+
+    Every preflight runs before the first operation is added, so a refusal changes nothing on
+    the host. With skip_unavailable (`try`), a layer whose source is unreachable is left out
+    instead; returns {layer: reason} of the layers left out.
+    """
+    wanted = [layer for layer in LAYERS if layer in plan.layers and layer in DEPLOYS and (not only or layer in only)]
+    skipped = {}
+    for layer in wanted:
+        try:
+            PREFLIGHTS.get(layer, lambda plan: None)(plan)
+        except SourceUnavailable as refusal:
+            if not skip_unavailable:
+                raise
+            skipped[layer] = refusal.reason
+    for layer in wanted:
+        if layer not in skipped:
+            with operation_identity(LAYERS.index(layer)):
                 DEPLOYS[layer](plan)
+    return skipped
 
 
 def stack_operations(
@@ -46,11 +68,13 @@ def stack_operations(
     plans: dict[str, HostPlan],
     deploy: bool = True,
     only: frozenset[str] = frozenset(),
+    skipped: dict[str, dict[str, str]] | None = None,
 ) -> Callable[[], None]:
     """The runner's `add_operations`: read the host's facts, plan it, add its operations.
 
     Each host's plan is kept in `plans` so the caller can report what was sized and skipped;
-    with deploy=False only that happens (what the health checks need to know).
+    with deploy=False only that happens (what the health checks need to know). When `skipped`
+    is given, layers whose source is unreachable are left out and recorded there per host.
     """
     hosts = {h.name: h for h in profile.hosts}
 
@@ -63,6 +87,8 @@ def stack_operations(
         plan = plan_one(group, profile, wanted, secrets, release)
         plans[host.name] = plan
         if deploy:
-            deploy_host(plan, only)
+            left_out = deploy_host(plan, only, skip_unavailable=skipped is not None)
+            if skipped is not None and left_out:
+                skipped[host.name] = left_out
 
     return add_operations
