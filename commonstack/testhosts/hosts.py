@@ -77,8 +77,8 @@ def list_hosts() -> list[TestHost]:
 
 
 def cleanup_stale() -> list[str]:
-    """Remove every host of this state dir that is not running or starting, and orphaned
-    cgroups and NAT tables (a crash between creating them and saving the state); returns the names."""
+    """Remove every host of this state dir that is not running or starting, orphaned cgroups and
+    NAT tables (a crash before the state was saved) and failed starts' logs; returns the names."""
     preflight.require_support()
     cleaned = []
     for name in sorted(set(state.names()) | _leftover_names()):
@@ -98,13 +98,14 @@ def _create(record: HostRecord) -> TestHost:
     name = record.name
     tarball = rootfs.build_rootfs(record.suite, record.arch)
     host_dir = paths.host_dir(name)
-    root, console_log = host_dir / "rootfs", host_dir / "console.log"
+    root, console_log = host_dir / "rootfs", paths.console_log(name)
     host_dir.mkdir(parents=True)
     state.save(record)  # from here on, a crash leaves a stale host that cleanup_stale finds
     try:
         log.info("test host %s: copying the %s %s rootfs", name, record.suite, record.arch)
         rootfs.copy_rootfs(tarball, root)
-        record.host_key = personalize(root, name, record.trust_controller_ca)
+        emulated = record.arch != preflight.native_arch()
+        record.host_key = personalize(root, name, record.trust_controller_ca, emulated)
         procs = cgroups.create(name, record.memory_mb)
         log.info("test host %s: booting", name)
         with locked(paths.MACHINE_LOCK):  # until the subnet shows in the kernel (see network.allocate)
@@ -115,19 +116,19 @@ def _create(record: HostRecord) -> TestHost:
             state.save(record)
             network.wait_for_veth(name, record.nspawn, timeout=30)
             network.configure_host_side(name, subnet)
-        timeout = BOOT_TIMEOUT * (1 if record.arch == preflight.native_arch() else EMULATION_FACTOR)
+        timeout = BOOT_TIMEOUT * (EMULATION_FACTOR if emulated else 1)
         record.init = machine.wait_for_init(name, record.nspawn, console_log, timeout)
         state.save(record)
         network.configure_container_side(record.init, subnet)
         network.enable_forwarding()
         network.add_nat(name, subnet)
         nspawn = record.nspawn
-        wait_for_sshd(name, subnet.address, alive=nspawn.alive, timeout=timeout)
+        wait_for_sshd(name, subnet.address, lambda: machine.boot_failure(nspawn, console_log), timeout)
         record.status = RUNNING
         state.save(record)
     except BaseException:
         try:
-            _teardown(name, record)
+            _teardown(name, record, keep_console_log=True)  # what the error message points to
         except Exception as error:  # keep the original error; report the cleanup problem beside it
             log.warning("test host %s: cleanup after a failed start failed too: %s", name, error)
         raise
@@ -135,7 +136,7 @@ def _create(record: HostRecord) -> TestHost:
     return record.to_host(RUNNING, ssh_key_path())
 
 
-def _teardown(name: str, record: HostRecord | None) -> None:
+def _teardown(name: str, record: HostRecord | None, keep_console_log: bool = False) -> None:
     """Idempotent: processes first (their network namespace takes the veth with it), then the rest."""
     machine.stop(name, record.nspawn if record else None, record.init if record else None)
     machine.remove_runtime_files(name, paths.host_dir(name) / "rootfs")
@@ -143,6 +144,8 @@ def _teardown(name: str, record: HostRecord | None) -> None:
     network.remove_veth(name)
     cgroups.remove(name)
     remove_tree(paths.host_dir(name))
+    if not keep_console_log:
+        paths.console_log(name).unlink(missing_ok=True)
 
 
 def _status(record: HostRecord, busy: bool) -> str:
@@ -163,7 +166,9 @@ def _exists(name: str, record: HostRecord | None) -> bool:
 
 
 def _leftover_names() -> set[str]:
-    return cgroups.owned_names() | network.nat_owned_names()
+    """Hosts with a machine-wide trace (a crash before their state was saved) or a failed start's log."""
+    logs = {path.name.removesuffix(paths.CONSOLE_LOG) for path in paths.logs_dir().glob(f"*{paths.CONSOLE_LOG}")}
+    return cgroups.owned_names() | network.nat_owned_names() | logs
 
 
 def _lock(name: str) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -14,6 +15,13 @@ from .processes import Proc
 
 NSPAWN_RUN = Path("/run/systemd/nspawn")
 
+# Each host's systemd, journald, logind... hold inotify instances, all counted against root (no
+# user namespaces); Linux's default of 128 ran out at about 15 hosts, and systemd then exits at
+# boot ("Failed to allocate manager object: Too many open files").
+INOTIFY_INSTANCES = Path("/proc/sys/fs/inotify/max_user_instances")
+MIN_INOTIFY_INSTANCES = 1024
+_ANSI = re.compile(r"\x1b\[[0-9;:]*[A-Za-z]")
+
 # nspawn processes started by this Python process, so that we reap them (no zombies)
 _children: dict[int, subprocess.Popen[bytes]] = {}
 
@@ -23,13 +31,16 @@ _JOIN_CGROUPS = 'for procs in $CGROUP_PROCS; do echo $$ > "$procs" || exit 1; do
 
 def start(name: str, root: Path, console_log: Path, cgroup_procs: list[Path]) -> Proc:
     """Boot ``root`` detached (own session, so a Ctrl-C of the caller does not reach it)."""
+    if int(INOTIFY_INSTANCES.read_text()) < MIN_INOTIFY_INSTANCES:
+        INOTIFY_INSTANCES.write_text(f"{MIN_INOTIFY_INSTANCES}\n")
     command = [
         "systemd-nspawn", "--quiet", "-D", str(root), "-b",
         "--register=no",  # there is no systemd-machined on a machine not booted with systemd
         "--keep-unit",  # stay in the cgroups we made instead of asking systemd for a scope
         "--network-veth", "-M", name,
     ]  # fmt: skip
-    with console_log.open("ab") as log:
+    console_log.parent.mkdir(parents=True, exist_ok=True)
+    with console_log.open("wb") as log:
         process = subprocess.Popen(
             ["sh", "-c", _JOIN_CGROUPS, "sh", *command],
             stdin=subprocess.DEVNULL,
@@ -50,9 +61,22 @@ def wait_for_init(name: str, nspawn: Proc, console_log: Path, timeout: float) ->
     deadline = time.monotonic() + timeout
     while (init := processes.container_init(nspawn)) is None:
         if not nspawn.alive() or time.monotonic() > deadline:
-            raise TestHostError(f"test host {name} did not boot: {_last_line(console_log)} (see {console_log})")
+            raise TestHostError(f"test host {name} did not boot: {_tail(console_log)} (see {console_log})")
         time.sleep(0.02)
     return init
+
+
+def boot_failure(nspawn: Proc, console_log: Path) -> str | None:
+    """Why the host will never answer SSH, when that is clear already (instead of a long timeout)."""
+    if not nspawn.alive():
+        return f"it stopped while booting: {_tail(console_log)}"
+    console = console_log.read_text(errors="replace")
+    if "ssh.service: Start request repeated too quickly" not in console:
+        return None
+    if "Failed to spawn executor" in console:
+        # Seen with trixie (systemd 257) on arm64 under Debian 12's qemu-user 7.2.
+        return 'its systemd cannot start services under qemu-user emulation ("Failed to spawn executor")'
+    return "systemd gave up starting sshd"
 
 
 def stop(name: str, nspawn: Proc | None, init: Proc | None, timeout: float = 15.0) -> None:
@@ -90,9 +114,11 @@ def remove_runtime_files(name: str, root: Path) -> None:
     (NSPAWN_RUN / "locks" / f"inode-{image.st_dev}:{image.st_ino}").unlink(missing_ok=True)
 
 
-def _last_line(path: Path) -> str:
+def _tail(path: Path, count: int = 3) -> str:
+    """The last lines of the console, on one line."""
     try:
-        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+        text = _ANSI.sub("", path.read_text(errors="replace"))
     except FileNotFoundError:
-        return "no console output"
-    return lines[-1] if lines else "no console output"
+        text = ""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return " / ".join(lines[-count:]) or "no console output"

@@ -51,7 +51,7 @@ def wait_for_veth(name: str, nspawn: Proc, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not veth.exists():
         if not nspawn.alive() or time.monotonic() > deadline:
-            console = paths.host_dir(name) / "console.log"
+            console = paths.console_log(name)
             raise TestHostError(f"systemd-nspawn did not create {veth.name} for test host {name}; see {console}")
         time.sleep(0.02)
 

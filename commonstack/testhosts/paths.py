@@ -9,8 +9,8 @@ from pathlib import Path
 STATE_ENV = "COMMONSTACK_TESTHOSTS_DIR"
 CACHE_ENV = "COMMONSTACK_ROOTFS_CACHE"
 
-# Subnets, interfaces and cgroups are machine-wide, so the lock that hands them out is too
-# (it covers every state dir); /run is emptied at reboot, like everything the lock protects.
+# Subnets and interfaces are machine-wide, so the lock that hands them out is too (it covers
+# every state dir).
 MACHINE_LOCK = Path("/run/lock/commonstack-testhosts.lock")
 
 
@@ -28,6 +28,18 @@ def hosts_dir() -> Path:
 
 def host_dir(name: str) -> Path:
     return hosts_dir() / name
+
+
+CONSOLE_LOG = ".console.log"
+
+
+def logs_dir() -> Path:
+    return state_dir() / "logs"
+
+
+def console_log(name: str) -> Path:
+    """nspawn's output (the boot messages); kept after a failed start, removed by down."""
+    return logs_dir() / f"{name}{CONSOLE_LOG}"
 
 
 def locks_dir() -> Path:

@@ -20,7 +20,19 @@ HostKey /etc/ssh/ssh_host_ed25519_key
 """
 
 
-def personalize(root: Path, name: str, trust_controller_ca: bool) -> str:
+# Test hosts under qemu-user emulation only, never real hosts: qemu cannot give a service a
+# user namespace or systemd's credentials mount, so units asking for them fail (217/USER,
+# 243/CREDENTIALS: Debian's redis-server, systemd-tmpfiles-setup, systemd-sysusers...).
+_EMULATION = """\
+# commonstack: a limit of qemu-user emulation on this test host; not for real hosts
+[Service]
+PrivateUsers=no
+LoadCredential=
+SetCredential=
+"""
+
+
+def personalize(root: Path, name: str, trust_controller_ca: bool, emulated: bool) -> str:
     """Name, identity, DNS and SSH access for one host; returns its SSH host public key line."""
     _write(root, "etc/hostname", f"{name}\n")
     _write(root, "etc/hosts", f"127.0.0.1\tlocalhost\n127.0.1.1\t{name}\n::1\tlocalhost ip6-localhost ip6-loopback\n")
@@ -32,6 +44,8 @@ def personalize(root: Path, name: str, trust_controller_ca: bool) -> str:
     _write(root, "etc/ssh/sshd_config.d/10-commonstack-testhost.conf", _SSHD)
     if trust_controller_ca:
         _trust_controller_ca(root)
+    if emulated:  # a top-level drop-in: it applies to every service, including ones installed later
+        _write(root, "etc/systemd/system/service.d/50-commonstack-emulation.conf", _EMULATION)
     return sshkeys.generate_host_key(root, name)
 
 

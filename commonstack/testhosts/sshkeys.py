@@ -49,8 +49,8 @@ def known_hosts_line(host: TestHost) -> str:
     return f"{target} {key_type} {key}"
 
 
-def wait_for_sshd(host: str, address: str, alive: Callable[[], bool], timeout: float, port: int = 22) -> None:
-    """Until sshd sends its banner; fails early when the host stops booting."""
+def wait_for_sshd(host: str, address: str, failure: Callable[[], str | None], timeout: float, port: int = 22) -> None:
+    """Until sshd sends its banner; fails early once ``failure()`` names a reason it never will."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -60,8 +60,11 @@ def wait_for_sshd(host: str, address: str, alive: Callable[[], bool], timeout: f
                     return
         except OSError:
             pass
-        if not alive():
-            raise TestHostError(f"test host {host} stopped while booting; see {paths.host_dir(host)}/console.log")
+        console = paths.console_log(host)
+        if reason := failure():
+            raise TestHostError(f"test host {host} cannot be reached: {reason}; see {console}")
         if time.monotonic() > deadline:
-            raise TestHostError(f"test host {host}: sshd did not answer on {address}:{port} within {timeout:.0f}s")
+            raise TestHostError(
+                f"test host {host}: sshd did not answer on {address}:{port} in {timeout:.0f}s; see {console}"
+            )
         time.sleep(0.1)
