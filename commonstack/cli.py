@@ -14,7 +14,7 @@ import click
 
 # The configuration layers, in deploy order (as commonstack.rendering.LAYERS, kept here so
 # that --help does not import the renderer).
-LAYER_NAMES = ("base", "postgres", "redis", "caddy", "synapse", "coturn", "nextcloud", "discourse", "backup")
+LAYER_NAMES = ("base", "postgres", "redis", "caddy", "synapse", "coturn", "element", "nextcloud", "discourse", "backup")
 
 
 class _Commands(click.Group):
@@ -281,15 +281,30 @@ def _converge(ctx, group_name: str, limit, only, apply_changes: bool, assume_yes
         sys.exit(1 if planned.failed else 0)
     if planned.failed and not assume_yes and not click.confirm("Some hosts cannot be deployed. Deploy the others?"):
         sys.exit(1)
+    failed = {r.name for r in planned.failed}
     if not planned.pending:
         click.secho("Nothing to change.", fg="green")
-        sys.exit(1 if planned.failed else 0)
-    if not assume_yes and not click.confirm(f"Apply these changes to {len(planned.pending)} host(s)?"):
-        click.echo("Nothing changed.")
-        sys.exit(1)
-    applied = converger.apply(planned.pending)
-    _print_results(applied, planned=False)
-    if planned.failed or applied.failed:
+    else:
+        if not assume_yes and not click.confirm(f"Apply these changes to {len(planned.pending)} host(s)?"):
+            click.echo("Nothing changed.")
+            sys.exit(1)
+        applied = converger.apply(planned.pending)
+        _print_results(applied, planned=False)
+        failed |= {r.name for r in applied.failed}
+    # Every deploy ends with the health checks of what it deployed. Their verdict is printed, not
+    # folded into the exit status: right after a deploy, Caddy may still be obtaining certificates.
+    deployed = {name: plan for name, plan in planned.plans.items() if name not in failed}
+    if deployed:
+        from commonstack.checks.group import check_group
+        from commonstack.errors import CommonstackError
+
+        click.echo("Health checks:")
+        try:
+            if not _print_checks(check_group(converger, deployed, only=converger.only)):
+                click.secho(f"Fix what failed, then `commonstack check {group_name}`.", fg="red")
+        except CommonstackError as exc:
+            click.secho(f"error: {exc}", fg="red", err=True)
+    if failed:
         sys.exit(1)
 
 
@@ -362,43 +377,83 @@ def deploy(ctx, group_name, limit, yes, only) -> None:
 
 
 def _print_checks(results) -> bool:
-    """A table by host and service; returns whether everything passed."""
-    symbols = {"passed": ("ok", "green"), "failed": ("FAIL", "red"), "skipped": ("skip", "yellow")}
-    for host in sorted({r.host for r in results}):
-        click.secho(host, bold=True)
-        for r in sorted((r for r in results if r.host == host), key=lambda r: r.service):
-            word, colour = symbols.get(r.outcome, (r.outcome, "red"))
-            line = f"  {click.style(f'{word:4}', fg=colour)}  {r.service:9} {r.check}"
-            click.echo(line + (f" — {r.message}" if r.message else ""))
-    failed = [r for r in results if r.outcome == "failed"]
-    summary = f"{len(results) - len(failed)} of {len(results)} checks passed"
-    click.secho(summary, fg="red" if failed else "green")
-    return not failed
+    """A table by host and service: pass/FAIL/skip per check, under each failure what to look at
+    (skips say why); returns whether everything passed."""
+    marks = {"passed": ("pass", "green"), "failed": ("FAIL", "red"), "skipped": ("skip", "yellow")}
+    width = max((len(r.service) for r in results), default=0)
+    for host in dict.fromkeys(r.host for r in results):
+        rows = [r for r in results if r.host == host]
+        failed = sum(r.outcome == "failed" for r in rows)
+        click.secho(host, bold=True, nl=False)
+        click.secho(f"  {failed} failed" if failed else "  all passed", fg="red" if failed else "green")
+        service = None
+        for r in rows:
+            word, colour = marks.get(r.outcome, (r.outcome, "red"))
+            label = r.service if r.service != service else ""
+            service = r.service
+            why = click.style(f" — {r.message}", dim=True) if r.outcome == "skipped" and r.message else ""
+            click.echo(f"  {label:{width}}  {click.style(word, fg=colour, bold=r.outcome == 'failed')}  {r.check}{why}")
+            if r.outcome == "failed":
+                click.secho(f"  {'':{width}}        -> {r.message}", fg="red")
+    counts = {o: sum(r.outcome == o for r in results) for o in ("passed", "failed", "skipped")}
+    summary = ", ".join(f"{count} {outcome}" for outcome, count in counts.items())
+    click.secho(f"{len(results)} checks: {summary}", fg="red" if counts["failed"] else "green", bold=True)
+    return not counts["failed"]
 
 
 @main.command()
 @click.argument("group_name", metavar="GROUP")
-@click.option("--limit", multiple=True, metavar="HOST", help="Only this host (repeatable).")
-@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.option("--host", "--limit", "limit", multiple=True, metavar="HOST", help="Only this host (repeatable).")
+@click.option("--service", "services", multiple=True, metavar="SERVICE",
+              help="Only this service's checks (repeatable): base, host, postgres, redis, proxy (or caddy), "
+                   "matrix, nextcloud, discourse, outside.")
+@click.option("--only", multiple=True, metavar="LAYER", type=click.Choice(LAYER_NAMES),
+              help="Check only what this layer deployed (repeatable), as after `deploy --only LAYER`.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON, for scripts.")
+@click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="Also write the results as JUnit XML (for CI).")
 @click.pass_context
-def check(ctx, group_name, limit, as_json) -> None:
+def check(ctx, group_name, limit, services, only, as_json, junit) -> None:
     """Run the health checks of every host: inside it (testinfra) and from outside.
 
-    Run it after every upgrade. Each failure says what to look at. Exit status 1
-    if any check failed. Nothing secret is printed.
+    Run it after every upgrade (deploy runs it at its end). Inside each host,
+    over SSH with its pinned key: every service is up, tuned and reachable
+    only where it should be; disks have 15% free, memory is available, no
+    process was killed for lack of memory, no unit failed, security updates
+    run, no reboot is pending, the clock is synchronised. From this machine:
+    every hostname resolves to its host, the declared ports answer (80/443,
+    TURN), no other port does, certificates are valid and fresh, HTTPS
+    answers with the security headers. Hosts are checked in parallel.
+
+    Each failure says what to look at. Exit status 1 if any check failed.
+    Nothing secret is printed. The checks are plain testinfra tests
+    (commonstack/checks/*.py): `pytest --hosts=ssh://HOST` runs them too.
+
+    \b
+    This machine's view (environment):
+      COMMONSTACK_CHECK_HOSTS_FILE  a hosts file (ADDRESS NAME...) consulted
+                                    before DNS: split-horizon DNS, test domains
+      COMMONSTACK_CHECK_CA_FILE     extra CA certificates to trust (a private CA)
 
     \b
     Examples:
       commonstack check tenants
-      commonstack check coop --limit home --json
+      commonstack check coop --host home --service nextcloud
+      commonstack check tenants --json > health.json
+      commonstack check tenants --junit reports/health.xml
     """
     import json
     from dataclasses import asdict
 
     from commonstack.checks.group import check_group
+    from commonstack.checks.report import write_junit
     from commonstack.deploys.converge import GroupConverger
 
-    results = check_group(GroupConverger(_group(ctx, group_name), limit, on_progress=_progress))
+    converger = GroupConverger(_group(ctx, group_name), limit, on_progress=_progress)
+    results = check_group(converger, only=frozenset(only), services=services)
+    if junit:
+        junit.parent.mkdir(parents=True, exist_ok=True)
+        write_junit(results, junit, name=f"commonstack check {group_name}")
     if as_json:
         click.echo(json.dumps([asdict(r) for r in results], indent=2))
         ok = all(r.outcome != "failed" for r in results)
@@ -475,8 +530,11 @@ def hosts_list() -> None:
 @click.option("--suite", type=click.Choice(["bookworm", "trixie"]), default="bookworm", show_default=True)
 @click.option("--arch", type=click.Choice(["amd64", "arm64"]), default="amd64", show_default=True)
 @click.option("--memory", type=int, help="RAM of each host in MB; default: the smallest the preset fits.")
+@click.option("--online", is_flag=True,
+              help="Let the test hosts fetch upstream releases (download.nextcloud.com, github.com). "
+                   "Without it they reach only the package mirrors, and what needs more is left out.")
 @click.pass_context
-def try_preset(ctx, preset, suite, arch, memory) -> None:
+def try_preset(ctx, preset, suite, arch, memory, online) -> None:
     """See a preset work on this machine before renting anything.
 
     Boots local Debian test hosts (systemd-nspawn; needs root), writes the group
@@ -503,7 +561,7 @@ def try_preset(ctx, preset, suite, arch, memory) -> None:
         click.echo(f"Starting test host {host.testhost} ({suite}, {arch}, {host.memory_mb} MB)...")
         running.append((host, up(host.testhost, suite=suite, arch=arch, memory=f"{host.memory_mb}M",
                                  trust_controller_ca=True)))
-    group = write_try_group(ctx.obj, preset, running)
+    group = write_try_group(ctx.obj, preset, running, overrides={"offline": not online})
     converger = GroupConverger(group, on_progress=_progress, skip_unavailable=True)
     click.echo(f"Deploying the {preset} preset (first run: a few minutes of package installs)...")
     applied = converger.apply()

@@ -23,7 +23,7 @@ TEMPLATES_DIR = Path(__file__).parent / "templates"
 VERSIONS_FILE = Path(__file__).parent / "stacks" / "versions.yaml"
 
 # Configuration layers in the order a host is converged; each is a folder of templates.
-LAYERS = ("base", "postgres", "redis", "caddy", "synapse", "coturn", "nextcloud", "discourse", "backup")
+LAYERS = ("base", "postgres", "redis", "caddy", "synapse", "coturn", "element", "nextcloud", "discourse", "backup")
 
 
 @dataclass(frozen=True)
@@ -83,6 +83,7 @@ def layers_on(profile: StackProfile, host: Host) -> tuple[str, ...]:
         "caddy": bool(services) or serves_delegation,
         "synapse": "matrix" in services,
         "coturn": "turn" in services,
+        "element": "element" in services,
         "nextcloud": "nextcloud" in services,
         "discourse": "discourse" in services,
         "backup": profile.backup.enabled,

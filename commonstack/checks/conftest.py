@@ -30,3 +30,4 @@ def controller() -> dict:
     """Settings of the outside view (the machine running the checks)."""
     path = os.environ.get("COMMONSTACK_CHECK_CONTEXT")
     return json.loads(open(path).read())["controller"] if path else {}
+

@@ -1,4 +1,9 @@
-"""Running the health checks: pytest + testinfra in a subprocess, over SSH with pinned keys."""
+"""Running the health checks: pytest + testinfra in a subprocess, over SSH with pinned keys.
+
+Each host gets one multiplexed SSH connection (opened first, in parallel, so an unreachable
+host or a changed host key is one clear failure instead of one per check); pytest-xdist runs
+the hosts in parallel. Results come back through the report plugin (report.py) as JSON lines.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,15 @@ from commonstack.checks.expect import NOT_HERE
 from commonstack.errors import CommonstackError
 
 CHECKS_DIR = Path(__file__).parent
-MODULES = ("base", "postgres", "redis", "proxy")
+MODULES = ("base", "host", "postgres", "redis", "proxy", "matrix", "nextcloud", "discourse", "outside")
+# `--service` also takes the layer's name where the checks module is named after what it does.
+SERVICE_ALIASES = {"caddy": "proxy"}
+CONNECT_TIMEOUT = 10  # seconds, for the first connection to each host
+# pytest-xdist workers, one per host up to this: the checks mostly wait on SSH, but each worker
+# is a Python process that costs about 0.5 s of CPU to start.
+MAX_WORKERS = 8
+# Only the plugins the checks need: autoloading every installed plugin (hypothesis, ...) costs seconds.
+PLUGINS = ("testinfra.plugin", "xdist.plugin", "commonstack.checks.report")
 
 
 @dataclass(frozen=True)
@@ -38,8 +51,11 @@ class CheckResult:
     message: str
 
 
-def ssh_config(hosts: list[SshHost]) -> str:
-    """An ssh_config with one alias per host, so testinfra's `ssh://NAME` is strict and key-only."""
+def ssh_config(hosts: list[SshHost], control_dir: Path | None = None) -> str:
+    """An ssh_config with one alias per host, so testinfra's `ssh://NAME` is strict and key-only.
+
+    With `control_dir`, every command to a host shares one connection (ControlMaster).
+    """
     blocks = []
     for h in hosts:
         lines = [
@@ -48,14 +64,29 @@ def ssh_config(hosts: list[SshHost]) -> str:
             f"  Port {h.port}",
             f"  User {h.user}",
             f"  UserKnownHostsFile {h.known_hosts.resolve()}",
+            "  GlobalKnownHostsFile /dev/null",
             "  StrictHostKeyChecking yes",
             "  BatchMode yes",
             "  LogLevel ERROR",
+            f"  ConnectTimeout {CONNECT_TIMEOUT}",
+            "  ServerAliveInterval 15",
         ]
         if h.key_path:
             lines += [f"  IdentityFile {h.key_path.resolve()}", "  IdentitiesOnly yes"]
+        if control_dir:
+            # %n, the host's name here, keeps the socket's path short (a unix socket's is limited).
+            lines += [f"  ControlPath {control_dir}/%n", "  ControlMaster auto", "  ControlPersist 120"]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"
+
+
+def select_modules(services: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The check modules of the named services (all without names), in MODULES order."""
+    wanted = {SERVICE_ALIASES.get(s, s) for s in services}
+    unknown = sorted(wanted - set(MODULES))
+    if unknown:
+        raise CommonstackError(f"--service {unknown[0]}: no such checks (services: {', '.join(MODULES)})")
+    return tuple(m for m in MODULES if not wanted or m in wanted)
 
 
 def run_checks(
@@ -63,31 +94,119 @@ def run_checks(
     expectations: dict,
     modules: tuple[str, ...] = MODULES,
     controller: dict | None = None,
+    redact: list[str] | None = None,
 ) -> list[CheckResult]:
-    """Run the check modules against every host (in parallel when several) and collect verdicts."""
+    """Run the check modules against every host (in parallel when several) and collect verdicts.
+
+    Any of the `redact` strings (the group's secrets) that a message contains is replaced by
+    ********, so no output built from the results can show one.
+    """
+    secrets = sorted((s for s in redact or [] if s), key=len, reverse=True)
     with tempfile.TemporaryDirectory(prefix="commonstack-check-") as tmp:
         folder = Path(tmp)
-        (folder / "ssh_config").write_text(ssh_config(hosts))
-        context = {"hosts": expectations, "controller": controller or {}}
-        (folder / "context.json").write_text(json.dumps(context))
-        results_file = folder / "results.jsonl"
-        env = dict(
-            os.environ,
-            COMMONSTACK_CHECK_CONTEXT=str(folder / "context.json"),
-            COMMONSTACK_CHECK_RESULTS=str(results_file),
+        config = folder / "ssh_config"
+        config.write_text(ssh_config(hosts, control_dir=folder))
+        try:
+            unreachable = _connect(hosts, config)
+            reachable = [h for h in hosts if h.name not in unreachable]
+            rows = (
+                _run_pytest(folder, reachable, expectations, modules, controller or {}, secrets) if reachable else []
+            )
+        finally:
+            _disconnect(hosts, config)
+    results = [CheckResult(name, "ssh", "host can be reached", "failed", why) for name, why in unreachable.items()]
+    host_order = {h.name: i for i, h in enumerate(hosts)}
+    module_order = {m: i for i, m in enumerate(modules)}
+    rows.sort(key=lambda r: (host_order.get(r["host"], len(hosts)), module_order.get(r["service"], len(modules)),
+                             r.get("line", 0)))  # fmt: skip
+    for row in rows:
+        row.pop("line", None)
+        results.append(CheckResult(**row))
+    results = [r for r in results if not (r.outcome == "skipped" and r.message.endswith(NOT_HERE))]
+    return [_redacted(r, secrets) for r in results] if secrets else results
+
+
+def _connect(hosts: list[SshHost], config: Path) -> dict[str, str]:
+    """Open each host's shared connection, in parallel; {name: why} of the hosts that refused."""
+    started = {
+        h.name: subprocess.Popen(
+            ["ssh", "-F", str(config), h.name, "true"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )
-        command = [
-            sys.executable, "-m", "pytest", "-q", "--no-header", "-p", "no:cacheprovider",
-            "-p", "commonstack.checks.report", f"--rootdir={CHECKS_DIR}",
-            "--hosts=" + ",".join(f"ssh://{h.name}" for h in hosts),
-            f"--ssh-config={folder / 'ssh_config'}",
-            *([f"-n={min(len(hosts) * 2, 8)}"] if len(hosts) > 1 else []),
-            *[str(CHECKS_DIR / f"{m}.py") for m in modules],
-        ]
-        completed = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tmp)
-        if completed.returncode not in (0, 1) or not results_file.exists():  # 0/1: ran, passed/failed
-            tail = (completed.stdout + completed.stderr).strip().splitlines()[-3:]
-            raise CommonstackError("the checks could not run: " + " / ".join(tail))
-        rows = [json.loads(line) for line in results_file.read_text().splitlines()]
-    results = [CheckResult(**row) for row in rows]
-    return [r for r in results if not (r.outcome == "skipped" and r.message.endswith(NOT_HERE))]
+        for h in hosts
+    }  # fmt: skip
+    failed = {}
+    for name, process in started.items():
+        _, stderr = process.communicate()
+        if process.returncode != 0:
+            failed[name] = _connection_hint(stderr)
+    return failed
+
+
+def _connection_hint(stderr: str) -> str:
+    said = " ".join(stderr.split()) or "no answer"
+    if "Host key verification failed" in said or "REMOTE HOST IDENTIFICATION HAS CHANGED" in said:
+        return (f"{said}: the host's key is not the one pinned in known_hosts; if the server was "
+                "reinstalled, compare its new fingerprint and run `commonstack pin-keys`")
+    if "Permission denied" in said:
+        return f"{said}: is the SSH key of this host in the profile (hosts[].ssh_key) allowed to log in?"
+    return f"{said}: is the host up, and is its SSH port open in your provider's firewall?"
+
+
+def _disconnect(hosts: list[SshHost], config: Path) -> None:
+    closing = [
+        subprocess.Popen(["ssh", "-F", str(config), "-O", "exit", h.name],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for h in hosts
+    ]  # fmt: skip
+    for process in closing:
+        process.wait()
+
+
+def _run_pytest(
+    folder: Path,
+    hosts: list[SshHost],
+    expectations: dict,
+    modules: tuple[str, ...],
+    controller: dict,
+    secrets: list[str],
+) -> list[dict]:
+    context_file = folder / "context.json"
+    # The expectations may hold a credential a check logs in with: readable by this user only.
+    context_file.touch(mode=0o600)
+    context_file.write_text(json.dumps({"hosts": {h.name: expectations[h.name] for h in hosts},
+                                        "controller": controller}))
+    results_file = folder / "results.jsonl"
+    env = dict(
+        os.environ,
+        COMMONSTACK_CHECK_CONTEXT=str(context_file),
+        COMMONSTACK_CHECK_RESULTS=str(results_file),
+        PYTEST_DISABLE_PLUGIN_AUTOLOAD="1",
+    )
+    # A worker per host (report.py's scheduler keeps each host's checks together); one host needs none.
+    parallel = ["-n", str(min(len(hosts), MAX_WORKERS))] if len(hosts) > 1 else []
+    command = [
+        sys.executable, "-m", "pytest", "-q", "--no-header", "-p", "no:cacheprovider",
+        *[arg for plugin in PLUGINS for arg in ("-p", plugin)],
+        "-c", os.devnull, f"--rootdir={CHECKS_DIR}",  # no project settings: the checks stand alone
+        "--hosts=" + ",".join(f"ssh://{h.name}" for h in hosts),
+        f"--ssh-config={folder / 'ssh_config'}",
+        *parallel,
+        *[str(CHECKS_DIR / f"{m}.py") for m in modules],
+    ]  # fmt: skip
+    completed = subprocess.run(command, env=env, capture_output=True, text=True, cwd=folder)
+    if completed.returncode not in (0, 1) or not results_file.exists():  # 0/1: ran, passed/failed
+        tail = " / ".join((completed.stdout + completed.stderr).strip().splitlines()[-3:])
+        raise CommonstackError(f"the checks could not run: {redact_text(tail, secrets)}")
+    return [json.loads(line) for line in results_file.read_text().splitlines()]
+
+
+def redact_text(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "********")
+    return text
+
+
+def _redacted(result: CheckResult, secrets: list[str]) -> CheckResult:
+    message = redact_text(result.message, secrets)
+    return result if message == result.message else CheckResult(**{**result.__dict__, "message": message})

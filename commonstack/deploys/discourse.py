@@ -46,7 +46,7 @@ from pyinfra.operations import files, systemd
 
 from commonstack.deploys.configs import changed, put_configs
 from commonstack.deploys.docker import DockerEngine, docker_engine, engine_problem
-from commonstack.deploys.preflight import SourceUnavailable
+from commonstack.deploys.preflight import SourceUnavailable, require_upstream
 from commonstack.errors import CommonstackError
 from commonstack.rendering import HostPlan, versions
 from commonstack.stacks.model import SmtpSettings
@@ -426,6 +426,8 @@ def _forum_plan(plan: HostPlan) -> ForumPlan:
         checkout and checkout["head"] == source.commit and checkout["origin"] == source.repository
     )
     builds = not prerequisites_only() and rebuild_reason(container, built[0].strip() if built else None, stamp) is not None
+    if (fetches or builds) and not source.overridden:
+        require_upstream(plan, "discourse", f"{source.repository} and Docker Hub")
     forum = ForumHost(
         memory_mb=plan.release.facts.memory_mb,
         arch=plan.release.facts.arch,

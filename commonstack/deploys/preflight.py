@@ -15,3 +15,9 @@ class SourceUnavailable(CommonstackError):
     def __init__(self, layer: str, reason: str):
         self.layer, self.reason = layer, reason
         super().__init__(f"{layer}: {reason}")
+
+
+def require_upstream(plan, layer: str, source: str) -> None:
+    """Refuse, without contacting it, an upstream source that an offline profile cannot reach."""
+    if plan.profile.offline:
+        raise SourceUnavailable(layer, f"the profile says offline: true, so {source} is not fetched")

@@ -9,11 +9,16 @@ from pyinfra import host
 
 from commonstack.deploys.base import base
 from commonstack.deploys.caddy import caddy
+from commonstack.deploys.coturn import coturn
+from commonstack.deploys.discourse import discourse, discourse_preflight
+from commonstack.deploys.element import element, element_preflight
 from commonstack.deploys.facts import gather_release
 from commonstack.deploys.identity import operation_identity
+from commonstack.deploys.nextcloud import nextcloud, nextcloud_preflight
 from commonstack.deploys.preflight import SourceUnavailable
 from commonstack.deploys.postgres import postgresql
 from commonstack.deploys.redis import redis
+from commonstack.deploys.synapse import synapse, synapse_preflight
 from commonstack.inventories.groups import Group
 from commonstack.rendering import LAYERS, HostPlan
 from commonstack.stacks.model import StackProfile
@@ -24,6 +29,11 @@ DEPLOYS: dict[str, Callable[[HostPlan], None]] = {
     "postgres": postgresql,
     "redis": redis,
     "caddy": caddy,
+    "synapse": synapse,
+    "coturn": coturn,
+    "element": element,
+    "nextcloud": nextcloud,
+    "discourse": discourse,
 }
 
 
@@ -33,7 +43,12 @@ def missing_deploys(layers: tuple[str, ...]) -> list[str]:
 
 
 # Layers that check the host (sources reachable, resources) before anything is changed.
-PREFLIGHTS: dict[str, Callable[[HostPlan], None]] = {}
+PREFLIGHTS: dict[str, Callable[[HostPlan], None]] = {
+    "synapse": synapse_preflight,
+    "element": element_preflight,
+    "nextcloud": nextcloud_preflight,
+    "discourse": discourse_preflight,
+}
 
 
 def deploy_host(

@@ -28,6 +28,7 @@ def host_targets(group: Group, profile: StackProfile, limit: tuple[str, ...] = (
             port=h.port,
             key_path=(group.folder / h.ssh_key) if h.ssh_key else None,
             known_hosts=group.known_hosts,
+            data={"group_folder": str(group.folder.resolve())},  # relative profile paths start here
         )
         for h in profile.hosts
         if not limit or h.name in limit

@@ -212,6 +212,12 @@ class StackProfile(Settings):
     extra_ca_certificates: list[Path] = Field(
         default_factory=list, description="PEM files to trust on every host (TLS-intercepting networks)."
     )
+    offline: bool = Field(
+        False,
+        description="The hosts reach Debian's and PyPI's mirrors but no upstream download site "
+        "(download.nextcloud.com, github.com, Docker Hub): what needs one is refused by deploy and "
+        "left out by try, without contacting it. Give nextcloud.archive for Nextcloud.",
+    )
 
     @model_validator(mode="after")
     def _coherent(self) -> StackProfile:

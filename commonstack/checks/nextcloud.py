@@ -1,0 +1,279 @@
+"""Health checks of Nextcloud: PHP-FPM and its pool, the Caddy site seen from outside, and once
+Nextcloud is installed, status.php, occ, Redis locking, cron and a WebDAV round trip by its admin.
+
+The checks that need an installed Nextcloud skip, saying why, on a host where only the
+prerequisites were deployed (no release archive was available).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import secrets
+import socket
+import ssl
+import time
+from base64 import b64encode
+
+import pytest
+
+from commonstack.checks.expect import require_layer
+
+CODE_DIR = "/var/www/nextcloud"
+DATA_DIR = "/var/lib/nextcloud/data"
+REDIS_SOCKET = "/run/redis/redis-server.sock"
+CADDY_LOCAL_ROOT = "/var/lib/caddy/.local/share/caddy/pki/authorities/local/root.crt"
+OCC = f"sudo -u www-data php {CODE_DIR}/occ"
+NOT_INSTALLED = (
+    "Nextcloud is not installed here: only its prerequisites were deployed (no release was available); "
+    "set nextcloud.archive or let the host reach download.nextcloud.com, then `commonstack deploy`"
+)
+# The cron timer runs every 5 minutes: three missed runs mean the background jobs are stuck.
+CRON_LATE_SECONDS = 15 * 60
+
+# What php-fpm must load (admin manual: installation, prerequisites), as `php -m` names them.
+PHP_MODULES = (
+    "ctype", "curl", "dom", "fileinfo", "filter", "gd", "hash", "iconv", "intl", "json", "libxml",
+    "mbstring", "openssl", "posix", "session", "SimpleXML", "XMLReader", "XMLWriter", "zip", "zlib",
+    "pdo_pgsql", "pgsql", "bcmath", "gmp", "bz2", "exif", "sodium", "apcu", "redis", "imagick",
+    "Zend OPcache",
+)  # fmt: skip
+SECURITY_HEADERS = {
+    "strict-transport-security": "max-age=",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "strict-origin-when-cross-origin",
+    "x-frame-options": "SAMEORIGIN",
+    "x-robots-tag": "noindex, nofollow",
+    "x-permitted-cross-domain-policies": "none",
+}
+# Code, configuration and data that the site must never serve (the Caddyfile's @internal).
+DENIED = ("/data/nextcloud.log", "/config/config.php", "/.htaccess", "/.user.ini", "/occ", "/3rdparty/autoload.php",
+          "/lib/base.php", "/build/", "/tests/", "/templates/", "/console.php")  # fmt: skip
+
+
+# --- fixtures --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def php(host, stack) -> str:
+    """The PHP version of the host; skips when the nextcloud layer was never deployed here."""
+    require_layer(stack, "nextcloud")
+    version = stack["php_version"]
+    if not host.package(f"php{version}-fpm").is_installed:
+        pytest.skip(f"the nextcloud layer is not deployed on this host yet (no php{version}-fpm): `commonstack deploy`")
+    return version
+
+
+@pytest.fixture(scope="module")
+def occ_status(host, php) -> dict | None:
+    """`occ status` as JSON, None when there is no Nextcloud code on the host."""
+    if not host.file(f"{CODE_DIR}/occ").exists:
+        return None
+    result = host.run(f"{OCC} status --output=json")
+    try:
+        return json.loads(result.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        output = (result.stdout + result.stderr).strip().splitlines()
+        pytest.fail(f"occ status does not answer: {output[-1] if output else 'no output'}")
+
+
+@pytest.fixture(scope="module")
+def installed(occ_status) -> dict:
+    if occ_status is None:
+        pytest.skip(NOT_INSTALLED)
+    if not occ_status.get("installed"):
+        pytest.skip("Nextcloud's code is in place but it is not installed: see the check 'occ status'")
+    return occ_status
+
+
+@pytest.fixture(scope="module")
+def visitor(host, stack, controller) -> ssl.SSLContext:
+    """What a visitor trusts: the public CAs, plus the group's own CA where it uses one."""
+    require_layer(stack, "caddy")
+    if "nextcloud" not in stack["hostnames"]:
+        pytest.skip("nextcloud is not on this host")
+    context = ssl.create_default_context()
+    if controller.get("ca_file"):
+        context.load_verify_locations(controller["ca_file"])
+    if stack["tls_mode"] == "internal":
+        root = host.file(CADDY_LOCAL_ROOT)
+        assert root.exists, f"Caddy has no local CA yet ({CADDY_LOCAL_ROOT}): `journalctl -u caddy`"
+        context.load_verify_locations(cadata=root.content_string)
+    return context
+
+
+class _Site(http.client.HTTPSConnection):
+    """HTTPS to the host's address with the site's name in SNI and Host (no DNS involved)."""
+
+    def __init__(self, address: str, name: str, context: ssl.SSLContext):
+        super().__init__(name, 443, context=context, timeout=60)
+        self.address = address
+
+    def connect(self) -> None:
+        raw = socket.create_connection((self.address, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(raw, server_hostname=self.host)
+
+
+def _request(stack: dict, context: ssl.SSLContext, method: str, path: str, body: bytes | None = None,
+             headers: dict | None = None) -> tuple[int, dict, bytes]:  # fmt: skip
+    name = stack["hostnames"]["nextcloud"]
+    connection = _Site(stack["address"], name, context)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    except OSError as exc:
+        pytest.fail(f"{name}: no HTTPS answer to {method} {path} ({exc}); see the proxy checks")
+    finally:
+        connection.close()
+
+
+def _missing_security_headers(headers: dict) -> list[str]:
+    return [name for name, value in SECURITY_HEADERS.items() if value not in headers.get(name, "")]
+
+
+# --- PHP-FPM and the host --------------------------------------------------------------------
+
+
+def test_php_fpm_runs_the_nextcloud_pool_for_caddy_only(host, php):
+    service = host.service(f"php{php}-fpm")
+    assert service.is_running, f"PHP-FPM is down: `journalctl -u php{php}-fpm`"
+    assert service.is_enabled, f"php{php}-fpm does not start at boot: `systemctl enable php{php}-fpm`"
+    sock = host.file(f"/run/php/php{php}-fpm-nextcloud.sock")
+    assert sock.is_socket, f"no Nextcloud pool socket: is /etc/php/{php}/fpm/pool.d/nextcloud.conf there?"
+    assert (sock.user, sock.group, sock.mode) == ("www-data", "caddy", 0o660), (
+        f"the pool socket is {sock.user}:{sock.group} {sock.mode:04o}; Caddy needs www-data:caddy 0660"
+    )
+    assert not host.file(f"/etc/php/{php}/fpm/pool.d/www.conf").exists, "Debian's default www pool is back"
+
+
+def test_php_fpm_loads_every_module_nextcloud_needs(host, php):
+    loaded = {line.strip().lower() for line in host.check_output(f"php-fpm{php} -m").splitlines()}
+    missing = [module for module in PHP_MODULES if module.lower() not in loaded]
+    assert not missing, f"PHP-FPM lacks {', '.join(missing)}: reinstall the php{php}-* packages (`commonstack deploy`)"
+
+
+def _ini(host, command: str) -> dict[str, str]:
+    """`php -i` style output -> {directive: local value}."""
+    values = {}
+    for line in host.check_output(command).splitlines():
+        parts = [p.strip() for p in line.split("=>")]
+        if len(parts) >= 2:
+            values.setdefault(parts[0], parts[1])
+    return values
+
+
+def _megabytes(value: str) -> float:
+    number, unit = re.fullmatch(r"(-?\d+)([KMG]?)", value.strip().upper()).groups()
+    return int(number) * {"": 1 / 2**20, "K": 1 / 1024, "M": 1, "G": 1024}[unit]
+
+
+def test_php_settings_follow_the_admin_manual(host, php):
+    fpm = _ini(host, f"php-fpm{php} -i")
+    assert _megabytes(fpm["memory_limit"]) >= 512, f"memory_limit is {fpm['memory_limit']}; Nextcloud needs 512M"
+    for directive in ("upload_max_filesize", "post_max_size"):
+        assert _megabytes(fpm[directive]) >= 10 * 1024, f"{directive} is {fpm[directive]}: large uploads fail"
+    assert fpm["opcache.enable"] == "On" and fpm["opcache.save_comments"] == "On", "OPcache is off or strips comments"
+    assert int(fpm["opcache.interned_strings_buffer"]) >= 16, "opcache.interned_strings_buffer below 16"
+    assert fpm["output_buffering"] in ("0", "Off", "no value"), "output_buffering is on: downloads are buffered"
+    cli = _ini(host, "php -i")
+    assert cli["apc.enable_cli"] == "On", "apc.enable_cli is off: occ and cron.php cannot use APCu"
+
+
+def test_www_data_can_use_the_redis_socket(host, php):
+    assert "redis" in host.user("www-data").groups, "www-data is not in group redis: it cannot open Redis's socket"
+    result = host.run(f"sudo -u www-data redis-cli -s {REDIS_SOCKET} ping")
+    assert result.stdout.strip() == "PONG", f"www-data gets no PONG from {REDIS_SOCKET}: {result.stderr.strip()}"
+
+
+def test_data_folder_is_private_and_outside_the_web_root(host, php):
+    data = host.file(DATA_DIR)
+    assert data.is_directory, f"{DATA_DIR} is missing"
+    assert (data.user, data.mode) == ("www-data", 0o750), (
+        f"{DATA_DIR} is {data.user} {data.mode:04o}, not www-data 0750"
+    )
+
+
+def test_cron_timer_is_active(host, php):
+    timer = host.service("nextcloud-cron.timer")
+    assert timer.is_enabled and timer.is_running, (
+        "nextcloud-cron.timer is not active: `systemctl status nextcloud-cron.timer`"
+    )
+
+
+# --- the site, from outside ------------------------------------------------------------------
+
+
+def test_site_redirects_dav_discovery(stack, visitor):
+    for path in ("/.well-known/caldav", "/.well-known/carddav"):
+        status, headers, _ = _request(stack, visitor, "GET", path)
+        assert status == 301 and headers.get("location", "").endswith("/remote.php/dav/"), (
+            f"{path} answers {status} {headers.get('location', '')}: calendar and contact apps will not find the server"
+        )
+    status, headers, _ = _request(stack, visitor, "GET", "/.well-known/webfinger")
+    assert status == 301 and headers.get("location", "").endswith("/index.php/.well-known/webfinger")
+
+
+def test_site_never_serves_code_configuration_or_data(stack, visitor):
+    for path in DENIED:
+        status, headers, _ = _request(stack, visitor, "GET", path)
+        assert status == 404, f"{path} answers {status}: check the @internal paths of the Caddyfile"
+        missing = _missing_security_headers(headers)
+        assert not missing, f"the 404 of {path} lacks {', '.join(missing)}: error responses must carry them too"
+
+
+def test_status_php_says_installed_and_not_in_maintenance(stack, visitor, installed):
+    status, headers, body = _request(stack, visitor, "GET", "/status.php")
+    assert status == 200, f"status.php answers {status}: `journalctl -u php{stack['php_version']}-fpm`"
+    missing = _missing_security_headers(headers)
+    assert not missing, f"status.php lacks {', '.join(missing)}"
+    report = json.loads(body)
+    assert report["installed"] is True, "status.php says Nextcloud is not installed"
+    assert report["maintenance"] is False, "Nextcloud is in maintenance mode: `occ maintenance:mode --off` when done"
+
+
+def test_occ_status(stack, occ_status):
+    if occ_status is None:
+        pytest.skip(NOT_INSTALLED)
+    assert occ_status.get("installed") is True, "occ status: Nextcloud is not installed; read the deploy's error"
+    assert occ_status.get("maintenance") is False, "occ status: Nextcloud is in maintenance mode"
+    assert occ_status.get("needsDbUpgrade") is False, "occ status: the database needs `occ upgrade`"
+    expected = stack["nextcloud"]["version"]
+    assert occ_status.get("versionstring") == expected, (
+        f"Nextcloud {occ_status.get('versionstring')} runs, the kit deploys {expected}"
+    )
+
+
+def test_redis_does_the_file_locking(host, installed):
+    def setting(*keys: str) -> str:
+        return host.run(f"{OCC} config:system:get {' '.join(keys)}").stdout.strip()
+
+    assert setting("memcache.locking") == "\\OC\\Memcache\\Redis", "file locking does not use Redis (memcache.locking)"
+    assert setting("redis", "host") == REDIS_SOCKET, f"Nextcloud's redis host is not {REDIS_SOCKET}"
+    assert setting("memcache.local") == "\\OC\\Memcache\\APCu", "the local cache is not APCu (memcache.local)"
+
+
+def test_background_jobs_ran_recently(host, installed):
+    mode = host.run(f"{OCC} config:app:get core backgroundjobs_mode").stdout.strip()
+    assert mode == "cron", f"background jobs run by {mode or 'ajax'}, not by the cron timer: `occ background:cron`"
+    last = host.run(f"{OCC} config:app:get core lastcron").stdout.strip()
+    age = time.time() - int(last or 0)
+    assert age < CRON_LATE_SECONDS, (
+        f"cron.php last ran {int(age // 60)} minutes ago: `systemctl status nextcloud-cron.service`"
+    )
+
+
+def test_admin_webdav_upload_comes_back_intact(stack, visitor, installed):
+    user, password = stack["nextcloud"]["admin_user"], stack["nextcloud"]["admin_password"]
+    credentials = b64encode(f"{user}:{password}".encode()).decode()
+    auth = {"Authorization": f"Basic {credentials}", "OCS-APIRequest": "true"}
+    path = f"/remote.php/dav/files/{user}/commonstack-health-check.txt"
+    content = f"commonstack health check {secrets.token_hex(16)}\n".encode()
+    status, _, _ = _request(stack, visitor, "PUT", path, body=content, headers=auth)
+    assert status in (201, 204), f"WebDAV upload as {user} answered {status} (401: the admin password in secrets.yaml)"
+    try:
+        status, _, body = _request(stack, visitor, "GET", path, headers=auth)
+        assert status == 200 and body == content, f"the file uploaded by WebDAV came back as {status}, not intact"
+    finally:
+        _request(stack, visitor, "DELETE", path, headers=auth)  # to the trash bin, which expires it

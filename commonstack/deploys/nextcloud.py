@@ -1,0 +1,497 @@
+"""Nextcloud from the signed upstream tarball on PHP-FPM (Debian), PostgreSQL and Redis, behind Caddy.
+
+What a deploy of this layer does, in order:
+
+1. Preflight (``nextcloud_preflight``, run by stack.py before any layer adds an operation, so a
+   refusal changes nothing on the host): the pinned Nextcloud major must run on the host's PHP;
+   and unless Nextcloud already runs the pinned release, its source must be usable — the local
+   copy named by ``nextcloud.archive`` must have the published sha256 and its ``.asc`` next to
+   it, or the host must reach the download URL. An unreachable download is SourceUnavailable:
+   `deploy` fails the host with one line naming the URL and the ``nextcloud.archive``
+   alternative, `try` leaves the layer out.
+2. Prerequisites: PHP-FPM and the PHP modules Nextcloud requires and recommends, php.ini and
+   OPcache as its admin manual recommends, a pool of its own sized by the sizing rules (socket
+   for Caddy only; Debian's default ``www`` pool removed), www-data in group redis (Redis
+   socket), the data folder outside the web root, the cron service and timer.
+3. The release: downloaded (or copied from the controller), then verified on the host — sha256
+   and GPG signature by the pinned key — before anything is extracted
+   (``/usr/local/sbin/commonstack-nextcloud-unpack``); it appears in /var/www/nextcloud at once.
+4. ``occ maintenance:install`` once (PostgreSQL role/database ``nextcloud`` from the postgres
+   layer), then the system settings (trusted_domains, overwrite.cli.url, APCu + Redis,
+   default_phone_region, maintenance_window_start) set only where they differ, background
+   jobs run by the systemd timer.
+
+Secrets never appear in a command line of the deploy: they reach the host in a root-only file
+that the install removes; the admin password is set through ``OC_PASS`` (the install itself
+uses a throwaway one). The database password is on ``occ maintenance:install``'s argument list
+while that one command runs (occ has no other way to take it).
+
+Prerequisites without the release: with ``COMMONSTACK_NEXTCLOUD_PREREQUISITES_ONLY=1`` in the
+environment of ``commonstack deploy``, the source preflight and steps 3-4 are left out (PHP-FPM,
+the pool, the Caddy site and the timer are deployed; the checks that need Nextcloud skip, saying
+why); a later deploy without it installs Nextcloud. Without the switch, an unusable source fails
+the host before any change: never a half-installed Nextcloud.
+
+Example, in a pyinfra deploy file::
+
+    from commonstack.deploys.nextcloud import nextcloud
+    nextcloud(plan)   # plan = commonstack.rendering.plan_host(profile, host, secrets, release)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+from dataclasses import dataclass
+from io import BytesIO, StringIO
+from pathlib import Path
+from typing import Any
+
+from pyinfra import host
+from pyinfra.api import FactBase, FileUploadCommand, QuoteString, StringCommand, deploy, operation
+from pyinfra.operations import apt, files, server, systemd
+
+from commonstack.deploys.configs import changed, put_configs
+from commonstack.deploys.nextcloud_source import (
+    LocalArchive,
+    NextcloudRelease,
+    NextcloudSourceError,
+    check_local_archive,
+    pinned_release,
+    release_keyring,
+    require_php_compatibility,
+    resolve_archive,
+    unreachable_message,
+)
+from commonstack.deploys.preflight import SourceUnavailable, require_upstream
+from commonstack.rendering import HostPlan
+
+CODE_DIR = "/var/www/nextcloud"
+DATA_DIR = "/var/lib/nextcloud/data"
+WORK_DIR = "/var/lib/commonstack/nextcloud"  # root only: downloads, the one-time install secrets
+KEYRING = "/usr/share/keyrings/commonstack-nextcloud-release.gpg"
+UNPACK = "/usr/local/sbin/commonstack-nextcloud-unpack"
+REDIS_SOCKET = "/run/redis/redis-server.sock"
+ADMIN_USER = "admin"
+WEB_USER = "www-data"
+OCC = ("runuser", "-u", WEB_USER, "--", "php", f"{CODE_DIR}/occ")
+PREREQUISITES_ONLY_ENV = "COMMONSTACK_NEXTCLOUD_PREREQUISITES_ONLY"
+
+# The admin manual's PHP modules (installation: prerequisites), as Debian packages. Part of
+# php-common: ctype, dom's libxml, fileinfo, filter, hash, iconv, openssl, posix, session, sodium,
+# exif, zlib. php-xml brings dom, SimpleXML, XMLReader and XMLWriter.
+PHP_MODULES = (
+    "fpm", "cli", "common", "opcache",
+    "gd", "mbstring", "xml", "zip", "curl", "intl", "bcmath", "gmp", "bz2",  # required + recommended
+    "pgsql",  # the database driver (pdo_pgsql)
+    "apcu", "redis",  # local memcache; Redis for file locking
+    "imagick",  # previews and theming (favicons)
+)
+# Imagick's SVG support (Nextcloud's setup checks ask for it): ImageMagick's extra coders.
+IMAGEMAGICK_EXTRA = {"bookworm": "libmagickcore-6.q16-6-extra", "trixie": "libmagickcore-7.q16-10-extra"}
+# The release's download and verification, and bzip2 for tar -j.
+RELEASE_TOOLS = ("curl", "gpgv", "bzip2")
+
+
+def php_packages(php_version: str, codename: str) -> list[str]:
+    return [f"php{php_version}-{module}" for module in PHP_MODULES] + [IMAGEMAGICK_EXTRA[codename], *RELEASE_TOOLS]
+
+
+def prerequisites_only() -> bool:
+    return os.environ.get(PREREQUISITES_ONLY_ENV, "").strip().lower() in ("1", "yes", "true")
+
+
+# --- facts -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NextcloudOnHost:
+    """What /var/www/nextcloud holds: the release's version, whether it is installed, its settings."""
+
+    version: str | None = None
+    installed: bool = False
+    system: dict[str, Any] | None = None  # `occ config:list system` (sensitive values removed)
+    background_jobs: str | None = None
+    occ_problem: str | None = None  # what occ said when its settings could not be read
+
+
+class NextcloudState(FactBase[NextcloudOnHost]):
+    """Nextcloud's code version (version.php), install flag (config.php) and system settings.
+
+    Read-only; needs neither PHP nor Nextcloud to be there (then it says so)."""
+
+    def command(self) -> str:
+        occ = " ".join(OCC)
+        return (
+            f"if [ -f {CODE_DIR}/version.php ]; then "
+            f"echo \"version=$(grep -o \"OC_VersionString = '[^']*'\" {CODE_DIR}/version.php | cut -d\"'\" -f2)\"; fi; "
+            f"if grep -qs \"'installed' => true\" {CODE_DIR}/config/config.php; then echo installed=yes; "
+            "if command -v php >/dev/null 2>&1; then "
+            # printf, not echo: dash's echo would turn the JSON's \\ into \ (\\OC\\Memcache\\APCu).
+            f"printf 'system=%s\\n' \"$({occ} config:list system --output=json 2>&1 | tr -d '\\n')\"; "
+            f"printf 'background_jobs=%s\\n' \"$({occ} config:app:get core backgroundjobs_mode 2>/dev/null)\"; "
+            "fi; fi; true"
+        )
+
+    def default(self) -> NextcloudOnHost:
+        return NextcloudOnHost()
+
+    def process(self, output) -> NextcloudOnHost:
+        values = dict(line.split("=", 1) for line in output if "=" in line)
+        system, problem = None, None
+        if "system" in values:
+            try:
+                system = json.loads(values["system"])["system"]
+            except (ValueError, KeyError, TypeError):
+                problem = values["system"][:300] or "no output"
+        return NextcloudOnHost(
+            version=values.get("version") or None,
+            installed=values.get("installed") == "yes",
+            system=system,
+            background_jobs=values.get("background_jobs") or None,
+            occ_problem=problem,
+        )
+
+
+class DownloadProblem(FactBase[str]):
+    """'' when the host gets an answer for URL (HTTP HEAD), else the reason it does not."""
+
+    def command(self, url: str) -> str:
+        quoted = shlex.quote(url)
+        probe = (
+            "import sys, urllib.request; "
+            "urllib.request.urlopen(urllib.request.Request(sys.argv[1], method='HEAD'), timeout=30)"
+        )
+        return (
+            "if command -v curl >/dev/null 2>&1; then "
+            f"curl -fsSI --connect-timeout 10 --max-time 30 -o /dev/null {quoted} 2>&1 || echo failed; "
+            "elif command -v python3 >/dev/null 2>&1; then "
+            f"python3 -c {shlex.quote(probe)} {quoted} 2>&1 | tail -n 1; "
+            "fi; true"
+        )
+
+    def process(self, output) -> str:
+        lines = [line.strip() for line in output if line.strip() and line.strip() != "failed"]
+        if not lines and any(line.strip() == "failed" for line in output):
+            return "no answer"
+        return " ".join(lines)
+
+
+# --- operations ------------------------------------------------------------------------------
+
+
+def _occ(*arguments: str) -> StringCommand:
+    return StringCommand(*OCC, *(QuoteString(a) for a in arguments))
+
+
+@operation()
+def nextcloud_code(
+    release: NextcloudRelease,
+    installed_version: str | None,
+    archive: LocalArchive | None = None,
+):
+    """Put the release in /var/www/nextcloud: fetched (or copied), verified, then unpacked.
+
+    + release: the pinned release (version, URL, sha256, key fingerprint)
+    + installed_version: the version already in /var/www/nextcloud (None: nothing there)
+    + archive: a local copy already checked on the controller; None downloads ``release.url``
+
+    **Example:**
+
+    .. code:: python
+
+        nextcloud_code(name="Nextcloud 32.0.2", release=pinned_release(), installed_version=None)
+    """
+    if installed_version == release.version:
+        host.noop(f"Nextcloud {release.version} is in {CODE_DIR}")
+        return
+    local = f"{WORK_DIR}/{release.filename}"
+    sha256 = release.sha256
+    if archive is not None:
+        for source, dest in ((archive.path, local), (archive.signature, f"{local}.asc")):
+            yield FileUploadCommand(str(source), dest, remote_temp_filename=host.get_temp_filename(dest))
+        sha256 = archive.sha256
+    else:
+        downloads = [(release.url, local), (release.signature_url, f"{local}.asc")]
+        if sha256 is None:
+            downloads.append((release.checksum_url, f"{local}.sha256"))
+        for url, dest in downloads:
+            yield StringCommand(
+                "curl", "-fsSL", "--retry", "3", "--connect-timeout", "20",
+                "-o", QuoteString(f"{dest}.part"), QuoteString(url),
+                "&&", "mv", QuoteString(f"{dest}.part"), QuoteString(dest),
+            )  # fmt: skip
+    if sha256:
+        expected = QuoteString(sha256)
+    else:  # the published .sha256, downloaded above
+        expected = StringCommand("\"$(cut -d' ' -f1", QuoteString(f"{local}.sha256"), ')"')
+    # The archive goes whatever the outcome: 260 MB matter on an SD card, and a refused file is useless.
+    yield StringCommand(
+        UNPACK, QuoteString(local), expected, KEYRING, release.fingerprint, CODE_DIR, WEB_USER,
+        ";", "status=$?;", "rm", "-f", QuoteString(local), QuoteString(f"{local}.asc"), QuoteString(f"{local}.sha256"),
+        ";", "exit", "$status",
+    )  # fmt: skip
+
+
+def install_script(admin_email: str) -> str:
+    """The one-time `occ maintenance:install`, reading its secrets from WORK_DIR/install.env."""
+    occ = " ".join(OCC)
+    return f"""set -eu
+env_file={WORK_DIR}/install.env
+trap 'rm -f "$env_file"' EXIT
+chmod 600 "$env_file"
+. "$env_file"
+throwaway=$(head -c 30 /dev/urandom | base64 | tr -d '/+=\\n')
+{occ} maintenance:install --no-interaction --database=pgsql --database-host=127.0.0.1 \\
+  --database-name=nextcloud --database-user=nextcloud --database-pass="$NEXTCLOUD_DATABASE_PASSWORD" \\
+  --admin-user={ADMIN_USER} --admin-pass="$throwaway" --admin-email={shlex.quote(admin_email)} \\
+  --data-dir={DATA_DIR}
+OC_PASS=$NEXTCLOUD_ADMIN_PASSWORD {occ} user:resetpassword --password-from-env {ADMIN_USER}
+"""
+
+
+def install_secrets(database_password: str, admin_password: str) -> StringIO:
+    """The install's secrets as a file. A file object, not strings: pyinfra keeps every operation
+    argument as text (for its own logs) and shows a file object only as its hash."""
+    return StringIO(
+        f"NEXTCLOUD_DATABASE_PASSWORD={shlex.quote(database_password)}\n"
+        f"NEXTCLOUD_ADMIN_PASSWORD={shlex.quote(admin_password)}\n"
+    )
+
+
+@operation()
+def nextcloud_install(installed: bool, secrets: StringIO, admin_email: str):
+    """`occ maintenance:install` with PostgreSQL, only when Nextcloud is not installed yet.
+
+    + installed: whether config.php already says so
+    + secrets: ``install_secrets(...)``: the `nextcloud` role's password (postgres layer) and the
+      password of the Nextcloud user ``admin``
+    + admin_email: that user's email
+
+    The passwords reach the host in a root-only file (removed by the install), never in a
+    command line of this operation.
+
+    **Example:**
+
+    .. code:: python
+
+        nextcloud_install(name="Install Nextcloud", installed=False,
+                          secrets=install_secrets(db, admin), admin_email="admin@example.org")
+    """
+    if installed:
+        host.noop("Nextcloud is installed")
+        return
+    env_file = f"{WORK_DIR}/install.env"
+    yield FileUploadCommand(secrets, env_file, remote_temp_filename=host.get_temp_filename(env_file))
+    yield StringCommand(install_script(admin_email))
+
+
+def system_config_commands(wanted: dict[str, Any], current: dict[str, Any]) -> list[list[str]]:
+    """The `occ config:system:*` argument lists that turn `current` into `wanted` (only what differs).
+
+    Lists and maps are rewritten whole (delete, then set each entry), so nothing stale stays.
+    """
+    commands: list[list[str]] = []
+    for key, value in wanted.items():
+        if key in current and current[key] == value:
+            continue
+        if isinstance(value, (list, dict)):
+            if key in current:
+                commands.append(["config:system:delete", key])
+            entries = enumerate(value) if isinstance(value, list) else value.items()
+            commands += [["config:system:set", key, str(index), *_typed(item)] for index, item in entries]
+        else:
+            commands.append(["config:system:set", key, *_typed(value)])
+    return commands
+
+
+def _typed(value: Any) -> list[str]:
+    if isinstance(value, bool):
+        return ["--type=boolean", f"--value={'true' if value else 'false'}"]
+    if isinstance(value, int):
+        return ["--type=integer", f"--value={value}"]
+    return [f"--value={value}"]
+
+
+@operation()
+def nextcloud_system_config(wanted: dict[str, Any], current: dict[str, Any] | None):
+    """Set Nextcloud's system settings (config.php) that differ from `wanted`.
+
+    + wanted: setting -> value (str, int, bool, or a list/map of those)
+    + current: `occ config:list system` as read before the deploy (None: not installed yet)
+
+    **Example:**
+
+    .. code:: python
+
+        nextcloud_system_config(name="Settings", wanted={"default_phone_region": "DE"}, current={})
+    """
+    commands = system_config_commands(wanted, current or {})
+    if not commands:
+        host.noop("Nextcloud's system settings are as declared")
+        return
+    for arguments in commands:
+        yield _occ(*arguments)
+
+
+@operation()
+def nextcloud_background_jobs(mode: str | None):
+    """Background jobs run by cron (our systemd timer), not by page visits (ajax)."""
+    if mode == "cron":
+        host.noop("background jobs already run by cron")
+        return
+    yield _occ("background:cron")
+
+
+# --- the deploy ------------------------------------------------------------------------------
+
+
+def wanted_system_config(plan: HostPlan) -> dict[str, Any]:
+    """config.php settings the kit declares (admin manual: installation, caching, background jobs)."""
+    hostname = plan.profile.hostnames()["nextcloud"]
+    wanted: dict[str, Any] = {
+        "trusted_domains": [hostname],
+        "overwrite.cli.url": f"https://{hostname}",
+        "memcache.local": "\\OC\\Memcache\\APCu",
+        "memcache.distributed": "\\OC\\Memcache\\Redis",
+        "memcache.locking": "\\OC\\Memcache\\Redis",
+        "redis": {"host": REDIS_SOCKET, "port": 0},
+        # Heavy background jobs run from 01:00 to 05:00 UTC (admin manual: background jobs).
+        "maintenance_window_start": 1,
+    }
+    if plan.profile.nextcloud.default_phone_region:
+        wanted["default_phone_region"] = plan.profile.nextcloud.default_phone_region
+    return wanted
+
+
+def _group_folder() -> Path | None:
+    """The group's folder, which relative profile paths start from (inventories/GROUP/)."""
+    folder = host.data.get("group_folder")  # set by inventories/targets.py
+    return Path(folder) if folder else None
+
+
+def _source(plan: HostPlan, release: NextcloudRelease, on_host: NextcloudOnHost) -> LocalArchive | None:
+    """What the code step will use (None: the download, or nothing to fetch); refusals raise."""
+    if on_host.version == release.version:
+        return None  # nothing to fetch
+    if on_host.version is not None:
+        raise NextcloudSourceError(
+            f"{host.name}: {CODE_DIR} holds Nextcloud {on_host.version}, this kit deploys {release.version}: "
+            "a deploy never replaces an existing release (back it up and upgrade it first)"
+        )
+    if plan.profile.nextcloud.archive is not None:
+        return check_local_archive(resolve_archive(plan.profile.nextcloud.archive, _group_folder()), release)
+    require_upstream(plan, "nextcloud", f"{release.url} (set nextcloud.archive to a local copy)")
+    problem = host.get_fact(DownloadProblem, url=release.url)
+    if problem:
+        raise SourceUnavailable("nextcloud", unreachable_message(release, host.name, problem))
+    return None
+
+
+def nextcloud_preflight(plan: HostPlan) -> None:
+    """Refuse, before anything changes on the host, a release it cannot get, trust or run.
+
+    Raises SourceUnavailable when the download cannot be reached (`try` then leaves the layer
+    out), NextcloudSourceError for everything else (a damaged or unsigned local copy, a release
+    too new for the host's PHP, another release already installed). Nothing is checked with
+    COMMONSTACK_NEXTCLOUD_PREREQUISITES_ONLY set, as nothing is fetched then.
+    """
+    release = pinned_release()
+    require_php_compatibility(release, plan.release.codename)
+    if prerequisites_only():
+        return
+    _source(plan, release, host.get_fact(NextcloudState))
+    release_keyring(release)
+
+
+@deploy("Nextcloud")
+def nextcloud(plan: HostPlan) -> None:
+    """PHP-FPM, the verified Nextcloud release, its install and settings (see the module docstring)."""
+    nextcloud_preflight(plan)  # when called on its own; stack.py runs it before every layer's operations
+    if prerequisites_only():
+        _prerequisites(plan)
+        return
+    release = pinned_release()
+    on_host = host.get_fact(NextcloudState)
+    archive = _source(plan, release, on_host)
+    if on_host.installed and on_host.system is None:
+        raise NextcloudSourceError(
+            f"{host.name}: Nextcloud's settings cannot be read ({on_host.occ_problem}); "
+            f"look at `sudo -u www-data php {CODE_DIR}/occ status`"
+        )
+
+    _prerequisites(plan)
+    files.put(
+        name="Nextcloud's release signing key (pinned)",
+        src=BytesIO(release_keyring(release)),
+        dest=KEYRING,
+        mode="0644",
+    )
+    nextcloud_code(
+        name=f"Nextcloud {release.version}: fetch, verify (sha256, GPG) and unpack into {CODE_DIR}",
+        release=release,
+        installed_version=on_host.version,
+        archive=archive,
+    )
+    installed = nextcloud_install(
+        name="Install Nextcloud (occ maintenance:install, PostgreSQL)",
+        installed=on_host.installed,
+        secrets=install_secrets(plan.secrets["postgres_nextcloud_password"], plan.secrets["nextcloud_admin_password"]),
+        admin_email=plan.profile.admin_email,
+    )
+    nextcloud_system_config(
+        name="Nextcloud's system settings (domains, caches, Redis locking, maintenance window)",
+        wanted=wanted_system_config(plan),
+        current=on_host.system,
+    )
+    nextcloud_background_jobs(name="Nextcloud's background jobs run by the cron timer", mode=on_host.background_jobs)
+    server.shell(
+        name="Run Nextcloud's background jobs once after the install",
+        commands=["systemctl start nextcloud-cron.service"],
+        _if=changed([installed]),
+    )
+
+
+def _prerequisites(plan: HostPlan) -> None:
+    php = plan.php_version
+    apt.packages(
+        name="Install PHP-FPM and the PHP modules Nextcloud needs",
+        packages=php_packages(php, plan.release.codename),
+        no_recommends=True,
+    )
+    configs = put_configs(plan, "nextcloud")
+    paths = [f.path for f in plan.files_of("nextcloud")]
+    php_configs = [op for path, op in zip(paths, configs) if path.startswith("/etc/php/")]
+    units = [op for path, op in zip(paths, configs) if path.startswith("/etc/systemd/system/")]
+    default_pool = files.file(
+        name="Remove Debian's default PHP-FPM pool (www)",
+        path=f"/etc/php/{php}/fpm/pool.d/www.conf",
+        present=False,
+    )
+    redis_group = server.user(
+        name="www-data may use Redis's socket (group redis)",
+        user=WEB_USER,
+        groups=["redis"],
+        append=True,
+        ensure_home=False,
+    )
+    files.directory(name="Web root /var/www", path="/var/www", user="root", group="root", mode="0755")
+    files.directory(name="/var/lib/nextcloud", path="/var/lib/nextcloud", user="root", group="root", mode="0755")
+    files.directory(
+        name=f"Nextcloud's data folder {DATA_DIR}, outside the web root",
+        path=DATA_DIR,
+        user=WEB_USER,
+        group=WEB_USER,
+        mode="0750",
+    )
+    files.directory(name=f"Release work folder {WORK_DIR}", path=WORK_DIR, user="root", group="root", mode="0700")
+    systemd.service(name="PHP-FPM running", service=f"php{php}-fpm", running=True, enabled=True)
+    systemd.service(
+        name="Restart PHP-FPM for the new settings",
+        service=f"php{php}-fpm",
+        restarted=True,
+        _if=changed(php_configs, [default_pool, redis_group]),
+    )
+    systemd.daemon_reload(name="Reload systemd for Nextcloud's cron units", _if=changed(units))
+    systemd.service(name="Nextcloud cron timer enabled", service="nextcloud-cron.timer", running=True, enabled=True)

@@ -1,0 +1,271 @@
+"""`commonstack check` on a real test host: green when healthy, and when something is broken on
+purpose, exactly the check that should fail fails, with the hint a volunteer needs.
+
+One host of the small-group preset with the shared layers deployed (`--only base --only
+postgres --only redis --only caddy`, as its checks are run: `check --only ...`). The names of
+try.test are in no DNS: the outside checks read them from a hosts file of the test's own
+(COMMONSTACK_CHECK_HOSTS_FILE), never from the controller's /etc/hosts. Each breakage is
+undone before the next test, which starts by requiring that.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import ssl
+import time
+import xml.etree.ElementTree as ET
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+import yaml
+from cryptography import x509
+
+from commonstack import testhosts
+from commonstack.checks.group import HOSTS_FILE_ENV
+from tests.integration.conftest import new_host_name
+from tests.integration.stacks import cli, deploy, write_group
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+LAYERS = ("--only", "base", "--only", "postgres", "--only", "redis", "--only", "caddy")
+GROUP = "checked"
+SITE = "cloud.try.test"  # Nextcloud's site on the host (its app is not deployed here: only Caddy's site)
+STRAY_PORT = 8899  # not one of the ports base.py probes itself (context.NEVER_PUBLIC)
+FILL_MOUNT = "/srv/commonstack-check-fill"
+
+
+@pytest.fixture(scope="module")
+def checked(testhosts_state: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    host = testhosts.up(new_host_name(), memory="2G")
+    try:
+        inventories = tmp_path_factory.mktemp("inventories")
+        group = write_group(inventories, GROUP, "small-group", {"server": host})
+        first = deploy(inventories, GROUP, *LAYERS)
+        names = sorted({*group.load().hostnames().values(), group.load().server_name})
+        hosts_file = inventories / "hosts"
+        hosts_file.write_text(f"# what DNS would say for the group\n{host.address} {' '.join(names)}\n")
+        secrets = yaml.safe_load(group.secrets_file.read_text())
+        yield {"host": host, "inventories": inventories, "hosts_file": hosts_file, "names": names,
+               "first": first, "secrets": [v for v in secrets.values() if v], "outputs": [first]}
+    finally:
+        testhosts.down(host.name)
+
+
+def run_check(checked: dict, *extra: str, hosts_file: Path | None = None):
+    """`commonstack check GROUP --only (the deployed layers) EXTRA...`, names from the hosts file."""
+    env_file = hosts_file or checked["hosts_file"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(HOSTS_FILE_ENV, str(env_file))
+        result = cli(checked["inventories"], "check", GROUP, *LAYERS, *extra, timeout=300)
+    checked["outputs"].append(result)
+    assert result.returncode in (0, 1), f"check could not run:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def failures(checked: dict, **kwargs) -> tuple[dict[tuple[str, str], str], list[dict]]:
+    """{(service, check): message} of what failed, and every result (from --json)."""
+    result = run_check(checked, "--json", **kwargs)
+    results = json.loads(result.stdout)
+    failed = {(r["service"], r["check"]): r["message"] for r in results if r["outcome"] == "failed"}
+    assert result.returncode == (1 if failed else 0)
+    return failed, results
+
+
+@pytest.fixture
+def healthy(checked):
+    """Each breakage starts from a green host."""
+    failed, _ = failures(checked)
+    assert not failed, failed
+
+
+def test_deploy_ends_with_the_health_checks(checked):
+    output = checked["first"].stdout
+    assert "Health checks:" in output, output
+    after = output.split("Health checks:", 1)[1]
+    assert "0 failed" in after and "pass  firewall is active" in after, after
+    # No DNS for try.test here: the check says so instead of failing.
+    assert "are in no DNS (a reserved test domain)" in after
+
+
+def test_a_healthy_host_passes_every_check(checked, tmp_path):
+    junit = tmp_path / "checks.xml"
+    result = run_check(checked, "--junit", str(junit))
+    assert result.returncode == 0, result.stdout
+    assert "0 failed" in result.stdout and "FAIL" not in result.stdout
+
+    failed, results = failures(checked)
+    assert not failed
+    ran = {r["service"] for r in results if r["outcome"] == "passed"}
+    assert {"base", "host", "postgres", "redis", "proxy", "outside"} <= ran
+    passed = {(r["service"], r["check"]) for r in results if r["outcome"] == "passed"}
+    assert {("outside", "every hostname points at this host"), ("outside", "web ports answer from outside"),
+            ("outside", "no undeclared port answers from outside"), ("host", "every filesystem has free space"),
+            ("host", "memory is available"), ("host", "no systemd unit has failed")} <= passed
+    skipped = {r["check"]: r["message"] for r in results if r["outcome"] == "skipped"}
+    assert "timesyncd does not run" in skipped.get("clock is synchronised", ""), skipped
+    # Checks of layers that were not deployed are left out (TURN: coturn; Synapse).
+    assert not [r for r in results if "turn" in r["check"]]
+
+    suites = ET.parse(junit).getroot()
+    assert suites.get("failures") == "0" and int(suites.get("tests")) == len(results)
+
+
+def test_host_and_service_narrow_the_run(checked):
+    _, results = failures(checked)
+    result = run_check(checked, "--json", "--host", "server", "--service", "host", "--service", "caddy")
+    narrowed = json.loads(result.stdout)
+    assert {r["service"] for r in narrowed} == {"host", "proxy"}
+    assert len(narrowed) == len([r for r in results if r["service"] in ("host", "proxy")])
+
+
+def test_a_stopped_service_fails_its_checks(checked, healthy, testhost_ssh):
+    host = checked["host"]
+    assert testhost_ssh(host, "systemctl stop redis-server").returncode == 0
+    try:
+        failed, _ = failures(checked)
+    finally:
+        testhost_ssh(host, "systemctl start redis-server")
+    assert set(failed) == {("redis", "redis answers on its socket"), ("redis", "redis memory is capped")}, failed
+    assert failed[("redis", "redis answers on its socket")] == "Redis is down: `journalctl -u redis-server`"
+    # A command that fails says so in one line, not with testinfra's repr of its result.
+    assert failed[("redis", "redis memory is capped")].startswith("`redis-cli -s /run/redis/redis-server.sock")
+    assert "Could not connect to Redis" in failed[("redis", "redis memory is capped")]
+
+
+def test_a_stray_port_open_in_the_firewall_fails(checked, healthy, testhost_ssh):
+    host = checked["host"]
+    opened = testhost_ssh(
+        host,
+        f"systemd-run --unit stray-port python3 -m http.server {STRAY_PORT} "
+        f"&& nft insert rule inet commonstack input tcp dport {STRAY_PORT} accept",
+    )
+    assert opened.returncode == 0, opened.stderr
+    try:
+        wait_until_answers(host.address, STRAY_PORT)
+        failed, _ = failures(checked)
+    finally:
+        testhost_ssh(host, "systemctl stop stray-port; systemctl restart nftables")
+    assert list(failed) == [("outside", "no undeclared port answers from outside")], failed
+    message = failed[("outside", "no undeclared port answers from outside")]
+    assert message.startswith(f"port {STRAY_PORT} (python3) answers from outside, but no service of this host needs it")
+    assert "nft list ruleset" in message
+
+
+def test_a_full_disk_fails(checked, healthy, testhost_ssh):
+    host = checked["host"]
+    filled = testhost_ssh(
+        host,
+        f"mkdir -p {FILL_MOUNT} && mount -t tmpfs -o size=8M commonstack-fill {FILL_MOUNT} "
+        f"&& head -c 7500000 /dev/zero > {FILL_MOUNT}/blob",
+    )
+    try:
+        assert filled.returncode == 0, filled.stderr
+        failed, _ = failures(checked)
+    finally:
+        testhost_ssh(host, f"umount {FILL_MOUNT}; rmdir {FILL_MOUNT}")
+    assert list(failed) == [("host", "every filesystem has free space")], failed
+    message = failed[("host", "every filesystem has free space")]
+    assert re.match(rf"{FILL_MOUNT}: \d+% free \(\d\.\d MB of 8\.0 MB\), under 15%", message), message
+    assert f"du -xh --max-depth=2 {FILL_MOUNT}" in message
+
+
+def test_a_certificate_about_to_expire_fails(checked, healthy, testhost_ssh):
+    """Caddy issues a 45-minute certificate for one site, from the group's own CA: what a visitor
+    sees when renewal has stalled (tls internal's threshold is one hour)."""
+    host = checked["host"]
+    block = r"\n\ttls {\n\t\tissuer internal {\n\t\t\tlifetime 45m\n\t\t}\n\t}"
+    shortened = testhost_ssh(
+        host,
+        "cp /etc/caddy/Caddyfile /root/Caddyfile.deployed "
+        f"&& sed -i 's/^{SITE} {{$/&{block}/' /etc/caddy/Caddyfile && grep -q 'lifetime 45m' /etc/caddy/Caddyfile "
+        f"&& {reissue(SITE)}",
+    )
+    try:
+        assert shortened.returncode == 0, shortened.stderr
+        assert served_lifetime(host.address, SITE) < 3600
+        failed, _ = failures(checked)
+    finally:
+        restored = testhost_ssh(host, f"cp /root/Caddyfile.deployed /etc/caddy/Caddyfile && {reissue(SITE)}")
+        assert restored.returncode == 0, restored.stderr
+        assert served_lifetime(host.address, SITE) > 6 * 3600
+    assert list(failed) == [("proxy", "every hostname has a valid fresh certificate")], failed
+    message = failed[("proxy", "every hostname has a valid fresh certificate")]
+    assert message.startswith(f"{SITE}: certificate expires in 0.0 days") and "journalctl -u caddy" in message
+
+
+def test_a_hostname_pointed_elsewhere_fails(checked, healthy, tmp_path):
+    host = checked["host"]
+    elsewhere = tmp_path / "hosts"
+    others = [n for n in checked["names"] if n != SITE]
+    # 198.51.100.7 (TEST-NET-2, documentation): no check sends anything to it.
+    elsewhere.write_text(f"198.51.100.7 {SITE}\n{host.address} {' '.join(others)}\n")
+    result = run_check(checked, "--json", hosts_file=elsewhere)
+    results = json.loads(result.stdout)
+    failed = {(r["service"], r["check"]): r["message"] for r in results if r["outcome"] == "failed"}
+    assert list(failed) == [("outside", "every hostname points at this host")], failed
+    assert failed[("outside", "every hostname points at this host")] == (
+        f"{SITE} points at 198.51.100.7, not at this host ({host.address}): "
+        "correct its A/AAAA records at your DNS provider"
+    )
+    # The same verdict as a volunteer reads it, and for CI: exit status 1 both times.
+    table = run_check(checked, "--junit", str(tmp_path / "checks.xml"), hosts_file=elsewhere)
+    assert table.returncode == 1
+    lines = table.stdout.splitlines()
+    row = next(i for i, line in enumerate(lines) if "FAIL  every hostname points at this host" in line)
+    assert lines[row + 1].strip() == "-> " + failed[("outside", "every hostname points at this host")]
+    assert ", 1 failed, " in lines[-1], lines[-1]
+    case = ET.parse(tmp_path / "checks.xml").getroot().find(".//testcase[@name='every hostname points at this host']")
+    assert case is not None and case.find("failure").get("message").startswith(f"{SITE} points at 198.51.100.7")
+
+
+def test_everything_is_green_again(checked, healthy):
+    pass
+
+
+def test_nothing_secret_in_any_output(checked):
+    outputs = "".join(r.stdout + r.stderr for r in checked["outputs"])
+    assert len(checked["outputs"]) > 5 and checked["secrets"]
+    assert not [s for s in checked["secrets"] if s in outputs]
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def reissue(name: str) -> str:
+    """A shell command: Caddy forgets its certificate for `name` and starts afresh (a reload keeps
+    certificates it holds in memory)."""
+    stored = f"/var/lib/caddy/.local/share/caddy/certificates/local/{name}"
+    return f"systemctl stop caddy && rm -rf {stored} && systemctl start caddy"
+
+
+def served_lifetime(address: str, name: str, timeout: float = 30) -> float:
+    """Seconds left on the certificate `address` serves for `name` (once it serves one)."""
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((address, 443), timeout=5) as raw:
+                with context.wrap_socket(raw, server_hostname=name) as tls:
+                    der = tls.getpeercert(binary_form=True)
+            expires = x509.load_der_x509_certificate(der).not_valid_after_utc
+            return (expires - datetime.now(timezone.utc)).total_seconds()
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+
+
+def wait_until_answers(address: str, port: int, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection((address, port), timeout=2).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)

@@ -1,0 +1,271 @@
+"""Matrix on real test hosts: the chat preset deployed on two fresh hosts (two groups, alpha.test
+and beta.test, deployed in parallel), its health checks, a second plan that changes nothing, a
+changed server name refused before any change, a real client (matrix-nio) through HTTPS, and
+federation between the two homeservers.
+
+How names and trust are arranged, with no DNS and no public CA:
+
+- The client (this test process) resolves the hosts' names with an aiohttp resolver that knows
+  only them (`StaticResolver`): nothing else on this machine is changed. It trusts each host's
+  Caddy root (tls.mode internal), read from the host.
+- For federation, each host gets the other's names in /etc/hosts, and a Synapse config file of
+  the test's own (`FEDERATION_OVERRIDE`, loaded by a systemd drop-in that adds a second
+  --config-path) that stands in for the internet: trust the other host's Caddy root
+  (federation_custom_ca_list), allow its private address (ip_range_whitelist: Synapse refuses
+  private ranges by default), and fetch signing keys from the servers themselves
+  (trusted_key_servers: [] -- no traffic to matrix.org). The deploy manages none of these files,
+  so a later deploy still changes nothing.
+
+Needs root (test hosts), PyPI through the controller's CA (pip on the hosts), and matrix-nio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+import socket
+import ssl
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from commonstack import testhosts
+from commonstack.testhosts import TestHost
+from tests.integration.conftest import new_host_name
+from tests.integration.stacks import check_results, cli, deploy, failed_checks, write_group
+
+nio = pytest.importorskip("nio", reason="matrix-nio is a test dependency (pip install matrix-nio)")
+aiohttp = pytest.importorskip("aiohttp")
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+CADDY_ROOT = "/var/lib/caddy/.local/share/caddy/pki/authorities/local/root.crt"
+OVERRIDE_DIR = "/etc/matrix-synapse-test"
+FEDERATION_OVERRIDE = """\
+# Test hosts only (tests/integration/test_matrix.py): what the internet gives real homeservers.
+federation_custom_ca_list: [{override_dir}/peer-ca.crt]
+ip_range_whitelist: ["10.231.0.0/16"]
+trusted_key_servers: []
+"""
+FEDERATION_DROP_IN = (
+    "[Service]\nExecStart=\nExecStart=/opt/synapse/venv/bin/python -m synapse.app.homeserver"
+    " --config-path=/etc/matrix-synapse/homeserver.yaml --config-path={override_dir}/federation.yaml\n"
+)
+
+
+@dataclass
+class Homeserver:
+    group: str
+    domain: str
+    testhost: TestHost
+    inventories: Path
+    deploy_seconds: float = 0.0
+    caddy_root: str = ""
+
+    @property
+    def server_name(self) -> str:
+        return self.domain
+
+    @property
+    def hostname(self) -> str:
+        return f"matrix.{self.domain}"
+
+    @property
+    def admin(self) -> str:
+        return f"@admin:{self.domain}"
+
+    def admin_password(self) -> str:
+        secrets = yaml.safe_load((self.inventories / self.group / "secrets.yaml").read_text())
+        return secrets["matrix_admin_password"]
+
+
+class StaticResolver(aiohttp.abc.AbstractResolver):
+    """Resolves only the given names (to their test hosts); anything else is an error."""
+
+    def __init__(self, names: dict[str, str]):
+        self.names = names
+
+    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET) -> list[dict]:
+        if host not in self.names:
+            raise OSError(f"{host} is not a test host's name")
+        return [{"hostname": host, "host": self.names[host], "port": port, "family": socket.AF_INET,
+                 "proto": 0, "flags": socket.AI_NUMERICHOST}]
+
+    async def close(self) -> None:
+        pass
+
+
+async def logged_in(server: Homeserver) -> nio.AsyncClient:
+    """A matrix-nio client of the admin, found as a client finds it: through .well-known."""
+    context = ssl.create_default_context(cadata=server.caddy_root)
+    client = nio.AsyncClient(f"https://{server.server_name}", server.admin, ssl=context)
+    names = {server.server_name: server.testhost.address, server.hostname: server.testhost.address}
+    client.client_session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(resolver=StaticResolver(names)),
+        timeout=aiohttp.ClientTimeout(total=30),
+    )
+    discovery = await client.discovery_info()
+    assert isinstance(discovery, nio.DiscoveryInfoResponse), discovery
+    assert discovery.homeserver_url.rstrip("/") == f"https://{server.hostname}"
+    client.homeserver = discovery.homeserver_url.rstrip("/")
+    response = await client.login(server.admin_password(), device_name="commonstack integration test")
+    assert isinstance(response, nio.LoginResponse), response
+    return client
+
+
+async def wait_for_message(client: nio.AsyncClient, room_id: str, body: str, timeout: float = 90) -> float:
+    """Seconds until `body` is in the room's timeline as `client` sees it."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        response = await client.room_messages(room_id, limit=20)
+        if isinstance(response, nio.RoomMessagesResponse) and any(
+            getattr(event, "body", None) == body for event in response.chunk
+        ):
+            return time.monotonic() - started
+        await asyncio.sleep(1)
+    raise AssertionError(f"{body!r} did not arrive in {room_id} for {client.user_id} within {timeout} s")
+
+
+def ssh(testhost_ssh, host: TestHost, command: str, timeout: float = 120) -> str:
+    result = testhost_ssh(host, command, timeout=timeout)
+    assert result.returncode == 0, f"{command}: {result.stderr or result.stdout}"
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def homeservers(testhosts_state, tmp_path_factory, testhost_ssh) -> dict[str, Homeserver]:
+    """Two fresh 1 GB hosts with the chat preset, deployed in parallel (two groups)."""
+    inventories = tmp_path_factory.mktemp("matrix-inventories")
+    servers: dict[str, Homeserver] = {}
+    try:
+        for group in ("alpha", "beta"):
+            testhost = testhosts.up(new_host_name(), memory="1G", trust_controller_ca=True)
+            servers[group] = Homeserver(group, f"{group}.test", testhost, inventories)
+            overrides = {"domain": f"{group}.test", "admin_email": f"admin@{group}.test"}
+            write_group(inventories, group, "chat", {"server": testhost}, overrides, memory_mb=1024)
+
+        def timed_deploy(server: Homeserver) -> None:
+            started = time.monotonic()
+            deploy(inventories, server.group)
+            server.deploy_seconds = time.monotonic() - started
+
+        with ThreadPoolExecutor(len(servers)) as pool:
+            list(pool.map(timed_deploy, servers.values()))
+        for server in servers.values():
+            server.caddy_root = ssh(testhost_ssh, server.testhost, f"cat {CADDY_ROOT}")
+        yield servers
+    finally:
+        for server in servers.values():
+            testhosts.down(server.testhost.name)
+
+
+def test_chat_preset_deploys_and_its_checks_pass(homeservers):
+    for server in homeservers.values():
+        print(f"{server.group}: deployed in {server.deploy_seconds:.0f} s")
+    with ThreadPoolExecutor(len(homeservers)) as pool:
+        results = dict(zip(homeservers, pool.map(
+            lambda s: check_results(s.inventories, s.group), homeservers.values())))
+    for group, checks in results.items():
+        assert not failed_checks(checks), f"{group}: {failed_checks(checks)}"
+        matrix = {r["check"] for r in checks if r["service"] == "matrix" and r["outcome"] == "passed"}
+        assert {"admin can log in", "turn credentials are handed out and accepted",
+                "well known documents delegate to synapse"} <= matrix, (group, matrix)
+
+
+def test_a_second_deploy_changes_nothing(homeservers):
+    server = homeservers["alpha"]
+    result = cli(server.inventories, "plan", server.group)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 of " in result.stdout and "operations would change" in result.stdout, result.stdout
+    assert "unchanged" in result.stdout, result.stdout
+
+
+def test_a_changed_server_name_is_refused_before_any_change(homeservers):
+    server = homeservers["alpha"]
+    stack_file = server.inventories / server.group / "stack.yaml"
+    original = stack_file.read_text()
+    profile = yaml.safe_load(original)
+    profile.setdefault("matrix", {})["server_name"] = "elsewhere.test"
+    stack_file.write_text(yaml.safe_dump(profile, sort_keys=False))
+    try:
+        result = cli(server.inventories, "deploy", server.group, "--yes")
+    finally:
+        stack_file.write_text(original)
+    assert result.returncode == 1, result.stdout + result.stderr
+    (line,) = [line for line in result.stdout.splitlines() if "ServerNameChanged" in line]
+    assert "was set up as alpha.test" in line and "set matrix.server_name: alpha.test" in line, line
+    assert "operations changed" not in result.stdout, "the host was changed: " + result.stdout
+
+
+def test_a_client_logs_in_creates_a_room_and_reads_its_message(homeservers):
+    server = homeservers["alpha"]
+
+    async def round_trip() -> None:
+        client = await logged_in(server)
+        try:
+            created = await client.room_create(name="commonstack client test")
+            assert isinstance(created, nio.RoomCreateResponse), created
+            body = f"hello from matrix-nio {time.time()}"
+            sent = await client.room_send(created.room_id, "m.room.message", {"msgtype": "m.text", "body": body})
+            assert isinstance(sent, nio.RoomSendResponse), sent
+            await wait_for_message(client, created.room_id, body, timeout=10)
+        finally:
+            await client.logout()
+            await client.close()
+
+    asyncio.run(round_trip())
+
+
+@pytest.fixture(scope="module")
+def federating(homeservers, testhost_ssh) -> dict[str, Homeserver]:
+    """Each host knows the other's names and trusts its CA (see the module docstring)."""
+    pairs = [(homeservers["alpha"], homeservers["beta"]), (homeservers["beta"], homeservers["alpha"])]
+    for server, peer in pairs:
+        override = FEDERATION_OVERRIDE.format(override_dir=OVERRIDE_DIR)
+        drop_in = FEDERATION_DROP_IN.format(override_dir=OVERRIDE_DIR)
+        commands = [
+            f"echo {shlex.quote(f'{peer.testhost.address} {peer.server_name} {peer.hostname}')} >> /etc/hosts",
+            f"mkdir -p {OVERRIDE_DIR} /etc/systemd/system/matrix-synapse.service.d",
+            f"printf %s {shlex.quote(peer.caddy_root)} > {OVERRIDE_DIR}/peer-ca.crt",
+            f"printf %s {shlex.quote(override)} > {OVERRIDE_DIR}/federation.yaml",
+            f"printf %s {shlex.quote(drop_in)} > /etc/systemd/system/matrix-synapse.service.d/50-test-federation.conf",
+            "systemctl daemon-reload",
+            "systemctl restart matrix-synapse",
+        ]
+        ssh(testhost_ssh, server.testhost, " && ".join(commands))
+    return homeservers
+
+
+def test_two_homeservers_federate(federating):
+    alpha, beta = federating["alpha"], federating["beta"]
+
+    async def conversation() -> dict[str, float]:
+        host_client, guest_client = await logged_in(alpha), await logged_in(beta)
+        try:
+            created = await host_client.room_create(name="federation test", invite=[beta.admin])
+            assert isinstance(created, nio.RoomCreateResponse), created
+            joined = None
+            for _ in range(30):  # the invite travels from alpha to beta first
+                joined = await guest_client.join(created.room_id)
+                if isinstance(joined, nio.JoinResponse):
+                    break
+                await asyncio.sleep(1)
+            assert isinstance(joined, nio.JoinResponse), f"{beta.admin} could not join: {joined}"
+            hello = f"hello beta from alpha {time.time()}"
+            await host_client.room_send(created.room_id, "m.room.message", {"msgtype": "m.text", "body": hello})
+            to_beta = await wait_for_message(guest_client, created.room_id, hello)
+            answer = f"hello alpha from beta {time.time()}"
+            await guest_client.room_send(created.room_id, "m.room.message", {"msgtype": "m.text", "body": answer})
+            to_alpha = await wait_for_message(host_client, created.room_id, answer)
+            return {"alpha -> beta": to_beta, "beta -> alpha": to_alpha}
+        finally:
+            for client in (host_client, guest_client):
+                await client.logout()
+                await client.close()
+
+    delays = asyncio.run(conversation())
+    print("federation delivery:", ", ".join(f"{k} {v:.1f} s" for k, v in delays.items()))

@@ -1,0 +1,92 @@
+"""The check runner against a REAL sshd on 127.0.0.1 (no test host needed; see
+tests/sshd_fixture.py): pinned keys, one shared connection per host, hosts in parallel through
+pytest-xdist, one clear failure for a host that refuses us, and redaction.
+
+"The host" is this machine, so only the shape of the host checks' verdicts is asserted, not
+whether this machine's disk or memory is healthy. Skipped, with the reason, when not root or
+when openssh-server is not installed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from commonstack.checks.runner import SshHost, run_checks
+
+try:
+    from tests.sshd_fixture import loopback_sshd_fixture
+except ModuleNotFoundError:  # the repo root is not on sys.path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from tests.sshd_fixture import loopback_sshd_fixture
+
+loopback_sshd = loopback_sshd_fixture(scope="module")
+
+HOST_CHECKS = {
+    "every filesystem has free space",
+    "memory is available",
+    "no process was killed for lack of memory",
+    "no systemd unit has failed",
+    "security updates run automatically",
+    "no reboot is pending",
+    "clock is synchronised",
+}
+
+
+def as_host(sshd, name: str, known_hosts: Path | None = None) -> SshHost:
+    return SshHost(name, sshd.address, sshd.port, sshd.user, sshd.key_path, known_hosts or sshd.known_hosts)
+
+
+def expectation(name: str) -> dict:
+    return {"name": name, "address": "127.0.0.1", "layers": ["base"], "services": []}
+
+
+def test_hosts_run_in_parallel_and_a_refusing_host_is_one_clear_failure(loopback_sshd):
+    hosts = [
+        as_host(loopback_sshd, "one"),
+        as_host(loopback_sshd, "two"),
+        as_host(loopback_sshd, "swapped", loopback_sshd.other_known_hosts()),
+    ]
+    results = run_checks(hosts, {h.name: expectation(h.name) for h in hosts}, modules=("host",))
+
+    refused = [r for r in results if r.host == "swapped"]
+    assert len(refused) == 1, refused
+    assert (refused[0].service, refused[0].check, refused[0].outcome) == ("ssh", "host can be reached", "failed")
+    assert "Host key verification failed" in refused[0].message and "commonstack pin-keys" in refused[0].message
+    for name in ("one", "two"):
+        verdicts = {r.check: r for r in results if r.host == name}
+        assert set(verdicts) == HOST_CHECKS
+        assert all(r.service == "host" and r.outcome in ("passed", "failed", "skipped") for r in verdicts.values())
+        assert all("\n" not in r.message and "CommandResult" not in r.message for r in verdicts.values())
+    # In the modules' own order, host by host.
+    assert [r.host for r in results] == ["swapped"] + ["one"] * 7 + ["two"] * 7
+    assert [r.check for r in results if r.host == "one"][0] == "every filesystem has free space"
+
+
+def test_messages_never_show_a_secret(loopback_sshd):
+    swapped = as_host(loopback_sshd, "swapped", loopback_sshd.other_known_hosts())
+    results = run_checks([swapped], {"swapped": expectation("swapped")}, modules=("host",),
+                         redact=["verification"])  # fmt: skip
+    assert "Host key ******** failed" in results[0].message
+
+
+def test_no_shared_connection_outlives_the_run(loopback_sshd, monkeypatch):
+    folder = Path(tempfile.mkdtemp(prefix="check-runner-", dir="/tmp"))  # short: a socket path's limit
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))  # the run's folder (and its sockets) in here
+    try:
+        results = run_checks([as_host(loopback_sshd, "one")], {"one": expectation("one")}, modules=("host",))
+        assert len(results) == len(HOST_CHECKS)
+        assert not list(folder.iterdir())
+        masters = [pid for pid in os.listdir("/proc") if pid.isdigit() and str(folder).encode() in _cmdline(pid)]
+        assert not masters, "an SSH master connection is still running"
+    finally:
+        folder.rmdir()
+
+
+def _cmdline(pid: str) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""

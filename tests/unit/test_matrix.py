@@ -1,0 +1,225 @@
+"""Matrix without test hosts: the server-name guard, the facts' parsing, the installer script,
+Element's refusal, the checks' expectations, and the TURN client of the login check against a
+real coturn on loopback."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from commonstack import rendering
+from commonstack.checks import matrix as matrix_checks
+from commonstack.checks.context import host_expectations
+from commonstack.deploys.coturn import CoturnCertificate
+from commonstack.deploys.element import element_preflight
+from commonstack.deploys.preflight import SourceUnavailable
+from commonstack.deploys.synapse import (
+    MatrixUserExists,
+    NoSynapseWheel,
+    RecordedServerName,
+    ServerNameChanged,
+    SynapseVersion,
+    refuse_changed_server_name,
+    require_wheel,
+)
+from commonstack.rendering import Release, plan_host
+from commonstack.stacks.model import StackProfile
+from commonstack.stacks.sizing import HostFacts
+
+SECRETS = {
+    name: f"s3cr3t-{name}"
+    for name in (
+        "postgres_synapse_password",
+        "synapse_registration_shared_secret",
+        "synapse_macaroon_secret_key",
+        "synapse_form_secret",
+        "matrix_admin_password",
+        "turn_shared_secret",
+    )
+}
+
+
+def chat_profile(**matrix) -> StackProfile:
+    return StackProfile.model_validate(
+        {
+            "group": "tenants",
+            "domain": "example.org",
+            "admin_email": "admin@example.org",
+            "hosts": [{"name": "vps", "address": "203.0.113.7"}],
+            "matrix": {"enabled": True, **matrix},
+        }
+    )
+
+
+def plan_for(profile: StackProfile, arch: str = "amd64"):
+    return plan_host(profile, profile.hosts[0], SECRETS, Release(HostFacts(memory_mb=1024, cpus=1, arch=arch)))
+
+
+# --- the server name never changes -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("recorded", ["", "example.org"])
+def test_a_new_or_unchanged_server_name_is_accepted(recorded):
+    refuse_changed_server_name(recorded, "example.org")
+
+
+def test_a_changed_server_name_is_refused_in_one_line_that_says_what_to_do():
+    with pytest.raises(ServerNameChanged) as refused:
+        refuse_changed_server_name("example.org", "chat.example.org")
+    message = str(refused.value)
+    assert "\n" not in message and len(message) < 280  # the runner shows 300 characters of it
+    assert "set up as example.org" in message and "set matrix.server_name: example.org" in message
+
+
+def test_the_recorded_server_name_comes_from_the_record_or_the_first_account():
+    command = RecordedServerName().command()
+    assert command.startswith("if [ -s /var/lib/commonstack/matrix-server-name ]")
+    assert "ORDER BY creation_ts LIMIT 1" in command and command.endswith("; true")  # never fails a plan
+    assert RecordedServerName().process(["example.org", ""]) == "example.org"
+    assert RecordedServerName().process([]) == ""
+
+
+def test_facts_read_versions_accounts_and_certificate_states():
+    assert SynapseVersion().process(["1.163.2"]) == "1.163.2"
+    assert SynapseVersion().process([]) == ""
+    assert "|| true" in SynapseVersion().command()
+    assert MatrixUserExists().process(["1"]) is True
+    assert MatrixUserExists().process(["0"]) is False
+    assert MatrixUserExists().process([]) is False  # no database yet
+    assert "'@admin:example.org'" in MatrixUserExists().command(user_id="@admin:example.org")
+    assert CoturnCertificate().process(["current"]) == "current"
+    assert CoturnCertificate().process([]) == "unknown"
+
+
+# --- the installer ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("arch", ["amd64", "arm64"])
+def test_the_installer_pins_the_wheel_of_the_hosts_architecture(arch):
+    plan = plan_for(chat_profile(), arch)
+    script = next(f for f in plan.files if f.path == "/usr/local/sbin/commonstack-install-synapse")
+    synapse = rendering.versions()["synapse"]
+    assert script.mode == "0755"
+    assert f"\nversion={synapse['version']}\n" in script.content
+    assert f"\nsha256={synapse['sha256'][arch]}\n" in script.content
+    assert "--require-hashes" in script.content and '"${wheel}[postgres]"' in script.content
+
+
+def test_an_architecture_without_a_wheel_is_refused():
+    require_wheel("amd64")
+    require_wheel("arm64")
+    with pytest.raises(NoSynapseWheel, match="not armhf"):
+        require_wheel("armhf")
+
+
+# --- Element ----------------------------------------------------------------------------------
+
+
+def test_element_is_its_own_layer_and_refused_with_its_reason():
+    profile = chat_profile(element={"enabled": True})
+    plan = plan_for(profile)
+    assert "element" in plan.layers and "element" not in plan_for(chat_profile()).layers
+    with pytest.raises(SourceUnavailable) as refused:
+        element_preflight(plan)
+    assert refused.value.layer == "element"
+    assert "matrix.element.enabled: false" in refused.value.reason
+    assert "https://matrix.example.org" in refused.value.reason
+
+
+# --- what the checks expect -------------------------------------------------------------------
+
+
+def test_the_checks_expect_matrix_without_any_password():
+    plan = plan_for(chat_profile(registration="token"))
+    expected = host_expectations(plan)
+    assert expected["matrix"] == {
+        "server_name": "example.org",
+        "hostname": "matrix.example.org",
+        "version": rendering.versions()["synapse"]["version"],
+        "admin_user_id": "@admin:example.org",
+        "registration": "token",
+    }
+    assert SECRETS["matrix_admin_password"] not in json.dumps(expected)
+
+
+# --- the TURN client of the login check, against a real coturn --------------------------------
+
+
+def _free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def coturn(tmp_path_factory):
+    """coturn on loopback with a shared secret, as Synapse's TURN REST API expects."""
+    turnserver = shutil.which("turnserver")
+    if not turnserver:
+        pytest.skip("coturn is not installed (apt-get install coturn)")
+    folder = tmp_path_factory.mktemp("coturn")
+    port, relay = _free_udp_port(), _free_udp_port()
+    secret = "the-shared-secret"
+    process = subprocess.Popen(
+        [turnserver, "-n", "--use-auth-secret", f"--static-auth-secret={secret}", "--realm=turn.test",
+         "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1", f"--listening-port={port}",
+         f"--min-port={relay}", f"--max-port={relay}", "--no-tls", "--no-dtls", "--no-cli",
+         "--log-file=stdout", f"--pidfile={folder / 'turn.pid'}", f"--userdb={folder / 'turndb'}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    time.sleep(1)
+    yield port, secret
+    process.terminate()
+    process.wait(timeout=10)
+
+
+def _turn_credentials(secret: str, user_id: str = "@admin:example.org") -> tuple[str, str]:
+    """What Synapse's /voip/turnServer hands out (synapse/rest/client/voip.py)."""
+    username = f"{int(time.time()) + 3600}:{user_id}"
+    password = base64.b64encode(hmac.new(secret.encode(), username.encode(), hashlib.sha1).digest()).decode()
+    return username, password
+
+
+def _script_functions() -> dict:
+    namespace: dict = {"__name__": "as_admin"}  # not __main__: defines, runs nothing
+    exec(compile(matrix_checks.AS_ADMIN, "AS_ADMIN", "exec"), namespace)
+    return namespace
+
+
+def test_the_login_check_allocates_a_relay_with_synapses_credentials(coturn):
+    port, secret = coturn
+    username, password = _turn_credentials(secret)
+    assert _script_functions()["allocate"](("127.0.0.1", port), username, password) == "ok"
+
+
+def test_the_login_check_reports_credentials_from_another_secret(coturn):
+    port, _ = coturn
+    username, password = _turn_credentials("not-the-secret")
+    outcome = _script_functions()["allocate"](("127.0.0.1", port), username, password)
+    assert outcome.startswith("coturn refused the credentials: 401"), outcome
+
+
+def test_the_login_check_reports_a_password_file_it_cannot_read(tmp_path, capsys):
+    _script_functions()["main"]("@admin:example.org", str(tmp_path / "missing"), 3478)
+    report = json.loads(capsys.readouterr().out)
+    assert report == {"login": f"cannot read {tmp_path / 'missing'}: No such file or directory"}
+
+
+def test_the_login_check_script_needs_only_the_standard_library():
+    # It runs on the host with Synapse's virtualenv Python, whatever that holds.
+    imported = {
+        name.strip().split(".")[0]
+        for line in matrix_checks.AS_ADMIN.splitlines()
+        if line.startswith("import ")
+        for name in line.removeprefix("import ").split(",")
+    }
+    assert imported and imported <= sys.stdlib_module_names, imported

@@ -1,0 +1,145 @@
+"""The Nextcloud deploy's decisions, without a host: facts in, settings and commands out."""
+
+from __future__ import annotations
+
+import pytest
+
+from commonstack import rendering
+from commonstack.checks.context import host_expectations
+from commonstack.deploys import nextcloud as deploy
+from commonstack.stacks.model import StackProfile
+
+INSTALLED_CONFIG = {  # what `occ config:list system` shows right after maintenance:install
+    "trusted_domains": ["localhost"],
+    "datadirectory": "/var/lib/nextcloud/data",
+    "dbtype": "pgsql",
+    "version": "32.0.2.2",
+    "overwrite.cli.url": "http://localhost",
+    "dbpassword": "***REMOVED SENSITIVE VALUE***",
+    "installed": True,
+}
+
+
+def profile(**nextcloud) -> StackProfile:
+    return StackProfile.model_validate(
+        {"group": "t", "domain": "example.org", "admin_email": "admin@example.org",
+         "hosts": [{"name": "server", "address": "203.0.113.7"}], "nextcloud": {"enabled": True, **nextcloud}}
+    )  # fmt: skip
+
+
+def plan(**nextcloud):
+    p = profile(**nextcloud)
+    secrets = {"postgres_nextcloud_password": "db-s3cret", "nextcloud_admin_password": "adm-s3cret"}
+    return rendering.plan_host(p, p.hosts[0], secrets)
+
+
+def test_settings_follow_the_profile():
+    wanted = deploy.wanted_system_config(plan(default_phone_region="DE"))
+    assert wanted["trusted_domains"] == ["cloud.example.org"]
+    assert wanted["overwrite.cli.url"] == "https://cloud.example.org"
+    assert wanted["memcache.local"] == "\\OC\\Memcache\\APCu"
+    assert wanted["memcache.locking"] == "\\OC\\Memcache\\Redis"
+    assert wanted["redis"] == {"host": "/run/redis/redis-server.sock", "port": 0}
+    assert wanted["default_phone_region"] == "DE"
+    assert isinstance(wanted["maintenance_window_start"], int)
+    assert "default_phone_region" not in deploy.wanted_system_config(plan())
+
+
+def test_a_fresh_install_gets_every_setting_typed():
+    wanted = deploy.wanted_system_config(plan(default_phone_region="DE"))
+    commands = deploy.system_config_commands(wanted, INSTALLED_CONFIG)
+    assert ["config:system:delete", "trusted_domains"] in commands
+    assert ["config:system:set", "trusted_domains", "0", "--value=cloud.example.org"] in commands
+    assert ["config:system:set", "redis", "host", "--value=/run/redis/redis-server.sock"] in commands
+    assert ["config:system:set", "redis", "port", "--type=integer", "--value=0"] in commands
+    assert ["config:system:set", "maintenance_window_start", "--type=integer", "--value=1"] in commands
+    assert ["config:system:set", "memcache.locking", "--value=\\OC\\Memcache\\Redis"] in commands
+    assert ["config:system:set", "overwrite.cli.url", "--value=https://cloud.example.org"] in commands
+    assert not any(c[0] == "config:system:delete" and c[1] == "redis" for c in commands), "nothing to delete yet"
+
+
+def test_settings_already_in_place_give_no_command():
+    wanted = deploy.wanted_system_config(plan(default_phone_region="DE"))
+    assert deploy.system_config_commands(wanted, {**INSTALLED_CONFIG, **wanted}) == []
+
+
+def test_only_what_drifted_is_set_again():
+    wanted = deploy.wanted_system_config(plan())
+    drifted = {**INSTALLED_CONFIG, **wanted, "redis": {"host": "127.0.0.1", "port": 6379}}
+    drifted["maintenance_window_start"] = 3
+    assert deploy.system_config_commands(wanted, drifted) == [
+        ["config:system:delete", "redis"],
+        ["config:system:set", "redis", "host", "--value=/run/redis/redis-server.sock"],
+        ["config:system:set", "redis", "port", "--type=integer", "--value=0"],
+        ["config:system:set", "maintenance_window_start", "--type=integer", "--value=1"],
+    ]
+
+
+def test_state_fact_reads_a_fresh_host_and_an_installed_one():
+    fact = deploy.NextcloudState()
+    assert fact.process([]) == deploy.NextcloudOnHost()
+    state = fact.process(
+        ["version=32.0.2", "installed=yes", 'system={"system": {"installed": true, "trusted_domains": ["x"]}}',
+         "background_jobs=cron"]
+    )  # fmt: skip
+    assert (state.version, state.installed, state.background_jobs) == ("32.0.2", True, "cron")
+    assert state.system == {"installed": True, "trusted_domains": ["x"]}
+    broken = fact.process(["version=32.0.2", "installed=yes", "system=An unhandled exception has been thrown"])
+    assert broken.system is None and "unhandled exception" in broken.occ_problem
+
+
+def test_download_fact_gives_the_reason_or_nothing():
+    fact = deploy.DownloadProblem()
+    assert fact.process([]) == ""
+    assert fact.process(["curl: (6) Could not resolve host: download.nextcloud.com", "failed"]) == (
+        "curl: (6) Could not resolve host: download.nextcloud.com"
+    )
+    assert fact.process(["failed"]) == "no answer"
+    assert "curl -fsSI" in fact.command("https://download.nextcloud.com/x.tar.bz2")
+
+
+def test_the_install_secrets_are_a_file_shell_can_read(tmp_path):
+    tricky = "it's $HOME; `x`"
+    env = tmp_path / "install.env"
+    env.write_text(deploy.install_secrets("db-s3cret", tricky).getvalue())
+    import subprocess
+
+    script = f'. {env}; printf "%s|%s" "$NEXTCLOUD_DATABASE_PASSWORD" "$NEXTCLOUD_ADMIN_PASSWORD"'
+    read = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True)
+    assert read.stdout == f"db-s3cret|{tricky}"
+
+
+def test_the_install_keeps_secrets_off_command_lines():
+    script = deploy.install_script("admin@example.org")
+    assert "s3cret" not in script
+    assert '--database-pass="$NEXTCLOUD_DATABASE_PASSWORD"' in script, "read from the root-only file"
+    assert "OC_PASS=$NEXTCLOUD_ADMIN_PASSWORD" in script and "--password-from-env admin" in script
+    assert "--data-dir=/var/lib/nextcloud/data" in script and "trap 'rm -f \"$env_file\"' EXIT" in script
+
+
+@pytest.mark.parametrize("codename", ["bookworm", "trixie"])
+def test_php_packages_follow_the_release(codename):
+    php = rendering.versions()["debian"][codename]["php"]
+    packages = deploy.php_packages(php, codename)
+    for module in ("fpm", "cli", "gd", "mbstring", "xml", "zip", "curl", "intl", "bcmath", "gmp", "pgsql", "apcu",
+                   "redis", "imagick", "bz2"):  # fmt: skip
+        assert f"php{php}-{module}" in packages
+    assert deploy.IMAGEMAGICK_EXTRA[codename] in packages and "gpgv" in packages
+
+
+def test_prerequisites_only_is_an_explicit_switch(monkeypatch):
+    monkeypatch.delenv(deploy.PREREQUISITES_ONLY_ENV, raising=False)
+    assert not deploy.prerequisites_only()
+    monkeypatch.setenv(deploy.PREREQUISITES_ONLY_ENV, "1")
+    assert deploy.prerequisites_only()
+
+
+def test_checks_expect_what_the_deploy_installs():
+    expected = host_expectations(plan())["nextcloud"]
+    assert expected["admin_user"] == deploy.ADMIN_USER
+    assert expected["version"] == rendering.versions()["nextcloud"]["version"]
+    assert expected["admin_password"] == "adm-s3cret"
+    from commonstack.checks import nextcloud as checks
+
+    assert checks.CODE_DIR == deploy.CODE_DIR and checks.DATA_DIR == deploy.DATA_DIR
+    assert checks.REDIS_SOCKET == deploy.REDIS_SOCKET
