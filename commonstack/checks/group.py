@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from commonstack.checks.context import host_expectations
 from commonstack.checks.runner import CheckResult, SshHost, run_checks, select_modules
-from commonstack.deploys.converge import GroupConverger
 from commonstack.deploys.stack import missing_deploys
 from commonstack.errors import CommonstackError
 from commonstack.rendering import HostPlan
+
+if TYPE_CHECKING:  # the runner patches gevent on import: only the CLI process may load it
+    from commonstack.deploys.converge import GroupConverger
 
 # A PEM file of extra roots the outside checks trust, besides the public CAs: the issuing root of
 # a private ACME CA (tls.acme_ca), or of a test CA. Not in the profile: it is this machine's view.
