@@ -26,7 +26,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import defaultdict
 from pathlib import Path
 from urllib.parse import quote
 
@@ -39,6 +38,8 @@ from commonstack.testhosts.preflight import require_support
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from tests.integration.stacks import write_group  # noqa: E402
+
+import hostmemory  # noqa: E402  (bench/ is on sys.path when a bench runs)
 
 KIB = 1024
 CADDY_ROOT = "/var/lib/caddy/.local/share/caddy/pki/authorities/local/root.crt"
@@ -57,40 +58,9 @@ def service_of(pid: int) -> str | None:
     return None
 
 
-def processes(name: str) -> dict[str, dict[str, float]]:
-    """Per service: process count, sum of RSS and of PSS in MiB."""
-    found: dict[str, dict[str, float]] = defaultdict(lambda: {"count": 0, "rss": 0.0, "pss": 0.0})
-    for pid in cgroups.pids(name):
-        try:
-            service = service_of(pid)
-            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text() if service else ""
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            continue
-        if service is None:
-            continue
-        fields = {line.split(":")[0]: int(line.split()[1]) for line in rollup.splitlines()[1:] if line.split()[1:2]}
-        found[service]["count"] += 1
-        found[service]["rss"] += fields.get("Rss", 0) / KIB
-        found[service]["pss"] += fields.get("Pss", 0) / KIB
-    return found
-
-
 def cli(inventories: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, COMMONSTACK_INVENTORIES=str(inventories))
     return subprocess.run([sys.executable, "-m", "commonstack", *args], capture_output=True, text=True, env=env)
-
-
-def sizing_model(inventories: Path) -> tuple[dict, dict]:
-    """The sized values and modelled footprints of the host, as `commonstack render` plans them offline."""
-    from commonstack.inventories.groups import Group
-    from commonstack.inventories.secrets import redacted
-    from commonstack.stacks.plan import plan_group
-    from commonstack.stacks.sizing import memory_footprint_mb
-
-    group = Group("bench", inventories)
-    profile = group.load()
-    plan = plan_group(group, profile, redacted(profile))[0]
-    return plan.sizing.__dict__, memory_footprint_mb(plan.sizing, profile.services_on(plan.host))
 
 
 def read_on_host(host, command: str, stdin: str | None = None) -> str:
@@ -183,10 +153,10 @@ def main() -> int:
         plan_seconds = time.monotonic() - started
         unchanged = "unchanged" in again.stdout
         time.sleep(args.idle)
-        idle = processes(host.name)
+        idle = hostmemory.processes(host.name, service_of)
         usage = cgroups.memory_usage_bytes(host.name) / KIB / KIB
         sends, trips = asyncio.run(round_trips(host, inventories, args.messages))
-        sizing, model = sizing_model(inventories)
+        sizing, model = hostmemory.sizing_model(inventories)
     finally:
         for running in testhosts.list_hosts():
             testhosts.down(running.name)

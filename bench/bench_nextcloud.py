@@ -23,7 +23,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import defaultdict
 from pathlib import Path
 
 from commonstack import testhosts
@@ -36,28 +35,16 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from tests.integration.stacks import write_group  # noqa: E402
 
+import hostmemory  # noqa: E402  (bench/ is on sys.path when a bench runs)
+
 LAYERS = ("--only", "base", "--only", "postgres", "--only", "redis", "--only", "caddy", "--only", "nextcloud")
 SERVICES = {"php-fpm": "PHP-FPM", "postgres": "PostgreSQL", "redis-server": "Redis"}
 KIB = 1024
 
 
-def processes(name: str) -> dict[str, dict[str, float]]:
-    """Per service: process count, sum of RSS and of PSS in MiB."""
-    found: dict[str, dict[str, float]] = defaultdict(lambda: {"count": 0, "rss": 0.0, "pss": 0.0})
-    for pid in cgroups.pids(name):
-        try:
-            comm = Path(f"/proc/{pid}/comm").read_text().strip()
-            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            continue
-        service = next((label for prefix, label in SERVICES.items() if comm.startswith(prefix)), None)
-        if service is None:
-            continue
-        fields = {line.split(":")[0]: int(line.split()[1]) for line in rollup.splitlines()[1:] if line.split()[1:2]}
-        found[service]["count"] += 1
-        found[service]["rss"] += fields.get("Rss", 0) / KIB
-        found[service]["pss"] += fields.get("Pss", 0) / KIB
-    return found
+def service_of(pid: int) -> str | None:
+    comm = Path(f"/proc/{pid}/comm").read_text().strip()
+    return next((label for prefix, label in SERVICES.items() if comm.startswith(prefix)), None)
 
 
 def cli(inventories: Path, *args: str, prerequisites_only: bool) -> subprocess.CompletedProcess[str]:
@@ -66,19 +53,6 @@ def cli(inventories: Path, *args: str, prerequisites_only: bool) -> subprocess.C
     if prerequisites_only:
         env["COMMONSTACK_NEXTCLOUD_PREREQUISITES_ONLY"] = "1"
     return subprocess.run([sys.executable, "-m", "commonstack", *args], capture_output=True, text=True, env=env)
-
-
-def sizing_model(inventories: Path) -> tuple[dict, dict]:
-    """The sized values and modelled footprints of the host, as `commonstack render` plans them offline."""
-    from commonstack.inventories.groups import Group
-    from commonstack.inventories.secrets import redacted
-    from commonstack.stacks.plan import plan_group
-    from commonstack.stacks.sizing import memory_footprint_mb
-
-    group = Group("bench", inventories)
-    profile = group.load()
-    plan = plan_group(group, profile, redacted(profile))[0]
-    return plan.sizing.__dict__, memory_footprint_mb(plan.sizing, profile.services_on(plan.host))
 
 
 def warm(host, requests: int) -> None:
@@ -123,14 +97,14 @@ def main() -> int:
             print(deployed.stdout[-3000:], deployed.stderr[-2000:], file=sys.stderr)
             return 1
         time.sleep(args.idle)
-        idle = processes(host.name)
+        idle = hostmemory.processes(host.name, service_of)
         usage = cgroups.memory_usage_bytes(host.name) / KIB / KIB
         warmed = None
         if args.archive and args.requests:
             warm(host, args.requests)
             time.sleep(5)
-            warmed = processes(host.name)
-        sizing, model = sizing_model(inventories)
+            warmed = hostmemory.processes(host.name, service_of)
+        sizing, model = hostmemory.sizing_model(inventories)
     finally:
         for running in testhosts.list_hosts():
             testhosts.down(running.name)

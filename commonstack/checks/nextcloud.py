@@ -19,11 +19,11 @@ from base64 import b64encode
 import pytest
 
 from commonstack.checks.expect import require_layer
+from commonstack.checks.proxy import trust  # noqa: F401  (a fixture)
 
 CODE_DIR = "/var/www/nextcloud"
 DATA_DIR = "/var/lib/nextcloud/data"
 REDIS_SOCKET = "/run/redis/redis-server.sock"
-CADDY_LOCAL_ROOT = "/var/lib/caddy/.local/share/caddy/pki/authorities/local/root.crt"
 OCC = f"sudo -u www-data php {CODE_DIR}/occ"
 NOT_INSTALLED = (
     "Nextcloud is not installed here: only its prerequisites were deployed (no release was available); "
@@ -88,19 +88,12 @@ def installed(occ_status) -> dict:
 
 
 @pytest.fixture(scope="module")
-def visitor(host, stack, controller) -> ssl.SSLContext:
-    """What a visitor trusts: the public CAs, plus the group's own CA where it uses one."""
+def visitor(trust, stack) -> ssl.SSLContext:
+    """What a visitor trusts (proxy.trust), for a host that serves Nextcloud."""
     require_layer(stack, "caddy")
     if "nextcloud" not in stack["hostnames"]:
         pytest.skip("nextcloud is not on this host")
-    context = ssl.create_default_context()
-    if controller.get("ca_file"):
-        context.load_verify_locations(controller["ca_file"])
-    if stack["tls_mode"] == "internal":
-        root = host.file(CADDY_LOCAL_ROOT)
-        assert root.exists, f"Caddy has no local CA yet ({CADDY_LOCAL_ROOT}): `journalctl -u caddy`"
-        context.load_verify_locations(cadata=root.content_string)
-    return context
+    return trust
 
 
 class _Site(http.client.HTTPSConnection):

@@ -40,7 +40,7 @@ import pytest
 from commonstack import testhosts
 from commonstack.deploys.discourse import COMMIT_ENV, PREREQUISITES_ENV, SOURCE_ENV
 from tests.integration.conftest import new_host_name
-from tests.integration.stacks import check_results, cli, deploy, failed_checks, write_group
+from tests.integration.stacks import check_results, cli, failed_checks, write_group
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
