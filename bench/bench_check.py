@@ -11,13 +11,16 @@ side by side. Then prints medians over --runs of:
   facts, then the suite), for the same.
 
 Runs are interleaved so that other load on the machine affects each figure alike; the load
-average is printed with the figures. Run: .venv/bin/python bench/bench_check.py [--runs 7]
+average is printed with the figures (test hosts share this machine's CPUs with the controller:
+on real hosts their side of the work is elsewhere). Run: .venv/bin/python bench/bench_check.py
+[--runs 7] [--keep DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -35,28 +38,40 @@ BASE = ["--only", "base"]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=7)
-    runs = parser.parse_args().runs
-    os.environ.setdefault("COMMONSTACK_TESTHOSTS_DIR", tempfile.mkdtemp(prefix="bench-testhosts-"))
-    inventories = Path(tempfile.mkdtemp(prefix="bench-inventories-"))
+    parser.add_argument("--keep", type=Path, metavar="DIR",
+                        help="keep the hosts and write the groups into DIR; a later run with the same DIR "
+                             "measures them again without setting them up")  # fmt: skip
+    options = parser.parse_args()
+    os.environ.setdefault("COMMONSTACK_TESTHOSTS_DIR", str(options.keep / "testhosts") if options.keep
+                          else tempfile.mkdtemp(prefix="bench-testhosts-"))  # fmt: skip
+    inventories = options.keep or Path(tempfile.mkdtemp(prefix="bench-inventories-"))
     names = ["bchki", *[f"bchk{i}" for i in range(1, 9)]]
+    running = {h.name for h in testhosts.list_hosts() if h.status == "running"}
     try:
-        with ThreadPoolExecutor(4) as pool:
-            hosts = list(pool.map(lambda name: testhosts.up(name, memory="2G"), names))
-        write_group(inventories, "one", "small-group", {"server": hosts[0]})
-        write_group(inventories, "eight", "chat", {f"h{i}": h for i, h in enumerate(hosts[1:], 1)})
-        started = time.perf_counter()
-        with ThreadPoolExecutor(2) as pool:
-            deployed = list(pool.map(lambda args: cli(inventories, "deploy", *args, "--yes"),
-                                     [("one", *INFRA), ("eight", *BASE)]))  # fmt: skip
-        for result in deployed:
-            assert result.returncode == 0, result.stdout + result.stderr
-        print(f"setup: 9 hosts up, both groups deployed in {time.perf_counter() - started:.0f} s")
-        measure(inventories, runs)
+        if not set(names) <= running or not (inventories / "eight" / "stack.yaml").exists():
+            set_up(inventories, names)
+        measure(inventories, options.runs)
     finally:
-        for name in names:
-            testhosts.down(name)
+        if not options.keep:
+            for name in names:
+                testhosts.down(name)
+
+
+def set_up(inventories: Path, names: list[str]) -> None:
+    """One host with the shared layers (group 'one'), 8 hosts with the base layer (group 'eight')."""
+    with ThreadPoolExecutor(4) as pool:
+        hosts = list(pool.map(lambda name: testhosts.up(name, memory="2G"), names))
+    write_group(inventories, "one", "small-group", {"server": hosts[0]})
+    write_group(inventories, "eight", "chat", {f"h{i}": h for i, h in enumerate(hosts[1:], 1)})
+    started = time.perf_counter()
+    with ThreadPoolExecutor(2) as pool:
+        deployed = list(pool.map(lambda args: cli(inventories, "deploy", *args, "--yes"),
+                                 [("one", *INFRA), ("eight", *BASE)]))  # fmt: skip
+    for result in deployed:
+        assert result.returncode == 0, result.stdout + result.stderr
+    print(f"setup: 9 hosts up, both groups deployed in {time.perf_counter() - started:.0f} s")
 
 
 def measure(inventories: Path, runs: int) -> None:
@@ -74,14 +89,16 @@ def measure(inventories: Path, runs: int) -> None:
         converger = GroupConverger(group(name, inventories), tuple(limit))
         suites[label] = (converger, converger.sized().plans, frozenset(layers))
     suite_times: dict[str, list[float]] = {label: [] for label in cases}
+    cpu: dict[str, list[tuple[float, float]]] = {label: [] for label in cases}
     command_times: dict[str, list[float]] = {label: [] for label in cases}
     verdicts: dict[str, str] = {}
     loads = [os.getloadavg()[0]]
     for _ in range(runs):
         for label, (converger, plans, only) in suites.items():
-            start = time.perf_counter()
+            controller, hosts, start = _controller_cpu(), _hosts_cpu(plans), time.perf_counter()
             results = check_group(converger, plans, only=only)
             suite_times[label].append(time.perf_counter() - start)
+            cpu[label].append((_controller_cpu() - controller, _hosts_cpu(plans) - hosts))
             failed = sum(r.outcome == "failed" for r in results)
             verdicts[label] = f"{len(results)} checks, {failed} failed"
         for label, (name, layers, *limit) in cases.items():
@@ -92,15 +109,36 @@ def measure(inventories: Path, runs: int) -> None:
             assert result.returncode in (0, 1), result.stdout + result.stderr
         loads.append(os.getloadavg()[0])
 
-    one = statistics.median(suite_times["one host of 8, base"])
-    print(f"{'':28} {'suite median':>12} {'runs':>40}   {'check command median':>20}")
+    print(f"{'':26} {'suite':>6} {'CPU: controller':>16} {'hosts':>6} {'command':>8}   suite runs")
     for label in cases:
-        times = suite_times[label]
-        print(f"{label:28} {statistics.median(times):11.2f}s {str([round(t, 2) for t in times]):>40}"
-              f"   {statistics.median(command_times[label]):19.2f}s   ({verdicts[label]})")
+        controller_cpu = statistics.median(c for c, _ in cpu[label])
+        hosts_cpu = statistics.median(h for _, h in cpu[label])
+        print(f"{label:26} {statistics.median(suite_times[label]):5.2f}s {controller_cpu:15.2f}s {hosts_cpu:5.2f}s "
+              f"{statistics.median(command_times[label]):7.2f}s   {[round(t, 2) for t in suite_times[label]]}"
+              f"  ({verdicts[label]})")
+    one = statistics.median(suite_times["one host of 8, base"])
     print(f"8 hosts / one of them: {statistics.median(suite_times['8 hosts, base']) / one:.2f}x (target <= 1.5x); "
-          f"one host, shared layers: target <= 3 s")
+          "one host, shared layers: target <= 3 s (medians)")
     print(f"load average (1 min) during the runs: {min(loads):.1f} to {max(loads):.1f} on {os.cpu_count()} CPUs")
+
+
+def _controller_cpu() -> float:
+    """CPU seconds of this process's finished children: ssh, pytest and its workers."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _hosts_cpu(plans: dict) -> float:
+    """CPU seconds the test hosts spent (their cgroups): on real hosts, not this machine's."""
+    from commonstack.testhosts.paths import owner_tag
+
+    total = 0.0
+    for host in testhosts.list_hosts():
+        if any(plan.host.address == host.address for plan in plans.values()):
+            stat = Path("/sys/fs/cgroup/unified") / f"commonstack-{owner_tag()}" / host.name / "cpu.stat"
+            if stat.exists():
+                total += int(stat.read_text().split()[1]) / 1e6  # usage_usec
+    return total
 
 
 if __name__ == "__main__":

@@ -569,7 +569,7 @@ def try_preset(ctx, preset, suite, arch, memory, online) -> None:
     if applied.failed:
         sys.exit(1)
     click.echo("Health checks:")
-    healthy = _print_checks(check_group(converger, applied.plans))
+    healthy = _print_checks(check_group(converger, applied.deployed_plans()))
     profile = converger.profile
     click.echo("")
     for trial_host, testhost in running:

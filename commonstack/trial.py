@@ -84,6 +84,5 @@ def _base(names: list[str]) -> dict:
         "admin_email": f"admin@{TRY_DOMAIN}",
         "hosts": [{"name": name, "address": "pending"} for name in names],
         "tls": {"mode": "internal"},  # no public ACME CA can reach a local host
-        "offline": True,  # this machine may reach only the package mirrors
         "smtp": {"host": f"smtp.{TRY_DOMAIN}"},  # presets with Discourse need one; nothing is sent
     }

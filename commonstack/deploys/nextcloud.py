@@ -382,7 +382,7 @@ def _source(plan: HostPlan, release: NextcloudRelease, on_host: NextcloudOnHost)
         )
     if plan.profile.nextcloud.archive is not None:
         return check_local_archive(resolve_archive(plan.profile.nextcloud.archive, _group_folder()), release)
-    require_upstream(plan, "nextcloud", f"{release.url} (set nextcloud.archive to a local copy)")
+    require_upstream(plan, "nextcloud", release.url, instead="set nextcloud.archive to a local copy")
     problem = host.get_fact(DownloadProblem, url=release.url)
     if problem:
         raise SourceUnavailable("nextcloud", unreachable_message(release, host.name, problem))

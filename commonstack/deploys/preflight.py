@@ -17,7 +17,8 @@ class SourceUnavailable(CommonstackError):
         super().__init__(f"{layer}: {reason}")
 
 
-def require_upstream(plan, layer: str, source: str) -> None:
+def require_upstream(plan, layer: str, source: str, instead: str = "") -> None:
     """Refuse, without contacting it, an upstream source that an offline profile cannot reach."""
     if plan.profile.offline:
-        raise SourceUnavailable(layer, f"the profile says offline: true, so {source} is not fetched")
+        reason = f"the profile says offline: true, so {source} is not fetched"
+        raise SourceUnavailable(layer, f"{reason} ({instead})" if instead else reason)

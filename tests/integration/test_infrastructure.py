@@ -54,7 +54,7 @@ def test_first_deploy_converges_both_releases_in_parallel(infra):
 
 
 def test_checks_are_green_on_both_hosts(infra):
-    results = check_results(infra["inventories"], "infra")
+    results = check_results(infra["inventories"], "infra", *INFRA)
     assert not failed_checks(results)
     ran = {(r["host"], r["service"]) for r in results if r["outcome"] == "passed"}
     assert {("vps", "base"), ("vps", "postgres"), ("vps", "proxy"), ("home", "redis"), ("home", "postgres")} <= ran
