@@ -269,7 +269,7 @@ def pin_keys(ctx, group_name, yes) -> None:
             click.echo("  not pinned")
 
 
-def _converge(ctx, group_name: str, limit, only, apply_changes: bool, assume_yes: bool) -> None:
+def _converge(ctx, group_name: str, limit, only, apply_changes: bool, assume_yes: bool, checks: bool = True) -> None:
     """plan, and for deploy: confirm, apply, summarise."""
     from commonstack.deploys.converge import GroupConverger  # imports pyinfra: only here
 
@@ -294,7 +294,7 @@ def _converge(ctx, group_name: str, limit, only, apply_changes: bool, assume_yes
     # Every deploy ends with the health checks of what it deployed. Their verdict is printed, not
     # folded into the exit status: right after a deploy, Caddy may still be obtaining certificates.
     deployed = {name: plan for name, plan in planned.plans.items() if name not in failed}
-    if deployed:
+    if deployed and checks:
         from commonstack.checks.group import check_group
         from commonstack.errors import CommonstackError
 
@@ -358,10 +358,11 @@ def plan(ctx, group_name, limit, only) -> None:
 @click.argument("group_name", metavar="GROUP")
 @click.option("--limit", multiple=True, metavar="HOST", help="Only this host (repeatable).")
 @click.option("-y", "--yes", is_flag=True, help="Apply without asking.")
+@click.option("--no-check", is_flag=True, help="Skip the health checks at the end (run `commonstack check` later).")
 @click.option("--only", multiple=True, metavar="LAYER", type=click.Choice(LAYER_NAMES),
               help="Only this layer (repeatable), e.g. --only caddy after changing TLS settings.")
 @click.pass_context
-def deploy(ctx, group_name, limit, yes, only) -> None:
+def deploy(ctx, group_name, limit, yes, only, no_check) -> None:
     """Converge every host of a group to its profile, in parallel.
 
     Plans first (like `commonstack plan`), asks before changing anything (unless
@@ -373,7 +374,7 @@ def deploy(ctx, group_name, limit, yes, only) -> None:
       commonstack deploy tenants
       commonstack deploy coop --limit vps --yes
     """
-    _converge(ctx, group_name, limit, only, apply_changes=True, assume_yes=yes)
+    _converge(ctx, group_name, limit, only, apply_changes=True, assume_yes=yes, checks=not no_check)
 
 
 def _print_checks(results) -> bool:

@@ -5,6 +5,9 @@ with Docker (Discourse) and a snap, as df and ss print them there."""
 
 from __future__ import annotations
 
+import socket
+import threading
+
 import pytest
 
 from commonstack.checks.host import available_memory, checked_mounts, oom_kills, parse_memory_files
@@ -14,6 +17,7 @@ from commonstack.checks.outside import (
     public_tcp_listeners,
     read_hosts_file,
     site_names,
+    stun_answers,
 )
 
 GB = 2**30
@@ -186,3 +190,23 @@ def test_names_are_judged_by_the_hosts_addresses(resolved, own, problems, undeci
 
 def test_names_of_a_reserved_test_domain_may_be_missing():
     assert judge_names(["cloud.try.test"], {"cloud.try.test": set()}, {"10.231.1.2"}, "10.231.1.2") == ([], [])
+
+
+def test_stun_binding_request_is_answered_by_a_stun_server_only():
+    """A tiny STUN responder on loopback stands in for coturn's answer to a binding request."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def answer() -> None:
+        request, client = server.recvfrom(2048)
+        server.sendto(b"\x01\x01\x00\x00" + request[4:20], client)  # binding success, same transaction
+
+    responder = threading.Thread(target=answer, daemon=True)
+    responder.start()
+    try:
+        assert stun_answers("127.0.0.1", port)
+    finally:
+        responder.join(timeout=5)
+        server.close()
+    assert not stun_answers("127.0.0.1", port, attempts=1)  # nothing listens there any more
