@@ -27,6 +27,7 @@ def _names(stack: dict) -> list[str]:
 @pytest.fixture(scope="module")
 def trust(host, stack, controller) -> ssl.SSLContext:
     """What a visitor trusts: the public CAs, plus the group's own CA where it uses one."""
+    require_layer(stack, "caddy")  # no Caddy on this host: nothing is served, nothing to trust
     context = ssl.create_default_context()
     if controller.get("ca_file"):
         context.load_verify_locations(controller["ca_file"])
