@@ -75,8 +75,8 @@ def set_up(inventories: Path, names: list[str]) -> None:
 
 
 def measure(inventories: Path, runs: int) -> None:
-    from commonstack.checks.group import check_group  # imports pyinfra (gevent): only in this process
-    from commonstack.deploys.converge import GroupConverger
+    from commonstack.checks.group import check_group
+    from commonstack.deploys.converge import GroupConverger  # imports pyinfra (gevent): only in this process
     from commonstack.inventories.groups import group
 
     cases = {
@@ -96,7 +96,7 @@ def measure(inventories: Path, runs: int) -> None:
     for _ in range(runs):
         for label, (converger, plans, only) in suites.items():
             controller, hosts, start = _controller_cpu(), _hosts_cpu(plans), time.perf_counter()
-            results = check_group(converger, plans, only=only)
+            results = check_group(converger.targets, plans, converger.secrets, only)
             suite_times[label].append(time.perf_counter() - start)
             cpu[label].append((_controller_cpu() - controller, _hosts_cpu(plans) - hosts))
             failed = sum(r.outcome == "failed" for r in results)

@@ -21,11 +21,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from commonstack import testhosts  # noqa: E402
-from commonstack.deploys.base import PACKAGES  # noqa: E402
+from commonstack.stacks.layers import layer  # noqa: E402
 from tests.integration.stacks import cli, write_group  # noqa: E402
 
 ONLY = ["--only", "base", "--only", "postgres", "--only", "redis", "--only", "caddy"]
-INFRA_PACKAGES = [*PACKAGES, "postgresql-15", "redis-server", "caddy"]
+INFRA_PACKAGES = [p.format(postgresql="15") for name in ("base", "postgres", "redis", "caddy") for p in layer(name).packages]
 
 
 def ssh(host, command: str) -> None:

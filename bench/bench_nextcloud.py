@@ -47,11 +47,8 @@ def service_of(pid: int) -> str | None:
     return next((label for prefix, label in SERVICES.items() if comm.startswith(prefix)), None)
 
 
-def cli(inventories: Path, *args: str, prerequisites_only: bool) -> subprocess.CompletedProcess[str]:
+def cli(inventories: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, COMMONSTACK_INVENTORIES=str(inventories))
-    env.pop("COMMONSTACK_NEXTCLOUD_PREREQUISITES_ONLY", None)
-    if prerequisites_only:
-        env["COMMONSTACK_NEXTCLOUD_PREREQUISITES_ONLY"] = "1"
     return subprocess.run([sys.executable, "-m", "commonstack", *args], capture_output=True, text=True, env=env)
 
 
@@ -89,9 +86,11 @@ def main() -> int:
         overrides = {"domain": "bench.test", "admin_email": "admin@bench.test"}
         if args.archive:
             overrides["nextcloud"] = {"archive": str(args.archive.resolve())}
+        else:
+            overrides["nextcloud"] = {"install": "prerequisites"}
         write_group(inventories, "bench", "small-group", {"server": host}, overrides=overrides)
         started = time.monotonic()
-        deployed = cli(inventories, "deploy", "bench", "--yes", *LAYERS, prerequisites_only=not args.archive)
+        deployed = cli(inventories, "deploy", "bench", "--yes", *LAYERS)
         deploy_seconds = time.monotonic() - started
         if deployed.returncode != 0:
             print(deployed.stdout[-3000:], deployed.stderr[-2000:], file=sys.stderr)

@@ -34,7 +34,7 @@ def sizing_model(inventories: Path, group_name: str = "bench") -> tuple[dict, di
     """The sized values and modelled footprints of the host, as `commonstack render` plans them offline."""
     from commonstack.inventories.groups import Group
     from commonstack.inventories.secrets import redacted
-    from commonstack.stacks.plan import plan_group
+    from commonstack.plan import plan_group
     from commonstack.stacks.sizing import memory_footprint_mb
 
     group = Group(group_name, inventories)

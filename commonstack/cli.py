@@ -12,9 +12,15 @@ from pathlib import Path
 
 import click
 
-# The configuration layers, in deploy order (as commonstack.rendering.LAYERS, kept here so
-# that --help does not import the renderer).
-LAYER_NAMES = ("base", "postgres", "redis", "caddy", "synapse", "coturn", "element", "nextcloud", "discourse", "backup")
+from commonstack.stacks.layers import LAYER_NAMES  # the registry alone: no pydantic, no pyinfra
+
+HOST_OPTION = {"multiple": True, "metavar": "HOST", "help": "Only this host of the group (repeatable)."}
+ONLY_OPTION = {
+    "multiple": True,
+    "metavar": "LAYER",
+    "type": click.Choice(LAYER_NAMES),
+    "help": f"Only this layer (repeatable): {', '.join(LAYER_NAMES)}.",
+}
 
 
 class _Commands(click.Group):
@@ -175,7 +181,7 @@ def validate(ctx, group_name) -> None:
       commonstack validate tenants
     """
     from commonstack.inventories.secrets import read_secrets, redacted, require_provided
-    from commonstack.stacks.plan import plan_group
+    from commonstack.plan import plan_group
 
     group = _group(ctx, group_name)
     profile = group.load()
@@ -207,7 +213,7 @@ def render(ctx, group_name, out: Path, force: bool) -> None:
     """
     from commonstack.errors import GroupError
     from commonstack.inventories.secrets import redacted
-    from commonstack.stacks.plan import plan_group
+    from commonstack.plan import plan_group
 
     group = _group(ctx, group_name)
     if out.exists() and any(out.iterdir()) and not force:
@@ -269,22 +275,30 @@ def pin_keys(ctx, group_name, yes) -> None:
             click.echo("  not pinned")
 
 
-def _converge(ctx, group_name: str, limit, only, apply_changes: bool, assume_yes: bool, checks: bool = True) -> None:
-    """plan, and for deploy: confirm, apply, summarise."""
+def _converge(ctx, group_name: str, hosts, only, apply_changes: bool, assume_yes: bool, checks: bool = True,
+              purge: bool = False) -> None:  # fmt: skip
+    """plan, and for deploy: confirm, apply, summarise, check."""
     from commonstack.deploys.converge import GroupConverger  # imports pyinfra: only here
 
-    converger = GroupConverger(_group(ctx, group_name), limit, on_progress=_progress, only=frozenset(only))
+    converger = GroupConverger(_group(ctx, group_name), hosts, on_progress=_progress, only=frozenset(only),
+                               generate_secrets=apply_changes, purge=purge)  # fmt: skip
     click.echo(f"Planning {len(converger.targets)} host(s) of {group_name}...")
     planned = converger.plan()
     _print_results(planned, planned=True)
     if not apply_changes:
         sys.exit(1 if planned.failed else 0)
+    if len(planned.failed) == len(planned.results):
+        click.secho("Nothing was deployed: no host could be planned.", fg="red")
+        sys.exit(1)
     if planned.failed and not assume_yes and not click.confirm("Some hosts cannot be deployed. Deploy the others?"):
         sys.exit(1)
     failed = {r.name for r in planned.failed}
     if not planned.pending:
         click.secho("Nothing to change.", fg="green")
     else:
+        if purge and not _confirm_purge(planned, assume_yes):
+            click.echo("Nothing changed.")
+            sys.exit(1)
         if not assume_yes and not click.confirm(f"Apply these changes to {len(planned.pending)} host(s)?"):
             click.echo("Nothing changed.")
             sys.exit(1)
@@ -295,17 +309,34 @@ def _converge(ctx, group_name: str, limit, only, apply_changes: bool, assume_yes
     # folded into the exit status: right after a deploy, Caddy may still be obtaining certificates.
     deployed = {name: plan for name, plan in planned.plans.items() if name not in failed}
     if deployed and checks:
-        from commonstack.checks.group import check_group
         from commonstack.errors import CommonstackError
 
         click.echo("Health checks:")
         try:
-            if not _print_checks(check_group(converger, deployed, only=converger.only)):
+            if not _print_checks(_check(converger, deployed, converger.only)):
                 click.secho(f"Fix what failed, then `commonstack check {group_name}`.", fg="red")
         except CommonstackError as exc:
             click.secho(f"error: {exc}", fg="red", err=True)
     if failed:
         sys.exit(1)
+
+
+def _confirm_purge(planned, assume_yes: bool) -> bool:
+    """--purge deletes data: name everything that goes, and ask (--yes says yes for the volunteer)."""
+    doomed = [(r.name, op.name) for r in planned.results for op in r.operations if op.changed and "Purge " in op.name]
+    if not doomed:
+        return True
+    click.secho("--purge deletes, for good:", fg="red", bold=True)
+    for host_name, what in doomed:
+        click.secho(f"  {host_name}: {what.split(': ', 1)[-1]}", fg="red")
+    return assume_yes or click.confirm("Delete these? There is no undo (a backup is the only way back)", default=False)
+
+
+def _check(converger, plans, only=frozenset(), unreachable=None):
+    """The health checks of the planned hosts of a converger's group."""
+    from commonstack.checks.group import check_group
+
+    return check_group(converger.targets, plans, converger.secrets, only, unreachable)
 
 
 def _progress(message: str) -> None:
@@ -325,20 +356,35 @@ def _print_results(run, planned: bool) -> None:
             click.echo(f"    {op.name}")
             if planned and op.diff:
                 click.echo("".join(f"      {line}\n" for line in op.diff.splitlines()), nl=False)
-    for name, layers in run.skipped_layers().items():
+    for name, layers in run.undeployable_layers().items():
         click.secho(f"{name}: not deployed by this version yet: {', '.join(layers)}", fg="yellow")
     for name, reasons in run.unavailable.items():
-        for layer, reason in reasons.items():
-            click.secho(f"{name}: skipped {layer}: {reason}", fg="yellow")
+        for layer_name, reason in reasons.items():
+            click.secho(f"{name}: skipped {layer_name}: {reason}", fg="yellow")
+    _print_turned_off(run, planned)
+
+
+def _print_turned_off(run, planned: bool) -> None:
+    """Where the data of a layer that was just turned off stays (nothing is said once it is off)."""
+    from commonstack.stacks.layers import layer
+
+    for result in run.results:
+        outcome = run.outcomes.get(result.name)
+        for name in outcome.turned_off if outcome else ():
+            if not any(op.changed and f"Turn off {name}:" in op.name for op in result.operations):
+                continue
+            data = layer(name).data
+            kept = f"; its data stays in {', '.join(data)} (`deploy --purge` deletes it)" if data else ""
+            verb = "would be stopped" if planned else "is stopped"
+            click.secho(f"{result.name}: {name} is off in the profile and {verb}{kept}", fg="yellow")
 
 
 @main.command()
 @click.argument("group_name", metavar="GROUP")
-@click.option("--limit", multiple=True, metavar="HOST", help="Only this host (repeatable).")
-@click.option("--only", multiple=True, metavar="LAYER", type=click.Choice(LAYER_NAMES),
-              help="Only this layer (repeatable), e.g. --only caddy after changing TLS settings.")
+@click.option("--host", "--limit", "hosts", **HOST_OPTION)
+@click.option("--only", **ONLY_OPTION)
 @click.pass_context
-def plan(ctx, group_name, limit, only) -> None:
+def plan(ctx, group_name, hosts, only) -> None:
     """Show what a deploy would change on each host, with file diffs; change nothing.
 
     Connects over SSH (host keys checked against inventories/GROUP/known_hosts),
@@ -349,49 +395,57 @@ def plan(ctx, group_name, limit, only) -> None:
     \b
     Examples:
       commonstack plan tenants
-      commonstack plan coop --limit home
+      commonstack plan coop --host home
+      commonstack plan tenants --only caddy      # after changing TLS settings
     """
-    _converge(ctx, group_name, limit, only, apply_changes=False, assume_yes=False)
+    _converge(ctx, group_name, hosts, only, apply_changes=False, assume_yes=False)
 
 
 @main.command()
 @click.argument("group_name", metavar="GROUP")
-@click.option("--limit", multiple=True, metavar="HOST", help="Only this host (repeatable).")
+@click.option("--host", "--limit", "hosts", **HOST_OPTION)
 @click.option("-y", "--yes", is_flag=True, help="Apply without asking.")
 @click.option("--no-check", is_flag=True, help="Skip the health checks at the end (run `commonstack check` later).")
-@click.option("--only", multiple=True, metavar="LAYER", type=click.Choice(LAYER_NAMES),
-              help="Only this layer (repeatable), e.g. --only caddy after changing TLS settings.")
+@click.option("--only", **ONLY_OPTION)
+@click.option("--purge", is_flag=True,
+              help="Also delete the data and databases of the layers the profile turned off (asks first).")
 @click.pass_context
-def deploy(ctx, group_name, limit, yes, only, no_check) -> None:
+def deploy(ctx, group_name, hosts, yes, only, no_check, purge) -> None:
     """Converge every host of a group to its profile, in parallel.
 
     Plans first (like `commonstack plan`), asks before changing anything (unless
-    --yes), applies, then prints a summary per host: changed / unchanged / failed.
-    A second deploy reports zero changes. Exit status 1 if any host failed.
+    --yes), applies, then prints a summary per host: changed / unchanged / failed,
+    and ends with the health checks. A second deploy reports zero changes. Exit
+    status 1 if any host failed.
+
+    A service the profile turns off (or moves to another host) is stopped and
+    disabled, its site and ports closed; its data stays where it was, and the
+    deploy says where. `--purge` deletes that data too, after listing it.
 
     \b
     Examples:
       commonstack deploy tenants
-      commonstack deploy coop --limit vps --yes
+      commonstack deploy coop --host vps --yes
+      commonstack deploy tenants --purge        # after turning matrix.turn off
     """
-    _converge(ctx, group_name, limit, only, apply_changes=True, assume_yes=yes, checks=not no_check)
+    _converge(ctx, group_name, hosts, only, apply_changes=True, assume_yes=yes, checks=not no_check, purge=purge)
 
 
 def _print_checks(results) -> bool:
     """A table by host and service: pass/FAIL/skip per check, under each failure what to look at
     (skips say why); returns whether everything passed."""
     marks = {"passed": ("pass", "green"), "failed": ("FAIL", "red"), "skipped": ("skip", "yellow")}
-    width = max((len(r.service) for r in results), default=0)
+    width = max((len(r.layer) for r in results), default=0)
     for host in dict.fromkeys(r.host for r in results):
         rows = [r for r in results if r.host == host]
         failed = sum(r.outcome == "failed" for r in rows)
         click.secho(host, bold=True, nl=False)
         click.secho(f"  {failed} failed" if failed else "  all passed", fg="red" if failed else "green")
-        service = None
+        shown = None
         for r in rows:
             word, colour = marks.get(r.outcome, (r.outcome, "red"))
-            label = r.service if r.service != service else ""
-            service = r.service
+            label = r.layer if r.layer != shown else ""
+            shown = r.layer
             why = click.style(f" — {r.message}", dim=True) if r.outcome == "skipped" and r.message else ""
             click.echo(f"  {label:{width}}  {click.style(word, fg=colour, bold=r.outcome == 'failed')}  {r.check}{why}")
             if r.outcome == "failed":
@@ -404,17 +458,13 @@ def _print_checks(results) -> bool:
 
 @main.command()
 @click.argument("group_name", metavar="GROUP")
-@click.option("--host", "--limit", "limit", multiple=True, metavar="HOST", help="Only this host (repeatable).")
-@click.option("--service", "services", multiple=True, metavar="SERVICE",
-              help="Only this service's checks (repeatable): base, host, postgres, redis, proxy (or caddy), "
-                   "matrix, nextcloud, discourse, outside.")
-@click.option("--only", multiple=True, metavar="LAYER", type=click.Choice(LAYER_NAMES),
-              help="Check only what this layer deployed (repeatable), as after `deploy --only LAYER`.")
+@click.option("--host", "--limit", "hosts", **HOST_OPTION)
+@click.option("--only", **ONLY_OPTION)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON, for scripts.")
 @click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
               help="Also write the results as JUnit XML (for CI).")
 @click.pass_context
-def check(ctx, group_name, limit, services, only, as_json, junit) -> None:
+def check(ctx, group_name, hosts, only, as_json, junit) -> None:
     """Run the health checks of every host: inside it (testinfra) and from outside.
 
     Run it after every upgrade (deploy runs it at its end). Inside each host,
@@ -439,19 +489,19 @@ def check(ctx, group_name, limit, services, only, as_json, junit) -> None:
     \b
     Examples:
       commonstack check tenants
-      commonstack check coop --host home --service nextcloud
+      commonstack check coop --host home --only nextcloud
       commonstack check tenants --json > health.json
       commonstack check tenants --junit reports/health.xml
     """
     import json
     from dataclasses import asdict
 
-    from commonstack.checks.group import check_group
     from commonstack.checks.report import write_junit
     from commonstack.deploys.converge import GroupConverger
 
-    converger = GroupConverger(_group(ctx, group_name), limit, on_progress=_progress)
-    results = check_group(converger, only=frozenset(only), services=services)
+    converger = GroupConverger(_group(ctx, group_name), hosts, on_progress=_progress)
+    sized = converger.sized()
+    results = _check(converger, sized.plans, frozenset(only), {r.name: r.error or r.status for r in sized.failed})
     if junit:
         junit.parent.mkdir(parents=True, exist_ok=True)
         write_junit(results, junit, name=f"commonstack check {group_name}")
@@ -548,7 +598,6 @@ def try_preset(ctx, preset, suite, arch, memory, online) -> None:
       sudo commonstack try
       sudo commonstack try chat --suite trixie
     """
-    from commonstack.checks.group import check_group
     from commonstack.deploys.converge import GroupConverger
     from commonstack.stacks.loader import load_preset
     from commonstack.testhosts import up
@@ -563,14 +612,14 @@ def try_preset(ctx, preset, suite, arch, memory, online) -> None:
         running.append((host, up(host.testhost, suite=suite, arch=arch, memory=f"{host.memory_mb}M",
                                  trust_controller_ca=True)))
     group = write_try_group(ctx.obj, preset, running, overrides={"offline": not online})
-    converger = GroupConverger(group, on_progress=_progress, skip_unavailable=True)
+    converger = GroupConverger(group, on_progress=_progress, skip_unavailable=True, generate_secrets=True)
     click.echo(f"Deploying the {preset} preset (first run: a few minutes of package installs)...")
     applied = converger.apply()
     _print_results(applied, planned=False)
     if applied.failed:
         sys.exit(1)
     click.echo("Health checks:")
-    healthy = _print_checks(check_group(converger, applied.deployed_plans()))
+    healthy = _print_checks(_check(converger, applied.deployed_plans()))
     profile = converger.profile
     click.echo("")
     for trial_host, testhost in running:

@@ -1,4 +1,4 @@
-"""Health checks of Discourse: the Docker engine, app.yml and its mail relay, the pinned
+"""Health checks of Discourse: app.yml and its mail relay, the pinned
 discourse_docker checkout, the container, its socket, and /srv/status through Caddy's HTTPS.
 
 The checks that need a built forum skip, saying why, on a host where only the prerequisites were
@@ -7,23 +7,17 @@ deployed (nothing fetched from github.com or Docker Hub yet).
 
 from __future__ import annotations
 
-import http.client
-import re
-import socket
-import ssl
-
 import pytest
 import yaml
 
 from commonstack.checks.expect import require_layer
-from commonstack.checks.proxy import trust  # noqa: F401 -- the same visitor's trust as the proxy checks
+from commonstack.checks.probes import https_request
+from commonstack.stacks.paths import DISCOURSE_APP_YML as APP_YML
+from commonstack.stacks.paths import DISCOURSE_BUILD_STAMP as BUILD_STAMP
+from commonstack.stacks.paths import DISCOURSE_CONTAINER as CONTAINER
+from commonstack.stacks.paths import DISCOURSE_DIR
+from commonstack.stacks.paths import DISCOURSE_SOCKET as SOCKET
 
-DISCOURSE_DIR = "/var/discourse"
-APP_YML = f"{DISCOURSE_DIR}/containers/app.yml"
-SOCKET = f"{DISCOURSE_DIR}/shared/standalone/nginx.http.sock"
-BUILD_STAMP = "/var/lib/commonstack/discourse-build"
-CONTAINER = "app"
-MIN_DOCKER = (20, 10)
 NOT_BUILT = (
     "Discourse is not built here: only its prerequisites were deployed (Docker, app.yml); "
     "`commonstack deploy` from a host that reaches github.com and Docker Hub builds it"
@@ -41,15 +35,6 @@ def built(host, stack) -> None:
 def _container_state(host) -> str:
     result = host.run("docker container inspect --format '{{.State.Status}}' %s", CONTAINER)
     return result.stdout.strip() if result.rc == 0 else "absent"
-
-
-def test_docker_engine_runs(host, stack):
-    require_layer(stack, "discourse")
-    assert host.service("docker").is_running, "Docker is down: `journalctl -u docker` on the host"
-    version = host.run("docker version --format '{{.Server.Version}}'")
-    assert version.rc == 0, "the Docker daemon does not answer: `systemctl status docker`, `journalctl -u docker`"
-    numbers = tuple(int(n) for n in re.findall(r"\d+", version.stdout)[:2])
-    assert numbers >= MIN_DOCKER, f"Docker {version.stdout.strip()} is older than 20.10: upgrade it (apt)"
 
 
 def test_app_yml_is_private_and_names_the_mail_relay(host, stack):
@@ -104,23 +89,12 @@ def test_discourse_listens_on_its_socket(host, stack, built):
     )
 
 
-def _get(address: str, name: str, path: str, context: ssl.SSLContext) -> tuple[int, str]:
-    """GET https://NAME/PATH sent to `address` (no DNS involved): status and body."""
-    connection = http.client.HTTPSConnection(name, 443, context=context, timeout=20)
-    connection.sock = context.wrap_socket(socket.create_connection((address, 443), timeout=20), server_hostname=name)
-    try:
-        connection.request("GET", path, headers={"Host": name})
-        response = connection.getresponse()
-        return response.status, response.read(4096).decode("utf-8", "replace")
-    finally:
-        connection.close()
-
-
-def test_discourse_answers_through_https(stack, built, trust):  # noqa: F811 -- the imported fixture
+def test_discourse_answers_through_https(stack, built, trust):
     name = stack["hostnames"]["discourse"]
     try:
-        status, body = _get(stack["address"], name, "/srv/status", trust)
-    except (OSError, ssl.SSLError) as exc:
+        status, _, raw = https_request(stack["address"], name, trust, path="/srv/status", timeout=20)
+        body = raw[:4096].decode("utf-8", "replace")
+    except OSError as exc:
         pytest.fail(f"https://{name}/srv/status: no answer ({exc}); is port 443 open? `journalctl -u caddy`")
     assert (status, body.strip()) == (200, "ok"), (
         f"https://{name}/srv/status answers {status}: 502 means Caddy cannot reach {SOCKET} "

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from commonstack.checks.context import host_expectations
-from commonstack.checks.runner import CheckResult, SshHost, run_checks, select_modules
-from commonstack.deploys.stack import missing_deploys
+from commonstack.checks.probes import read_hosts_file
+from commonstack.checks.runner import CheckResult, run_checks
 from commonstack.errors import CommonstackError
-from commonstack.rendering import HostPlan
-
-if TYPE_CHECKING:  # the runner patches gevent on import: only the CLI process may load it
-    from commonstack.deploys.converge import GroupConverger
+from commonstack.inventories.targets import HostTarget
+from commonstack.plan import HostPlan
+from commonstack.stacks.layers import check_modules, layer
 
 # A PEM file of extra roots the outside checks trust, besides the public CAs: the issuing root of
 # a private ACME CA (tls.acme_ca), or of a test CA. Not in the profile: it is this machine's view.
@@ -24,39 +23,31 @@ HOSTS_FILE_ENV = "COMMONSTACK_CHECK_HOSTS_FILE"
 
 
 def check_group(
-    converger: GroupConverger,
-    plans: dict[str, HostPlan] | None = None,
+    targets: list[HostTarget],
+    plans: Mapping[str, HostPlan],
+    secrets: Mapping[str, str],
     only: frozenset[str] = frozenset(),
-    services: tuple[str, ...] = (),
+    unreachable: Mapping[str, str] | None = None,
 ) -> list[CheckResult]:
-    """Check every reachable host; hosts that cannot be planned fail with their reason.
+    """Check every planned host; `unreachable` hosts (name: why) fail with their reason.
 
-    `only`: check just these layers (as `deploy --only` deployed); layers this version of the
-    kit cannot deploy yet are never checked. `services`: just these check modules.
+    `only`: just these layers' checks (as `deploy --only` deployed them); layers this version of
+    the kit does not deploy yet are never checked.
     """
-    modules = select_modules(services)
     controller = controller_view()  # a wrong path fails before any connection
-    failures = []
-    if plans is None:
-        sized = converger.sized()
-        plans = sized.plans
-        failures = [
-            CheckResult(r.name, "ssh", "host can be reached", "failed", r.error or r.status) for r in sized.failed
-        ]
-    targets = [t for t in converger.targets if t.name in plans]
-    if not targets:
+    failures = [CheckResult(name, "ssh", "host can be reached", "failed", why) for name, why in (unreachable or {}).items()]
+    chosen = [t for t in targets if t.name in plans]
+    if not chosen:
         if failures:
             return failures
         raise CommonstackError("no host to check")
-    hosts = [SshHost(t.name, t.address, t.port, t.user, t.key_path, t.known_hosts) for t in targets]
-    expectations = {t.name: host_expectations(plans[t.name], checked_layers(plans[t.name], only)) for t in targets}
-    secrets = list(converger.secrets.values())
-    return failures + run_checks(hosts, expectations, modules, controller=controller, redact=secrets)
+    expectations = {t.name: host_expectations(plans[t.name], checked_layers(plans[t.name], only)) for t in chosen}
+    modules = check_modules(only or None)
+    return failures + run_checks(chosen, expectations, modules, controller=controller, secrets=list(secrets.values()))
 
 
 def checked_layers(plan: HostPlan, only: frozenset[str] = frozenset()) -> tuple[str, ...]:
-    missing = missing_deploys(plan.layers)
-    return tuple(layer for layer in plan.layers if layer not in missing and (not only or layer in only))
+    return tuple(name for name in plan.layers if layer(name).deploy and (not only or name in only))
 
 
 def controller_view() -> dict:
@@ -74,8 +65,6 @@ def controller_view() -> dict:
             raise CommonstackError(f"{env}={path}: no such file ({what})")
         view[key] = str(resolved)
     if "hosts_file" in view:
-        from commonstack.checks.outside import read_hosts_file
-
         try:
             read_hosts_file(view["hosts_file"])
         except ValueError as exc:

@@ -37,11 +37,6 @@ MEMORY_FILES = (
 
 
 @pytest.fixture(scope="module")
-def in_container(host) -> bool:
-    return host.run("systemd-detect-virt --container").rc == 0
-
-
-@pytest.fixture(scope="module")
 def memory(host) -> dict[str, dict[str, int]]:
     """{file: {key: value}} of MEMORY_FILES, read in one command (files that do not exist are left out)."""
     output = host.run("grep -sH '' --" + " %s" * len(MEMORY_FILES), *MEMORY_FILES).stdout

@@ -7,11 +7,9 @@ prerequisites were deployed (no release archive was available).
 
 from __future__ import annotations
 
-import http.client
 import json
 import re
 import secrets
-import socket
 import ssl
 import time
 from base64 import b64encode
@@ -19,12 +17,13 @@ from base64 import b64encode
 import pytest
 
 from commonstack.checks.expect import require_layer
-from commonstack.checks.proxy import trust  # noqa: F401  (a fixture)
+from commonstack.checks.probes import https_request
+from commonstack.stacks.paths import NEXTCLOUD_CODE as CODE_DIR
+from commonstack.stacks.paths import NEXTCLOUD_DATA as DATA_DIR
+from commonstack.stacks.paths import NEXTCLOUD_WEB_USER as WEB_USER
+from commonstack.stacks.paths import REDIS_SOCKET
 
-CODE_DIR = "/var/www/nextcloud"
-DATA_DIR = "/var/lib/nextcloud/data"
-REDIS_SOCKET = "/run/redis/redis-server.sock"
-OCC = f"sudo -u www-data php {CODE_DIR}/occ"
+OCC = f"sudo -u {WEB_USER} php {CODE_DIR}/occ"
 NOT_INSTALLED = (
     "Nextcloud is not installed here: only its prerequisites were deployed (no release was available); "
     "set nextcloud.archive or let the host reach download.nextcloud.com, then `commonstack deploy`"
@@ -89,37 +88,20 @@ def installed(occ_status) -> dict:
 
 @pytest.fixture(scope="module")
 def visitor(trust, stack) -> ssl.SSLContext:
-    """What a visitor trusts (proxy.trust), for a host that serves Nextcloud."""
+    """What a visitor trusts (the trust fixture), for a host that serves Nextcloud."""
     require_layer(stack, "caddy")
     if "nextcloud" not in stack["hostnames"]:
         pytest.skip("nextcloud is not on this host")
     return trust
 
 
-class _Site(http.client.HTTPSConnection):
-    """HTTPS to the host's address with the site's name in SNI and Host (no DNS involved)."""
-
-    def __init__(self, address: str, name: str, context: ssl.SSLContext):
-        super().__init__(name, 443, context=context, timeout=60)
-        self.address = address
-
-    def connect(self) -> None:
-        raw = socket.create_connection((self.address, self.port), self.timeout)
-        self.sock = self._context.wrap_socket(raw, server_hostname=self.host)
-
-
 def _request(stack: dict, context: ssl.SSLContext, method: str, path: str, body: bytes | None = None,
              headers: dict | None = None) -> tuple[int, dict, bytes]:  # fmt: skip
     name = stack["hostnames"]["nextcloud"]
-    connection = _Site(stack["address"], name, context)
     try:
-        connection.request(method, path, body=body, headers=headers or {})
-        response = connection.getresponse()
-        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+        return https_request(stack["address"], name, context, method, path, body, headers, timeout=60)
     except OSError as exc:
-        pytest.fail(f"{name}: no HTTPS answer to {method} {path} ({exc}); see the proxy checks")
-    finally:
-        connection.close()
+        pytest.fail(f"{name}: no HTTPS answer to {method} {path} ({exc}); see the caddy checks")
 
 
 def _missing_security_headers(headers: dict) -> list[str]:

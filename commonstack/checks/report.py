@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from commonstack.stacks.layers import LAYERS
+
+_LAYER_OF_MODULE = {module: item.name for item in LAYERS for module in item.checks}
 _results: list[dict] = []
 
 
@@ -22,7 +25,8 @@ def pytest_runtest_makereport(item, call):
         _results.append(
             {
                 "host": _host_name(item),
-                "service": item.module.__name__.rsplit(".", 1)[-1],
+                "module": (module := item.module.__name__.rsplit(".", 1)[-1]),
+                "layer": _LAYER_OF_MODULE.get(module, module),
                 "check": item.originalname.removeprefix("test_").replace("_", " "),
                 "outcome": report.outcome,
                 "message": _reason(report, call),
@@ -120,7 +124,7 @@ def write_junit(results: Iterable, path: Path, name: str) -> None:
         suite.set("failures", str(sum(r.outcome == "failed" for r in checks)))
         suite.set("skipped", str(sum(r.outcome == "skipped" for r in checks)))
         for r in checks:
-            case = ET.SubElement(suite, "testcase", classname=f"{host}.{r.service}", name=r.check)
+            case = ET.SubElement(suite, "testcase", classname=f"{host}.{r.layer}", name=r.check)
             if r.outcome == "failed":
                 ET.SubElement(case, "failure", message=r.message).text = r.message
             elif r.outcome == "skipped":

@@ -17,11 +17,11 @@ from pathlib import Path
 
 from commonstack.checks.expect import NOT_HERE
 from commonstack.errors import CommonstackError
+from commonstack.inventories.secrets import redact
+from commonstack.inventories.targets import HostTarget
+from commonstack.stacks.layers import check_modules
 
 CHECKS_DIR = Path(__file__).parent
-MODULES = ("base", "host", "postgres", "redis", "proxy", "matrix", "nextcloud", "discourse", "outside")
-# `--service` also takes the layer's name where the checks module is named after what it does.
-SERVICE_ALIASES = {"caddy": "proxy"}
 CONNECT_TIMEOUT = 10  # seconds, for the first connection to each host
 # pytest-xdist workers, one per host up to this: the checks mostly wait on SSH, but each worker
 # is a Python process that costs about 0.5 s of CPU to start.
@@ -31,27 +31,15 @@ PLUGINS = ("testinfra.plugin", "xdist.plugin", "commonstack.checks.report")
 
 
 @dataclass(frozen=True)
-class SshHost:
-    """How the checks reach a host: the same identity and pinned key as deploys."""
-
-    name: str
-    address: str
-    port: int
-    user: str
-    key_path: Path | None
-    known_hosts: Path
-
-
-@dataclass(frozen=True)
 class CheckResult:
     host: str
-    service: str
+    layer: str  # the layer the check belongs to ("ssh" when the host cannot be reached)
     check: str
     outcome: str  # passed | failed | skipped
     message: str
 
 
-def ssh_config(hosts: list[SshHost], control_dir: Path | None = None) -> str:
+def ssh_config(hosts: list[HostTarget], control_dir: Path | None = None) -> str:
     """An ssh_config with one alias per host, so testinfra's `ssh://NAME` is strict and key-only.
 
     With `control_dir`, every command to a host shares one connection (ControlMaster).
@@ -80,28 +68,20 @@ def ssh_config(hosts: list[SshHost], control_dir: Path | None = None) -> str:
     return "\n\n".join(blocks) + "\n"
 
 
-def select_modules(services: tuple[str, ...] = ()) -> tuple[str, ...]:
-    """The check modules of the named services (all without names), in MODULES order."""
-    wanted = {SERVICE_ALIASES.get(s, s) for s in services}
-    unknown = sorted(wanted - set(MODULES))
-    if unknown:
-        raise CommonstackError(f"--service {unknown[0]}: no such checks (services: {', '.join(MODULES)})")
-    return tuple(m for m in MODULES if not wanted or m in wanted)
-
-
 def run_checks(
-    hosts: list[SshHost],
+    hosts: list[HostTarget],
     expectations: dict,
-    modules: tuple[str, ...] = MODULES,
+    modules: tuple[str, ...] | None = None,
     controller: dict | None = None,
-    redact: list[str] | None = None,
+    secrets: list[str] | None = None,
 ) -> list[CheckResult]:
     """Run the check modules against every host (in parallel when several) and collect verdicts.
 
-    Any of the `redact` strings (the group's secrets) that a message contains is replaced by
+    Any of the `secrets` (the group's secrets) that a message contains is replaced by
     ********, so no output built from the results can show one.
     """
-    secrets = sorted((s for s in redact or [] if s), key=len, reverse=True)
+    modules = modules or check_modules()
+    secrets = list(secrets or [])
     with tempfile.TemporaryDirectory(prefix="commonstack-check-") as tmp:
         folder = Path(tmp)
         config = folder / "ssh_config"
@@ -117,16 +97,15 @@ def run_checks(
     results = [CheckResult(name, "ssh", "host can be reached", "failed", why) for name, why in unreachable.items()]
     host_order = {h.name: i for i, h in enumerate(hosts)}
     module_order = {m: i for i, m in enumerate(modules)}
-    rows.sort(key=lambda r: (host_order.get(r["host"], len(hosts)), module_order.get(r["service"], len(modules)),
+    rows.sort(key=lambda r: (host_order.get(r["host"], len(hosts)), module_order.get(r["module"], len(modules)),
                              r.get("line", 0)))  # fmt: skip
     for row in rows:
-        row.pop("line", None)
-        results.append(CheckResult(**row))
+        results.append(CheckResult(row["host"], row["layer"], row["check"], row["outcome"], row["message"]))
     results = [r for r in results if not (r.outcome == "skipped" and r.message.endswith(NOT_HERE))]
     return [_redacted(r, secrets) for r in results] if secrets else results
 
 
-def _connect(hosts: list[SshHost], config: Path) -> dict[str, str]:
+def _connect(hosts: list[HostTarget], config: Path) -> dict[str, str]:
     """Open each host's shared connection, in parallel; {name: why} of the hosts that refused."""
     started = {
         h.name: subprocess.Popen(
@@ -153,7 +132,7 @@ def _connection_hint(stderr: str) -> str:
     return f"{said}: is the host up, and is its SSH port open in your provider's firewall?"
 
 
-def _disconnect(hosts: list[SshHost], config: Path) -> None:
+def _disconnect(hosts: list[HostTarget], config: Path) -> None:
     closing = [
         subprocess.Popen(["ssh", "-F", str(config), "-O", "exit", h.name],
                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -165,7 +144,7 @@ def _disconnect(hosts: list[SshHost], config: Path) -> None:
 
 def _run_pytest(
     folder: Path,
-    hosts: list[SshHost],
+    hosts: list[HostTarget],
     expectations: dict,
     modules: tuple[str, ...],
     controller: dict,
@@ -197,16 +176,10 @@ def _run_pytest(
     completed = subprocess.run(command, env=env, capture_output=True, text=True, cwd=folder)
     if completed.returncode not in (0, 1) or not results_file.exists():  # 0/1: ran, passed/failed
         tail = " / ".join((completed.stdout + completed.stderr).strip().splitlines()[-3:])
-        raise CommonstackError(f"the checks could not run: {redact_text(tail, secrets)}")
+        raise CommonstackError(f"the checks could not run: {redact(tail, secrets)}")
     return [json.loads(line) for line in results_file.read_text().splitlines()]
 
 
-def redact_text(text: str, secrets: list[str]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, "********")
-    return text
-
-
 def _redacted(result: CheckResult, secrets: list[str]) -> CheckResult:
-    message = redact_text(result.message, secrets)
+    message = redact(result.message, secrets)
     return result if message == result.message else CheckResult(**{**result.__dict__, "message": message})

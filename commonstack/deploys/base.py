@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.facts.server import Command
 from pyinfra.operations import apt, files, server, systemd
 
 from commonstack.deploys.configs import changed, put_configs
+from commonstack.deploys.facts import InContainer
 from commonstack.deploys.swap import swapfile
-from commonstack.rendering import HostPlan
+from commonstack.plan import CA_FOLDER, HostPlan
+from commonstack.stacks.paths import STATE_DIR
 
-PACKAGES = ["netbase", "ca-certificates", "sudo", "nftables", "unattended-upgrades", "systemd-timesyncd", "curl"]
 # apt-daily refreshes the lists every day; only a staler cache warrants an update of our own.
 APT_CACHE_SECONDS = 2 * 24 * 3600
 
@@ -23,12 +23,14 @@ def base(plan: HostPlan) -> None:
     Example, in a pyinfra deploy file::
 
         from commonstack.deploys.base import base
-        base(plan)   # plan = commonstack.rendering.plan_host(profile, host, secrets, release)
+        base(plan)   # plan = commonstack.plan.plan_host(profile, host, secrets, release)
     """
     apt.update(name="Refresh the package lists (when older than two days)", cache_time=APT_CACHE_SECONDS)
-    apt.packages(name="Install base packages", packages=PACKAGES, no_recommends=True)
+    apt.packages(name="Install base packages", packages=plan.packages_of(("base",)), no_recommends=True)
 
-    ca_files = put_configs(plan, "ca-certificates")
+    configs = put_configs(plan, "base")
+    by_path = {op_path: op for op_path, op in zip((f.path for f in plan.files_of("base")), configs)}
+    ca_files = [op for path, op in by_path.items() if path.startswith(CA_FOLDER)]
     server.shell(
         name="Trust the extra CA certificates",
         commands=["update-ca-certificates"],
@@ -47,8 +49,6 @@ def base(plan: HostPlan) -> None:
     )
     swapfile(name=f"Swap file of {plan.sizing.swap_mb} MB", path="/swapfile", size_mb=plan.sizing.swap_mb)
 
-    configs = put_configs(plan, "base")
-    by_path = {op_path: op for op_path, op in zip((f.path for f in plan.files_of("base")), configs)}
     sshd = [op for path, op in by_path.items() if path.startswith("/etc/ssh/")]
     nftables = [op for path, op in by_path.items() if path == "/etc/nftables.conf"]
     journald = [op for path, op in by_path.items() if path.startswith("/etc/systemd/journald")]
@@ -68,11 +68,10 @@ def base(plan: HostPlan) -> None:
         name="Unattended upgrades enabled", service="unattended-upgrades", running=True, enabled=True
     )
     # timesyncd does not run in containers (ConditionVirtualization); enabling it is still right.
-    in_container = host.get_fact(Command, "systemd-detect-virt --container || true") not in ("", "none")
     systemd.service(
         name="Time synchronisation enabled",
         service="systemd-timesyncd",
-        running=not in_container,
+        running=not host.get_fact(InContainer),
         enabled=True,
     )
-    files.directory(name="Kit state folder", path="/var/lib/commonstack", mode="0700")
+    files.directory(name="Kit state folder", path=STATE_DIR, mode="0700")

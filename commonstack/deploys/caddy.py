@@ -6,13 +6,13 @@ from pyinfra.api import deploy
 from pyinfra.operations import apt, server, systemd
 
 from commonstack.deploys.configs import changed, put_configs
-from commonstack.rendering import HostPlan
+from commonstack.plan import HostPlan
 
 
 @deploy("Caddy")
 def caddy(plan: HostPlan) -> None:
     """Install Caddy, write the Caddyfile (a site per service), validate it, then reload."""
-    apt.packages(name="Install Caddy", packages=["caddy"], no_recommends=True)
+    apt.packages(name="Install Caddy", packages=plan.packages_of(("caddy",)), no_recommends=True)
     configs = put_configs(plan, "caddy")
     server.shell(
         name="Validate the Caddyfile",

@@ -7,7 +7,7 @@ from io import StringIO
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import files
 
-from commonstack.rendering import HostPlan
+from commonstack.plan import HostPlan
 
 
 def put_configs(plan: HostPlan, layer: str) -> list[OperationMeta]:

@@ -18,10 +18,9 @@ import errno
 import hashlib
 import socket
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from .runner import HostTarget
+from commonstack.inventories.targets import HostTarget
 
 
 def one_line(text: object, limit: int = 300) -> str:

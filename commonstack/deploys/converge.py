@@ -6,11 +6,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from commonstack.deploys import runner  # first: it patches gevent before pyinfra loads
-from commonstack.deploys.stack import missing_deploys, stack_operations
+from commonstack.deploys.stack import HostOutcome, stack_operations
 from commonstack.inventories.groups import Group
-from commonstack.inventories.secrets import ensure_secrets
+from commonstack.inventories.secrets import current_secrets, ensure_secrets
 from commonstack.inventories.targets import host_targets
-from commonstack.rendering import HostPlan
+from commonstack.plan import HostPlan
+from commonstack.stacks.layers import layer
 
 
 @dataclass
@@ -19,8 +20,8 @@ class GroupRun:
 
     results: list[runner.HostResult]
     plans: dict[str, HostPlan] = field(default_factory=dict)
+    outcomes: dict[str, HostOutcome] = field(default_factory=dict)
     only: frozenset[str] = frozenset()
-    unavailable: dict[str, dict[str, str]] = field(default_factory=dict)  # host -> {layer: why}
 
     @property
     def failed(self) -> list[runner.HostResult]:
@@ -30,6 +31,11 @@ class GroupRun:
     def pending(self) -> list[str]:
         return [r.name for r in self.results if r.status == "changed"]
 
+    @property
+    def unavailable(self) -> dict[str, dict[str, str]]:
+        """Per host, the layers left out because their source was unreachable, and why."""
+        return {name: outcome.unavailable for name, outcome in self.outcomes.items() if outcome.unavailable}
+
     def deployed_plans(self) -> dict[str, HostPlan]:
         """The plans without the layers left out because their source was unreachable."""
         return {
@@ -37,17 +43,21 @@ class GroupRun:
             for name, plan in self.plans.items()
         }
 
-    def skipped_layers(self) -> dict[str, list[str]]:
+    def undeployable_layers(self) -> dict[str, list[str]]:
         """Per host, layers this version of the kit does not deploy yet."""
         return {
             name: missing
             for name, plan in self.plans.items()
-            if (missing := [m for m in missing_deploys(plan.layers) if not self.only or m in self.only])
+            if (missing := [n for n in plan.layers if not layer(n).deploy and (not self.only or n in self.only)])
         }
 
 
 class GroupConverger:
-    """Plan then apply one group, with the same targets, secrets and operations both times."""
+    """Plan then apply one group, with the same targets, secrets and operations both times.
+
+    Read-only uses (plan, check) never write the group's folder: secrets not generated yet read
+    as placeholders. A deploy (`generate_secrets`) generates and saves them first.
+    """
 
     def __init__(
         self,
@@ -56,12 +66,16 @@ class GroupConverger:
         on_progress: Callable[[str], None] | None = None,
         only: frozenset[str] = frozenset(),
         skip_unavailable: bool = False,
+        generate_secrets: bool = False,
+        purge: bool = False,
     ):
         self.group = group
         self.only = only
         self.skip_unavailable = skip_unavailable
+        self.purge = purge
         self.profile = group.load()
-        self.secrets = ensure_secrets(group.secrets_file, self.profile)
+        read = ensure_secrets if generate_secrets else current_secrets
+        self.secrets = read(group.secrets_file, self.profile)
         self.targets = host_targets(group, self.profile, limit)
         self.on_progress = on_progress
 
@@ -83,9 +97,11 @@ class GroupConverger:
             self.profile,
             self.secrets,
             run.plans,
+            run.outcomes,
             deploy,
             self.only,
-            run.unavailable if self.skip_unavailable else None,
+            self.skip_unavailable,
+            self.purge,
         )
         run.results = method(targets, operations, self.on_progress, redact=list(self.secrets.values()))
         return run

@@ -9,9 +9,8 @@ from pyinfra.api import FactBase, deploy, operation
 from pyinfra.operations import apt, systemd
 
 from commonstack.deploys.configs import changed, put_configs
-from commonstack.rendering import HostPlan
-
-CERTIFICATE_SCRIPT = "/usr/local/sbin/commonstack-coturn-certificate"
+from commonstack.plan import HostPlan
+from commonstack.stacks.paths import COTURN_CERTIFICATE_SCRIPT as CERTIFICATE_SCRIPT
 
 
 class CoturnCertificate(FactBase[str]):
@@ -49,10 +48,10 @@ def coturn(plan: HostPlan) -> None:
     Example, in a pyinfra deploy file::
 
         from commonstack.deploys.coturn import coturn
-        coturn(plan)   # plan = commonstack.rendering.plan_host(profile, host, secrets, release)
+        coturn(plan)   # plan = commonstack.plan.plan_host(profile, host, secrets, release)
     """
     matrix_hostname = plan.profile.hostnames()["matrix"]
-    apt.packages(name="Install coturn", packages=["coturn"], no_recommends=True)
+    apt.packages(name="Install coturn", packages=plan.packages_of(("coturn",)), no_recommends=True)
     configs = put_configs(plan, "coturn")
     units = [op for f, op in zip(plan.files_of("coturn"), configs) if f.path.startswith("/etc/systemd/")]
     systemd.daemon_reload(name="Reload systemd for coturn's units", _if=changed(units))

@@ -10,9 +10,9 @@ What the deploy does, in order:
    experimental upstream: a warning in the rebuild step's name); SMTP settings; a Docker engine of
    at least 20.10 if one is there already; and -- only when something must be fetched or built --
    that the discourse_docker repository answers from the host (`git ls-remote`, 20 s).
-2. The Docker engine (deploys/docker.py: Debian's docker.io), vm.swappiness = 10 (as
-   discourse-setup does) and containers/app.yml (templates/discourse; 0600: it holds the SMTP
-   password). None of this needs more than Debian's mirror.
+2. vm.swappiness = 10 (as discourse-setup does) and containers/app.yml (templates/discourse;
+   0600: it holds the SMTP password). The Docker engine is a layer of its own (deploys/docker.py,
+   Debian's docker.io) deployed before this one. None of this needs more than Debian's mirror.
 3. discourse_docker in /var/discourse, checked out detached at the commit pinned in
    stacks/versions.yaml (detached: on a branch, `launcher rebuild` would update itself).
 4. `./launcher rebuild app`, only when the container does not exist yet, or app.yml or the pinned
@@ -24,16 +24,15 @@ The network: the clone needs the repository (github.com); the rebuild needs Dock
 discourse/base image, which the launcher pulls before it stops a running container) and
 github.com (Discourse's code, cloned inside the container). A host that cannot reach the
 repository fails the preflight (SourceUnavailable: `commonstack try` leaves the forum out).
-On the machine running commonstack, COMMONSTACK_DISCOURSE_DOCKER_SOURCE (a git URL or path the
-host can reach: a mirror of discourse_docker) and COMMONSTACK_DISCOURSE_DOCKER_COMMIT override
-versions.yaml, and COMMONSTACK_DISCOURSE_PREREQUISITES_ONLY=1 deploys steps 1-2 only.
+The profile's ``discourse.launcher`` (a git URL or path the host can reach: a mirror of
+discourse_docker, and a commit) overrides versions.yaml, and ``discourse.install: prerequisites``
+deploys steps 1-2 only.
 """
 
 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import shlex
 from dataclasses import dataclass, field, replace
@@ -45,23 +44,20 @@ from pyinfra.facts.files import FileContents
 from pyinfra.operations import files, systemd
 
 from commonstack.deploys.configs import changed, put_configs
-from commonstack.deploys.docker import DockerEngine, docker_engine, engine_problem
+from commonstack.deploys.docker import DockerEngine, engine_problem
 from commonstack.deploys.preflight import SourceUnavailable, require_upstream
 from commonstack.errors import CommonstackError
-from commonstack.rendering import HostPlan, versions
-from commonstack.stacks.model import SmtpSettings
-from commonstack.stacks.sizing import MEMTOTAL_SLACK_PERCENT, size_class_gb
+from commonstack.plan import HostPlan
+from commonstack.stacks.model import DiscourseSettings, SmtpSettings
+from commonstack.stacks.paths import DISCOURSE_APP_YML as APP_YML
+from commonstack.stacks.paths import DISCOURSE_BUILD_STAMP as BUILD_STAMP
+from commonstack.stacks.paths import DISCOURSE_CONTAINER as CONTAINER
+from commonstack.stacks.paths import DISCOURSE_DIR, STATE_DIR
+from commonstack.stacks.sizing import debian_arch, fits, size_class_gb
+from commonstack.stacks.versions import versions
 
-DISCOURSE_DIR = "/var/discourse"
-CONTAINER = "app"
-APP_YML = f"{DISCOURSE_DIR}/containers/{CONTAINER}.yml"
 SYSCTL_CONF = "/etc/sysctl.d/30-commonstack-discourse.conf"
-STATE_DIR = "/var/lib/commonstack"
-BUILD_STAMP = f"{STATE_DIR}/discourse-build"
-
-SOURCE_ENV = "COMMONSTACK_DISCOURSE_DOCKER_SOURCE"
-COMMIT_ENV = "COMMONSTACK_DISCOURSE_DOCKER_COMMIT"
-PREREQUISITES_ENV = "COMMONSTACK_DISCOURSE_PREREQUISITES_ONLY"
+LAUNCHER_KEY = "discourse.launcher.repository"
 UNREACHABLE = "the host cannot reach"
 
 MIN_MEMORY_MB = 1024  # Discourse's minimum "with swap" (docs/INSTALL-cloud.md); MemTotal may be 10% below
@@ -69,9 +65,6 @@ SWAP_NEEDED_MB = 2048  # discourse-setup refuses to go on with less at <= 2 GB o
 DISK_FIRST_BUILD_MB = 10 * 1024  # INSTALL-cloud.md: 10 GB of disk; images, database and uploads grow
 DISK_REBUILD_MB = 5 * 1024  # the launcher's own check before a bootstrap
 PROBE_SECONDS = 20
-
-_COMMIT = re.compile(r"^[0-9a-f]{40}$")
-
 
 class DiscoursePreflightError(CommonstackError):
     """The host cannot carry Discourse as planned; nothing has been changed on it."""
@@ -89,16 +82,14 @@ class Source:
     overridden: bool = False
 
 
-def discourse_docker_source(environ: dict[str, str] | None = None) -> Source:
-    """versions.yaml's pin, or the COMMONSTACK_DISCOURSE_DOCKER_SOURCE/_COMMIT overrides."""
-    environ = os.environ if environ is None else environ
-    pinned = versions()["discourse_docker"]
-    repository = environ.get(SOURCE_ENV) or pinned["repository"]
-    commit = (environ.get(COMMIT_ENV) or pinned["commit"] or "").strip().lower()
-    where = COMMIT_ENV if environ.get(COMMIT_ENV) else "stacks/versions.yaml: discourse_docker.commit"
-    if not _COMMIT.match(commit):
-        raise DiscoursePreflightError(f"{where}: expected a full 40-character commit hash, got {commit or 'nothing'!r}")
-    return Source(repository, commit, overridden=bool(environ.get(SOURCE_ENV) or environ.get(COMMIT_ENV)))
+def discourse_docker_source(settings: DiscourseSettings) -> Source:
+    """versions.yaml's pin, or the profile's discourse.launcher overrides (a mirror)."""
+    pinned, launcher = versions().discourse_docker, settings.launcher
+    return Source(
+        launcher.repository or pinned.repository,
+        launcher.commit or pinned.commit,
+        overridden=bool(launcher.repository or launcher.commit),
+    )
 
 
 def build_stamp(commit: str, app_yml: str) -> str:
@@ -147,7 +138,7 @@ def preflight(
     Each problem is short and says what to do: they are joined into one line ("; ").
     """
     problems, warnings = [], []
-    if forum.memory_mb * 100 < MIN_MEMORY_MB * (100 - MEMTOTAL_SLACK_PERCENT):
+    if not fits(forum.memory_mb, MIN_MEMORY_MB):
         problems.append(f"{forum.memory_mb} MB of RAM: Discourse needs 1 GB (and 2 GB of swap)")
     ram_class = size_class_gb(forum.memory_mb)
     if forum.swap_mb < SWAP_NEEDED_MB:
@@ -158,10 +149,10 @@ def preflight(
             )
         elif ram_class <= 4:
             warnings.append(f"only {forum.swap_mb} MB of swap: a rebuild may run out of memory")
-    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(forum.arch, forum.arch)
+    arch = debian_arch(forum.arch)
     if arch == "arm64":
         warnings.append("arm64 is experimental upstream")
-    elif arch in ("armhf", "armel", "armv7l", "armv6l"):
+    elif arch in ("armhf", "armel"):
         problems.append(f"32-bit ARM ({forum.arch}): Discourse runs on amd64 and arm64 only, so install a 64-bit OS")
     elif arch != "amd64":
         problems.append(f"architecture {forum.arch}: Discourse runs on amd64 and arm64 only")
@@ -188,11 +179,11 @@ def preflight(
             )
     if forum.source_reachable is False:
         if source.overridden:
-            problems.append(f"{UNREACHABLE} {source.repository} ({SOURCE_ENV})")
+            problems.append(f"{UNREACHABLE} {source.repository} ({LAUNCHER_KEY} in stack.yaml)")
         else:
             problems.append(
                 f"{UNREACHABLE} {source.repository}: Discourse comes from github.com and Docker Hub, so let "
-                f"the host reach them or set {SOURCE_ENV} to a mirror"
+                f"the host reach them or set {LAUNCHER_KEY} to a mirror"
             )
     return Verdict(problems, warnings)
 
@@ -402,10 +393,6 @@ def launcher_started(directory: str, container: str, stamp_path: str, stamp: str
 # --- the deploy ----------------------------------------------------------------------------------
 
 
-def prerequisites_only() -> bool:
-    return os.environ.get(PREREQUISITES_ENV, "").strip().lower() in ("1", "yes", "true")
-
-
 @dataclass(frozen=True)
 class ForumPlan:
     """What the deploy will do on this host, and the preflight's verdict on it."""
@@ -416,16 +403,17 @@ class ForumPlan:
 
 
 def _forum_plan(plan: HostPlan) -> ForumPlan:
-    source = discourse_docker_source()
+    source = discourse_docker_source(plan.profile.discourse)
+    prerequisites_only = plan.profile.discourse.install == "prerequisites"
     app_yml = next(f for f in plan.files if f.path == APP_YML)
     stamp = build_stamp(source.commit, app_yml.content)
     checkout = host.get_fact(GitCheckout, path=DISCOURSE_DIR)
     container = host.get_fact(DockerContainer, container=CONTAINER)
     built = host.get_fact(FileContents, path=BUILD_STAMP)
-    fetches = not prerequisites_only() and not (
+    fetches = not prerequisites_only and not (
         checkout and checkout["head"] == source.commit and checkout["origin"] == source.repository
     )
-    builds = not prerequisites_only() and rebuild_reason(container, built[0].strip() if built else None, stamp) is not None
+    builds = not prerequisites_only and rebuild_reason(container, built[0].strip() if built else None, stamp) is not None
     if (fetches or builds) and not source.overridden:
         require_upstream(plan, "discourse", f"{source.repository} and Docker Hub")
     forum = ForumHost(
@@ -473,26 +461,25 @@ def _config_files(plan: HostPlan, *paths: str) -> HostPlan:
 
 @deploy("Discourse")
 def discourse(plan: HostPlan) -> None:
-    """Preflight, Docker, discourse_docker at its pinned commit, app.yml, and a rebuild when needed
-    (see the module docstring). With COMMONSTACK_DISCOURSE_PREREQUISITES_ONLY=1 in the environment
-    of `commonstack deploy`, only what needs no network beyond Debian's mirror: Docker, app.yml and
-    the swappiness; a later deploy without it fetches discourse_docker and builds the forum.
+    """Preflight, discourse_docker at its pinned commit, app.yml, and a rebuild when needed (see
+    the module docstring). With `discourse.install: prerequisites` in the profile, only what needs
+    no network beyond Debian's mirror: app.yml and the swappiness; a later deploy with `full`
+    fetches discourse_docker and builds the forum. The Docker engine is the docker layer's.
 
     Example, in a pyinfra deploy file::
 
         from commonstack.deploys.discourse import discourse
-        discourse(plan)   # plan = commonstack.rendering.plan_host(profile, host, secrets, release)
+        discourse(plan)   # plan = commonstack.plan.plan_host(profile, host, secrets, release)
     """
     forum = discourse_preflight(plan)  # when called on its own; stack.py runs it before any layer
     source, warnings = forum.source, forum.verdict.warnings
 
-    docker_engine(plan)
     files.directory(name="Kit state folder", path=STATE_DIR, mode="0700")
     put_configs(_config_files(plan, APP_YML), "discourse")
     sysctl = put_configs(_config_files(plan, SYSCTL_CONF), "discourse")
     # systemd-sysctl applies every sysctl.d file; in a container it is skipped (read-only /proc/sys).
     systemd.service(name="Apply the swappiness setting", service="systemd-sysctl", restarted=True, _if=changed(sysctl))
-    if prerequisites_only():
+    if plan.profile.discourse.install == "prerequisites":
         return
     git_checkout(
         name=f"Check out discourse_docker {source.commit[:12]} in {DISCOURSE_DIR}",
@@ -515,3 +502,26 @@ def discourse(plan: HostPlan) -> None:
         stamp_path=BUILD_STAMP,
         stamp=forum.stamp,
     )
+
+
+@operation()
+def container_stopped(container: str):
+    """Stop a running Docker container (one that is stopped or absent is left as it is).
+
+    **Example:**
+
+    .. code:: python
+
+        container_stopped(name="Stop the forum", container="app")
+    """
+    state = host.get_fact(DockerContainer, container=container)
+    if state != "running":
+        host.noop(f"the {container} container is {state or 'not there (no Docker)'}")
+        return
+    yield f"docker stop {shlex.quote(container)}"
+
+
+def discourse_stopped(plan: HostPlan) -> None:
+    """What turns the forum off: its container stopped (the layer's units are Docker's, and Docker
+    may keep running for other containers). Its data stays in /var/discourse/shared."""
+    container_stopped(name=f"Turn off discourse: stop the {CONTAINER} container", container=CONTAINER)

@@ -25,17 +25,14 @@ rotates), and live-restore keeps the forum up while the daemon restarts for an u
 from __future__ import annotations
 
 import re
-from dataclasses import replace
 
 from pyinfra import host
 from pyinfra.api import FactBase, deploy
 from pyinfra.operations import apt, systemd
 
 from commonstack.deploys.configs import changed, put_configs
-from commonstack.rendering import HostPlan, versions
-
-DAEMON_JSON = "/etc/docker/daemon.json"
-PACKAGES = ["docker.io", "git", "apparmor"]  # git: the launcher and the checkout of discourse_docker
+from commonstack.plan import HostPlan
+from commonstack.stacks.versions import numeric, versions
 
 
 class DockerEngine(FactBase):
@@ -61,21 +58,12 @@ class DockerEngine(FactBase):
 
 
 def minimum_version() -> str:
-    return str(versions()["discourse_docker"]["docker_min_version"])
-
-
-def is_older(version: str, minimum: str) -> bool:
-    """Numeric comparison of dotted versions ("20.10.24" is not older than "20.10")."""
-
-    def numbers(text: str) -> tuple[int, ...]:
-        return tuple(int(part) for part in re.findall(r"\d+", text))
-
-    return numbers(version) < numbers(minimum)
+    return versions().discourse_docker.docker_min_version
 
 
 def engine_problem(engine: dict | None) -> str | None:
     """Why the engine on the host cannot be used, or None (no engine yet: Debian's is installed)."""
-    if engine and is_older(engine["version"], minimum_version()):
+    if engine and numeric(engine["version"]) < numeric(minimum_version()):
         where = f"the {engine['package']} package" if engine["package"] else "an install outside apt"
         return (
             f"Docker {engine['version']} (from {where}) is older than {minimum_version()}: "
@@ -96,15 +84,16 @@ def docker_engine(plan: HostPlan) -> None:
     Example, in a pyinfra deploy file::
 
         from commonstack.deploys.docker import docker_engine
-        docker_engine(plan)   # plan = commonstack.rendering.plan_host(profile, host, secrets, release)
+        docker_engine(plan)   # plan = commonstack.plan.plan_host(profile, host, secrets, release)
     """
-    daemon = put_configs(replace(plan, files=[f for f in plan.files if f.path == DAEMON_JSON]), "discourse")
+    daemon = put_configs(plan, "docker")  # before the engine first starts: its logs are capped from the start
     own_engine = keeps_own_engine(host.get_fact(DockerEngine))
+    # git: the launcher and the checkout of discourse_docker; apparmor: see the module docstring.
     apt.packages(
         name="Install git and AppArmor's tools (keeping the Docker engine already installed)"
         if own_engine
         else "Install Docker (Debian's docker.io), git and AppArmor's tools",
-        packages=[p for p in PACKAGES if not (own_engine and p == "docker.io")],
+        packages=([] if own_engine else ["docker.io"]) + plan.packages_of(("docker",)),
         no_recommends=True,
     )
     systemd.service(name="Docker running", service="docker", running=True, enabled=True)

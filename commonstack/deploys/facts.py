@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import shlex
+
 from pyinfra import host
 from pyinfra.api import FactBase
 from pyinfra.facts.hardware import Cpus
 from pyinfra.facts.server import Arch, LinuxDistribution
 
 from commonstack.errors import CommonstackError
-from commonstack.rendering import Release, versions
-from commonstack.stacks.sizing import HostFacts
-
-ARCHITECTURES = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "armhf", "armv6l": "armhf"}
+from commonstack.plan import Release
+from commonstack.stacks.sizing import HostFacts, debian_arch
+from commonstack.stacks.versions import versions
 
 
 class UsableMemoryMb(FactBase[int]):
@@ -29,6 +30,32 @@ class UsableMemoryMb(FactBase[int]):
         return min([int(total), *capped])
 
 
+class FileNames(FactBase[list[str]]):
+    """The names of the files in a folder ([] when there is no such folder)."""
+
+    def command(self, path: str) -> str:
+        return f"ls -1A {shlex.quote(path)} 2>/dev/null || true"
+
+    def default(self) -> list[str]:
+        return []
+
+    def process(self, output) -> list[str]:
+        return [line.strip() for line in output if line.strip()]
+
+
+class InContainer(FactBase[bool]):
+    """Whether the host is a container (a test host, an LXC VPS): no swap, no clock of its own."""
+
+    def command(self) -> str:
+        return "systemd-detect-virt --container || true"
+
+    def default(self) -> bool:
+        return False
+
+    def process(self, output) -> bool:
+        return bool(output) and output[0].strip() not in ("", "none")
+
+
 class UnsupportedRelease(CommonstackError):
     pass
 
@@ -37,8 +64,8 @@ def gather_release() -> Release:
     """The current host's facts, as rendering and sizing need them."""
     distribution = host.get_fact(LinuxDistribution)
     codename = (distribution.get("release_meta") or {}).get("VERSION_CODENAME", "")
-    if distribution.get("name") != "Debian" or codename not in versions()["debian"]:
-        supported = ", ".join(versions()["debian"])
+    if distribution.get("name") != "Debian" or codename not in versions().debian:
+        supported = ", ".join(versions().debian)
         raise UnsupportedRelease(
             f"{host.name}: runs {distribution.get('name')} {codename or distribution.get('major')}; "
             f"commonstack supports Debian ({supported})"
@@ -47,6 +74,6 @@ def gather_release() -> Release:
     facts = HostFacts(
         memory_mb=host.get_fact(UsableMemoryMb),
         cpus=host.get_fact(Cpus) or 1,
-        arch=ARCHITECTURES.get(machine, machine),
+        arch=debian_arch(machine),
     )
     return Release(facts=facts, codename=codename)

@@ -26,22 +26,21 @@ that the install removes; the admin password is set through ``OC_PASS`` (the ins
 uses a throwaway one). The database password is on ``occ maintenance:install``'s argument list
 while that one command runs (occ has no other way to take it).
 
-Prerequisites without the release: with ``COMMONSTACK_NEXTCLOUD_PREREQUISITES_ONLY=1`` in the
-environment of ``commonstack deploy``, the source preflight and steps 3-4 are left out (PHP-FPM,
-the pool, the Caddy site and the timer are deployed; the checks that need Nextcloud skip, saying
-why); a later deploy without it installs Nextcloud. Without the switch, an unusable source fails
+Prerequisites without the release: with ``nextcloud.install: prerequisites`` in the profile, the
+source preflight and steps 3-4 are left out (PHP-FPM, the pool, the Caddy site and the timer are
+deployed; the checks that need Nextcloud skip, saying why); a later deploy with ``full`` installs
+Nextcloud. Without the switch, an unusable source fails
 the host before any change: never a half-installed Nextcloud.
 
 Example, in a pyinfra deploy file::
 
     from commonstack.deploys.nextcloud import nextcloud
-    nextcloud(plan)   # plan = commonstack.rendering.plan_host(profile, host, secrets, release)
+    nextcloud(plan)   # plan = commonstack.plan.plan_host(profile, host, secrets, release)
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shlex
 from dataclasses import dataclass
 from io import BytesIO, StringIO
@@ -65,42 +64,17 @@ from commonstack.deploys.nextcloud_source import (
     unreachable_message,
 )
 from commonstack.deploys.preflight import SourceUnavailable, require_upstream
-from commonstack.rendering import HostPlan
+from commonstack.plan import HostPlan
+from commonstack.stacks.paths import NEXTCLOUD_ADMIN as ADMIN_USER
+from commonstack.stacks.paths import NEXTCLOUD_CODE as CODE_DIR
+from commonstack.stacks.paths import NEXTCLOUD_DATA as DATA_DIR
+from commonstack.stacks.paths import NEXTCLOUD_WEB_USER as WEB_USER
+from commonstack.stacks.paths import REDIS_SOCKET, STATE_DIR
 
-CODE_DIR = "/var/www/nextcloud"
-DATA_DIR = "/var/lib/nextcloud/data"
-WORK_DIR = "/var/lib/commonstack/nextcloud"  # root only: downloads, the one-time install secrets
+WORK_DIR = f"{STATE_DIR}/nextcloud"  # root only: downloads, the one-time install secrets
 KEYRING = "/usr/share/keyrings/commonstack-nextcloud-release.gpg"
 UNPACK = "/usr/local/sbin/commonstack-nextcloud-unpack"
-REDIS_SOCKET = "/run/redis/redis-server.sock"
-ADMIN_USER = "admin"
-WEB_USER = "www-data"
 OCC = ("runuser", "-u", WEB_USER, "--", "php", f"{CODE_DIR}/occ")
-PREREQUISITES_ONLY_ENV = "COMMONSTACK_NEXTCLOUD_PREREQUISITES_ONLY"
-
-# The admin manual's PHP modules (installation: prerequisites), as Debian packages. Part of
-# php-common: ctype, dom's libxml, fileinfo, filter, hash, iconv, openssl, posix, session, sodium,
-# exif, zlib. php-xml brings dom, SimpleXML, XMLReader and XMLWriter.
-PHP_MODULES = (
-    "fpm", "cli", "common", "opcache",
-    "gd", "mbstring", "xml", "zip", "curl", "intl", "bcmath", "gmp", "bz2",  # required + recommended
-    "pgsql",  # the database driver (pdo_pgsql)
-    "apcu", "redis",  # local memcache; Redis for file locking
-    "imagick",  # previews and theming (favicons)
-)
-# Imagick's SVG support (Nextcloud's setup checks ask for it): ImageMagick's extra coders.
-IMAGEMAGICK_EXTRA = {"bookworm": "libmagickcore-6.q16-6-extra", "trixie": "libmagickcore-7.q16-10-extra"}
-# The release's download and verification, and bzip2 for tar -j.
-RELEASE_TOOLS = ("curl", "gpgv", "bzip2")
-
-
-def php_packages(php_version: str, codename: str) -> list[str]:
-    return [f"php{php_version}-{module}" for module in PHP_MODULES] + [IMAGEMAGICK_EXTRA[codename], *RELEASE_TOOLS]
-
-
-def prerequisites_only() -> bool:
-    return os.environ.get(PREREQUISITES_ONLY_ENV, "").strip().lower() in ("1", "yes", "true")
-
 
 # --- facts -----------------------------------------------------------------------------------
 
@@ -399,7 +373,7 @@ def nextcloud_preflight(plan: HostPlan) -> None:
     """
     release = pinned_release()
     require_php_compatibility(release, plan.release.codename)
-    if prerequisites_only():
+    if plan.profile.nextcloud.install == "prerequisites":
         return
     _source(plan, release, host.get_fact(NextcloudState))
     release_keyring(release)
@@ -409,7 +383,7 @@ def nextcloud_preflight(plan: HostPlan) -> None:
 def nextcloud(plan: HostPlan) -> None:
     """PHP-FPM, the verified Nextcloud release, its install and settings (see the module docstring)."""
     nextcloud_preflight(plan)  # when called on its own; stack.py runs it before every layer's operations
-    if prerequisites_only():
+    if plan.profile.nextcloud.install == "prerequisites":
         _prerequisites(plan)
         return
     release = pinned_release()
@@ -457,7 +431,7 @@ def _prerequisites(plan: HostPlan) -> None:
     php = plan.php_version
     apt.packages(
         name="Install PHP-FPM and the PHP modules Nextcloud needs",
-        packages=php_packages(php, plan.release.codename),
+        packages=plan.packages_of(("nextcloud",)),
         no_recommends=True,
     )
     configs = put_configs(plan, "nextcloud")

@@ -26,7 +26,7 @@ from functools import cache
 from pathlib import Path
 
 from commonstack.errors import CommonstackError
-from commonstack.rendering import VERSIONS_FILE, versions
+from commonstack.stacks.versions import VERSIONS_FILE, versions
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -63,24 +63,23 @@ class NextcloudRelease:
 
 
 def pinned_release() -> NextcloudRelease:
-    pinned = versions()["nextcloud"]
-    sha256 = pinned.get("sha256")
+    pinned = versions().nextcloud
     return NextcloudRelease(
-        version=str(pinned["version"]),
-        url=pinned["url"],
-        sha256=sha256.lower() if sha256 else None,
-        fingerprint=pinned["gpg_fingerprint"].replace(" ", "").upper(),
-        key_file=VERSIONS_FILE.parent / pinned["gpg_key"],
+        version=pinned.version,
+        url=pinned.url,
+        sha256=pinned.sha256,
+        fingerprint=pinned.gpg_fingerprint.replace(" ", "").upper(),
+        key_file=pinned.key_file,
     )
 
 
 def require_php_compatibility(release: NextcloudRelease, codename: str) -> None:
     """Nextcloud's major must run on the host's PHP (versions.yaml ``nextcloud_max_major``)."""
-    debian = versions()["debian"][codename]
-    if release.major > debian["nextcloud_max_major"]:
+    debian = versions().debian[codename]
+    if release.major > debian.nextcloud_max_major:
         raise NextcloudSourceError(
-            f"Nextcloud {release.version} does not run on Debian {codename}'s PHP {debian['php']} "
-            f"(it carries Nextcloud {debian['nextcloud_max_major']} at most): pin an older Nextcloud in "
+            f"Nextcloud {release.version} does not run on Debian {codename}'s PHP {debian.php} "
+            f"(it carries Nextcloud {debian.nextcloud_max_major} at most): pin an older Nextcloud in "
             f"{VERSIONS_FILE} or move the group to a newer Debian release"
         )
 

@@ -9,17 +9,9 @@ from pyinfra.operations import apt, postgres, systemd
 
 from commonstack.deploys.configs import changed, put_configs
 from commonstack.deploys.identity import operation_identity
-from commonstack.rendering import HostPlan
+from commonstack.plan import HostPlan
+from commonstack.stacks.layers import LAYERS, Database
 
-# Synapse requires C collation and UTF8 (its docs: "Set up database"); template0 allows both.
-DATABASES = {
-    "nextcloud": {"role": "nextcloud", "secret": "postgres_nextcloud_password", "options": {}},
-    "matrix": {
-        "role": "synapse",
-        "secret": "postgres_synapse_password",
-        "options": {"encoding": "UTF8", "lc_collate": "C", "lc_ctype": "C", "template": "template0"},
-    },
-}
 AS_POSTGRES = {"_sudo": True, "_sudo_user": "postgres", "_use_sudo_login": True}
 
 
@@ -30,8 +22,7 @@ def postgresql(plan: HostPlan) -> None:
     Passwords are set when a role is created (scram-sha-256) and never sent again, so
     re-deploys change nothing.
     """
-    version = plan.postgresql_version
-    apt.packages(name="Install PostgreSQL", packages=[f"postgresql-{version}"], no_recommends=True)
+    apt.packages(name="Install PostgreSQL", packages=plan.packages_of(("postgres",)), no_recommends=True)
     configs = put_configs(plan, "postgres")
     systemd.service(name="PostgreSQL running", service="postgresql", running=True, enabled=True)
     systemd.service(
@@ -41,24 +32,32 @@ def postgresql(plan: HostPlan) -> None:
         _if=changed(configs),
     )
     existing_roles = host.get_fact(PostgresRoles, **AS_POSTGRES)
-    for marker, (service, wanted) in enumerate(DATABASES.items()):
-        if service in plan.profile.services_on(plan.host):
-            with operation_identity(marker):
-                _role_and_database(wanted, existing_roles, plan.secrets)
+    # Each database keeps the identity marker of its layer's place in the registry (pyinfra #1370).
+    for marker, item in enumerate(LAYERS):
+        if item.name in plan.layers:
+            for database in item.databases:
+                with operation_identity(marker):
+                    _role_and_database(database, existing_roles, plan.secrets)
 
 
-def _role_and_database(wanted: dict, existing_roles: dict, secrets) -> None:
+def _role_and_database(database: Database, existing_roles: dict, secrets) -> None:
     postgres.role(
-        name=f"Database role {wanted['role']}",
-        role=wanted["role"],
+        name=f"Database role {database.name}",
+        role=database.name,
         login=True,
-        password=None if wanted["role"] in existing_roles else secrets[wanted["secret"]],
+        password=None if database.name in existing_roles else secrets[database.password_secret],
         **AS_POSTGRES,
     )
+    # A collation other than the cluster's needs template0; Synapse also needs UTF8 with it.
+    collation = (
+        {"encoding": "UTF8", "lc_collate": database.collation, "lc_ctype": database.collation, "template": "template0"}
+        if database.collation
+        else {}
+    )
     postgres.database(
-        name=f"Database {wanted['role']}",
-        database=wanted["role"],
-        owner=wanted["role"],
-        **wanted["options"],
+        name=f"Database {database.name}",
+        database=database.name,
+        owner=database.name,
+        **collation,
         **AS_POSTGRES,
     )

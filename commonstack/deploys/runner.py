@@ -94,7 +94,6 @@ import re  # noqa: E402
 from collections.abc import Callable, Collection, Iterator  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
-from pathlib import Path  # noqa: E402
 from typing import Any, Literal  # noqa: E402
 
 import gevent  # noqa: E402
@@ -119,6 +118,9 @@ from pyinfra.connectors.sshuserclient.client import get_host_keys  # noqa: E402
 from pyinfra.connectors.util import CommandOutput  # noqa: E402
 from pyinfra.context import ctx_config, ctx_host, ctx_inventory, ctx_state  # noqa: E402
 
+from commonstack.inventories.secrets import redact  # noqa: E402
+from commonstack.inventories.targets import HostTarget  # noqa: E402
+
 from .connect import (  # noqa: E402
     check_local_files,
     describe_connect_error,
@@ -131,19 +133,6 @@ __all__ = ["HostTarget", "OperationChange", "HostResult", "RunnerError", "plan",
 log = logging.getLogger(__name__)
 
 Status = Literal["changed", "unchanged", "failed", "unreachable"]
-REDACTED = "********"
-
-
-@dataclass(frozen=True)
-class HostTarget:
-    name: str
-    address: str
-    user: str = "root"
-    port: int = 22
-    key_path: Path | None = None
-    known_hosts: Path | None = None
-    # Host data read by the deploy functions through pyinfra's ``host.data``.
-    data: dict = field(default_factory=dict, hash=False)
 
 
 @dataclass
@@ -393,7 +382,7 @@ class _Run:
         self.by_name = {t.name: t for t in self.targets}
         self.add_operations = add_operations
         self.on_progress = on_progress
-        self.secrets = sorted({s for s in redact if s}, key=len, reverse=True)
+        self.secrets = list(redact)
         self.execute = execute
         self.fail_fast = fail_fast
         # name -> (status, error) for hosts that did not make it
@@ -428,11 +417,7 @@ class _Run:
         return " / ".join(sorted(meta.names))
 
     def redact(self, text: str | None) -> str | None:
-        if text is None:
-            return None
-        for secret in self.secrets:
-            text = text.replace(secret, REDACTED)
-        return text
+        return None if text is None else redact(text, self.secrets)
 
     def fail(self, state: State, host, status: Status, error: str) -> None:
         if host.name not in self.outcome:

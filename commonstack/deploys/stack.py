@@ -1,79 +1,119 @@
-"""A whole stack on one host: the layer deploys in order, as pyinfra operations."""
+"""A whole stack on one host: every layer's deploy, in the registry's order, and the removal of
+the layers the profile no longer puts on the host."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
+from importlib import import_module
 
 from pyinfra import host
+from pyinfra.operations import apt, files, postgres, systemd
 
-from commonstack.deploys.base import base
-from commonstack.deploys.caddy import caddy
-from commonstack.deploys.coturn import coturn
-from commonstack.deploys.discourse import discourse, discourse_preflight
-from commonstack.deploys.element import element, element_preflight
-from commonstack.deploys.facts import gather_release
+from commonstack.deploys.base import APT_CACHE_SECONDS
+from commonstack.deploys.facts import FileNames, gather_release
 from commonstack.deploys.identity import operation_identity
-from commonstack.deploys.nextcloud import nextcloud, nextcloud_preflight
+from commonstack.deploys.postgres import AS_POSTGRES
 from commonstack.deploys.preflight import SourceUnavailable
-from commonstack.deploys.postgres import postgresql
-from commonstack.deploys.redis import redis
-from commonstack.deploys.synapse import synapse, synapse_preflight
 from commonstack.inventories.groups import Group
-from commonstack.rendering import LAYERS, HostPlan
+from commonstack.plan import HostPlan, plan_one
+from commonstack.stacks.layers import LAYERS, Layer, layer
 from commonstack.stacks.model import StackProfile
-from commonstack.stacks.plan import plan_one
+from commonstack.stacks.paths import STATE_DIR
 
-DEPLOYS: dict[str, Callable[[HostPlan], None]] = {
-    "base": base,
-    "postgres": postgresql,
-    "redis": redis,
-    "caddy": caddy,
-    "synapse": synapse,
-    "coturn": coturn,
-    "element": element,
-    "nextcloud": nextcloud,
-    "discourse": discourse,
-}
+# A layer the kit deployed on a host leaves a record here, so that turning it off later touches
+# only what the kit put there (never a service the host's owner runs for something else).
+LAYER_RECORDS = f"{STATE_DIR}/layers"
 
 
-def missing_deploys(layers: tuple[str, ...]) -> list[str]:
-    """Layers of a plan that this version of the kit cannot deploy yet."""
-    return [layer for layer in layers if layer not in DEPLOYS]
+def deploy_function(reference: str) -> Callable[[HostPlan], object]:
+    """The function a registry entry names ("module:function" in commonstack.deploys)."""
+    module, function = reference.split(":")
+    return getattr(import_module(f"commonstack.deploys.{module}"), function)
 
 
-# Layers that check the host (sources reachable, resources) before anything is changed.
-PREFLIGHTS: dict[str, Callable[[HostPlan], None]] = {
-    "synapse": synapse_preflight,
-    "element": element_preflight,
-    "nextcloud": nextcloud_preflight,
-    "discourse": discourse_preflight,
-}
+@dataclass
+class HostOutcome:
+    """What deploy_host decided for a host, besides its operations."""
+
+    unavailable: dict[str, str] = field(default_factory=dict)  # layer -> why its source is unreachable
+    turned_off: list[str] = field(default_factory=list)  # layers deployed here before, now off
 
 
 def deploy_host(
-    plan: HostPlan, only: frozenset[str] = frozenset(), skip_unavailable: bool = False
-) -> dict[str, str]:
-    """Add the operations of every layer the host needs (or of `only` those), in LAYERS order.
+    plan: HostPlan, only: frozenset[str] = frozenset(), skip_unavailable: bool = False, purge: bool = False
+) -> HostOutcome:
+    """Add the operations of every layer the host needs (or of `only` those), in registry order,
+    and turn off the layers the kit deployed here before that the profile no longer wants.
 
     Every preflight runs before the first operation is added, so a refusal changes nothing on
     the host. With skip_unavailable (`try`), a layer whose source is unreachable is left out
-    instead; returns {layer: reason} of the layers left out.
+    instead. Turned-off layers keep their data unless `purge`.
     """
-    wanted = [layer for layer in LAYERS if layer in plan.layers and layer in DEPLOYS and (not only or layer in only)]
-    skipped = {}
-    for layer in wanted:
-        try:
-            PREFLIGHTS.get(layer, lambda plan: None)(plan)
-        except SourceUnavailable as refusal:
-            if not skip_unavailable:
-                raise
-            skipped[layer] = refusal.reason
-    for layer in wanted:
-        if layer not in skipped:
-            with operation_identity(LAYERS.index(layer)):
-                DEPLOYS[layer](plan)
-    return skipped
+    outcome = HostOutcome()
+    chosen = [name for name in plan.layers if layer(name).deploy and (not only or name in only)]
+    for name in chosen:
+        if layer(name).preflight:
+            try:
+                deploy_function(layer(name).preflight)(plan)
+            except SourceUnavailable as refusal:
+                if not skip_unavailable:
+                    raise
+                outcome.unavailable[name] = refusal.reason
+    deployed = [name for name in chosen if name not in outcome.unavailable]
+
+    apt.update(name="Refresh the package lists (when older than two days)", cache_time=APT_CACHE_SECONDS)
+    apt.packages(
+        name="Install the packages of every layer (one transaction)",
+        packages=plan.packages_of(tuple(deployed)),
+        no_recommends=True,
+    )
+    recorded = host.get_fact(FileNames, path=LAYER_RECORDS)
+    for index, item in enumerate(LAYERS):
+        if item.name in deployed:
+            with operation_identity(index):
+                deploy_function(item.deploy)(plan)
+                files.file(
+                    name=f"Record that {item.name} is deployed here",
+                    path=f"{LAYER_RECORDS}/{item.name}",
+                    mode="0600",
+                    create_remote_dir=True,
+                )
+        elif item.name in recorded and item.name not in plan.layers and (not only or item.name in only):
+            outcome.turned_off.append(item.name)
+            with operation_identity(len(LAYERS) + index):
+                turn_off(plan, item, purge)
+    return outcome
+
+
+def turn_off(plan: HostPlan, item: Layer, purge: bool = False) -> None:
+    """Stop and disable what `item` runs; with `purge`, delete its data and databases too.
+
+    Its Caddy site and firewall ports are gone already: they are rendered from the layers the
+    host keeps. Its config files and packages stay (harmless without a running service).
+    """
+    if item.remove:
+        deploy_function(item.remove)(plan)
+    for unit in plan.units_of(item.name):
+        systemd.service(
+            name=f"Turn off {item.name}: stop and disable {unit}", service=unit, running=False, enabled=False
+        )
+    if not purge:
+        return
+    if "postgres" in plan.layers:  # else its own purge deletes every database with the cluster
+        for database in item.databases:
+            postgres.database(
+                name=f"Purge {item.name}: delete database {database.name}",
+                database=database.name,
+                present=False,
+                **AS_POSTGRES,
+            )
+            postgres.role(
+                name=f"Purge {item.name}: delete role {database.name}", role=database.name, present=False, **AS_POSTGRES
+            )
+    for path in item.data:
+        files.directory(name=f"Purge {item.name}: delete {path}", path=path, present=False)
+    files.file(name=f"Purge {item.name}: forget it was deployed", path=f"{LAYER_RECORDS}/{item.name}", present=False)
 
 
 def stack_operations(
@@ -81,15 +121,17 @@ def stack_operations(
     profile: StackProfile,
     secrets: Mapping[str, str],
     plans: dict[str, HostPlan],
+    outcomes: dict[str, HostOutcome],
     deploy: bool = True,
     only: frozenset[str] = frozenset(),
-    skipped: dict[str, dict[str, str]] | None = None,
+    skip_unavailable: bool = False,
+    purge: bool = False,
 ) -> Callable[[], None]:
     """The runner's `add_operations`: read the host's facts, plan it, add its operations.
 
-    Each host's plan is kept in `plans` so the caller can report what was sized and skipped;
-    with deploy=False only that happens (what the health checks need to know). When `skipped`
-    is given, layers whose source is unreachable are left out and recorded there per host.
+    Each host's plan and outcome are kept in `plans` and `outcomes` so the caller can report
+    what was sized, left out and turned off; with deploy=False only the planning happens (what
+    the health checks need to know).
     """
     hosts = {h.name: h for h in profile.hosts}
 
@@ -102,8 +144,6 @@ def stack_operations(
         plan = plan_one(group, profile, wanted, secrets, release)
         plans[host.name] = plan
         if deploy:
-            left_out = deploy_host(plan, only, skip_unavailable=skipped is not None)
-            if skipped is not None and left_out:
-                skipped[host.name] = left_out
+            outcomes[host.name] = deploy_host(plan, only, skip_unavailable, purge)
 
     return add_operations

@@ -6,6 +6,8 @@ from pyinfra import host
 from pyinfra.api import FactBase, operation
 from pyinfra.facts.files import File, FindInFile
 
+from commonstack.deploys.facts import InContainer
+
 
 class ActiveSwaps(FactBase[list[str]]):
     """Paths of the swap areas in use (from /proc/swaps)."""
@@ -15,16 +17,6 @@ class ActiveSwaps(FactBase[list[str]]):
 
     def process(self, output) -> list[str]:
         return [line.strip() for line in output if line.strip()]
-
-
-class InContainer(FactBase[bool]):
-    """Whether the host is a container, where the kernel refuses swapon."""
-
-    def command(self) -> str:
-        return "systemd-detect-virt --container || true"
-
-    def process(self, output) -> bool:
-        return bool(output) and output[0].strip() not in ("", "none")
 
 
 @operation()

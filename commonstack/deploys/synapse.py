@@ -12,25 +12,19 @@ from pyinfra.operations import apt, files, server, systemd
 
 from commonstack.deploys.configs import changed, put_configs
 from commonstack.errors import CommonstackError
-from commonstack.rendering import HostPlan, versions
+from commonstack.plan import HostPlan
+from commonstack.stacks.paths import MATRIX_ADMIN_LOCALPART as ADMIN_LOCALPART
+from commonstack.stacks.paths import MATRIX_ADMIN_PASSWORD_FILE as ADMIN_PASSWORD_FILE
+from commonstack.stacks.paths import MATRIX_SERVER_NAME_RECORD as SERVER_NAME_RECORD
+from commonstack.stacks.paths import SYNAPSE_CONFIG as CONFIG
+from commonstack.stacks.paths import SYNAPSE_DATA as DATA
+from commonstack.stacks.paths import SYNAPSE_SIGNING_KEY as SIGNING_KEY
+from commonstack.stacks.paths import SYNAPSE_URL as LOCAL_URL
+from commonstack.stacks.paths import SYNAPSE_USER as USER
+from commonstack.stacks.paths import SYNAPSE_VENV as VENV
+from commonstack.stacks.versions import versions
 
-USER = "matrix-synapse"
-VENV = "/opt/synapse/venv"
 INSTALLER = "/usr/local/sbin/commonstack-install-synapse"
-CONFIG = "/etc/matrix-synapse/homeserver.yaml"
-SIGNING_KEY = "/etc/matrix-synapse/signing.key"
-DATA = "/var/lib/matrix-synapse"
-# The server name this homeserver was set up with, written once it has its admin account.
-SERVER_NAME_RECORD = "/var/lib/commonstack/matrix-server-name"
-# Root-only copy of secrets.yaml's matrix_admin_password: register_new_matrix_user reads it (never
-# on a command line) and so do the health checks, on the host, so the password never travels.
-ADMIN_PASSWORD_FILE = "/var/lib/commonstack/matrix-admin-password"
-ADMIN_LOCALPART = "admin"
-LOCAL_URL = "http://127.0.0.1:8008"
-
-# Upstream's prerequisites for a pip install with PostgreSQL: a venv, and what building psycopg2
-# from source needs (PyPI has no Linux wheel of it). jemalloc: Synapse's docs recommend it.
-PACKAGES = ["python3-venv", "python3-dev", "gcc", "libc6-dev", "libpq-dev", "libjemalloc2"]
 
 
 class ServerNameChanged(CommonstackError):
@@ -56,7 +50,7 @@ def refuse_changed_server_name(recorded: str, wanted: str) -> None:
 
 
 def require_wheel(arch: str) -> None:
-    pinned = versions()["synapse"]["sha256"]
+    pinned = versions().synapse.sha256
     if not pinned.get(arch):
         raise NoSynapseWheel(
             f"Synapse is pinned as a wheel for {', '.join(sorted(pinned))} only, not {arch}: install a "
@@ -163,13 +157,13 @@ def synapse(plan: HostPlan) -> None:
     Example, in a pyinfra deploy file::
 
         from commonstack.deploys.synapse import synapse
-        synapse(plan)   # plan = commonstack.rendering.plan_host(profile, host, secrets, release)
+        synapse(plan)   # plan = commonstack.plan.plan_host(profile, host, secrets, release)
     """
     synapse_preflight(plan)  # when called on its own; stack.py runs it before every layer's operations
     server_name = plan.profile.server_name
-    version = versions()["synapse"]["version"]
+    version = versions().synapse.version
 
-    apt.packages(name="Install Synapse's prerequisites", packages=PACKAGES, no_recommends=True)
+    apt.packages(name="Install Synapse's prerequisites", packages=plan.packages_of(("synapse",)), no_recommends=True)
     server.group(name=f"Group {USER}", group=USER, system=True)
     server.user(
         name=f"System user {USER}",

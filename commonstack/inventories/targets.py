@@ -1,20 +1,35 @@
-"""The pyinfra inventory of a group: one SSH target per declared host, keys pinned."""
+"""Where a group's hosts are reached: one SSH target per declared host, its key pinned."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from commonstack.errors import GroupError
 from commonstack.inventories.groups import Group
 from commonstack.stacks.model import StackProfile
 
 
-def host_targets(group: Group, profile: StackProfile, limit: tuple[str, ...] = ()):
-    """SSH targets of the group's hosts (all, or those named in `limit`)."""
-    from commonstack.deploys.runner import HostTarget  # imports pyinfra: only when connecting
+@dataclass(frozen=True)
+class HostTarget:
+    """How the deploys and the checks reach a host: the same identity and pinned key for both."""
 
+    name: str
+    address: str
+    user: str = "root"
+    port: int = 22
+    key_path: Path | None = None
+    known_hosts: Path | None = None
+    # Host data read by the deploy functions through pyinfra's ``host.data``.
+    data: dict = field(default_factory=dict, hash=False)
+
+
+def host_targets(group: Group, profile: StackProfile, limit: tuple[str, ...] = ()) -> list[HostTarget]:
+    """SSH targets of the group's hosts (all, or those named in `limit`)."""
     names = [h.name for h in profile.hosts]
     unknown = [name for name in limit if name not in names]
     if unknown:
-        raise GroupError(f"--limit {unknown[0]}: no such host in {group.stack_file} (hosts: {', '.join(names)})")
+        raise GroupError(f"--host {unknown[0]}: no such host in {group.stack_file} (hosts: {', '.join(names)})")
     if not group.known_hosts.is_file():
         raise GroupError(
             f"{group.known_hosts}: no pinned host keys yet; run `commonstack pin-keys {group.name}` "

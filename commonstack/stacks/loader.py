@@ -22,11 +22,17 @@ PRESETS_DIR = Path(__file__).parent / "presets"
 RENAMED_KEYS = {
     "synapse": "matrix",
     "forum": "discourse",
-    "element_web": "matrix.element",
     "coturn": "matrix.turn",
     "email": "admin_email",
     "letsencrypt": "tls",
     "mail": "smtp",
+}
+
+# Keys an earlier version of the kit knew, and why they are gone.
+RETIRED_KEYS = {
+    "matrix.element": "Element Web is not installed by this version of the kit (its release could not be "
+    "pinned with a checksum): remove the key; any Matrix client (Element desktop or mobile, app.element.io) "
+    "works with the homeserver",
 }
 
 
@@ -151,6 +157,8 @@ def _key_path(loc: tuple) -> str:
 def _unknown_key_message(loc: tuple) -> str:
     name = str(loc[-1])
     full = _key_path(loc)
+    if full in RETIRED_KEYS:
+        return f"unknown key: {RETIRED_KEYS[full]}"
     if full in RENAMED_KEYS or name in RENAMED_KEYS:
         return f"unknown key: it is called '{RENAMED_KEYS.get(full) or RENAMED_KEYS[name]}'"
     known = _fields_at(loc[:-1])

@@ -47,6 +47,12 @@ def _address(value: str) -> str:
     return value.lower()
 
 
+def _commit(value: str) -> str:
+    if not re.fullmatch(r"[0-9a-f]{40}", value):
+        raise ValueError(f"expected a full 40-character git commit hash (lowercase hex), got {value[:50]!r}")
+    return value
+
+
 def _public_ipv4(value: str) -> str:
     try:
         return str(ipaddress.IPv4Address(value))
@@ -59,6 +65,7 @@ Email = Annotated[str, AfterValidator(_email)]
 Slug = Annotated[str, AfterValidator(_slug)]
 Address = Annotated[str, AfterValidator(_address)]
 IPv4 = Annotated[str, AfterValidator(_public_ipv4)]
+Commit = Annotated[str, AfterValidator(_commit)]
 Arch = Literal["amd64", "arm64", "armhf"]
 
 
@@ -97,10 +104,18 @@ class Placed(Settings):
     host: Slug | None = Field(None, description="Name of the host it runs on; default: the first host.")
 
 
+Install = Literal["full", "prerequisites"]
+
+
 class NextcloudSettings(Placed):
     hostname: Domain | None = Field(None, description="Default: cloud.DOMAIN.")
     archive: Path | None = Field(
         None, description="Local Nextcloud tarball for offline installs (verified like a download)."
+    )
+    install: Install = Field(
+        "full",
+        description="prerequisites: deploy everything around Nextcloud (PHP-FPM, database, Redis, its "
+        "site) but not Nextcloud itself, e.g. while its release cannot be fetched; full: install it too.",
     )
     default_phone_region: str | None = Field(
         None, pattern=r"^[A-Z]{2}$", description="ISO 3166-1 country code, e.g. DE."
@@ -120,11 +135,6 @@ class TurnSettings(Settings):
         return self
 
 
-class ElementSettings(Settings):
-    enabled: bool = False
-    hostname: Domain | None = Field(None, description="Default: chat.DOMAIN.")
-
-
 class MatrixSettings(Placed):
     server_name: Domain | None = Field(
         None, description="The part after ':' in @user:NAME. Default: DOMAIN. Cannot change later."
@@ -134,11 +144,25 @@ class MatrixSettings(Placed):
         "closed", description="closed: only the admin creates accounts; token: invitation tokens."
     )
     turn: TurnSettings = Field(default_factory=TurnSettings)
-    element: ElementSettings = Field(default_factory=ElementSettings)
+
+
+class LauncherSource(Settings):
+    """Where the host fetches discourse_docker (the official launcher) from."""
+
+    repository: str | None = Field(
+        None, description="A git URL or path the host can reach, e.g. a mirror. Default: versions.yaml's."
+    )
+    commit: Commit | None = Field(None, description="The full commit to check out. Default: versions.yaml's.")
 
 
 class DiscourseSettings(Placed):
     hostname: Domain | None = Field(None, description="Default: forum.DOMAIN.")
+    launcher: LauncherSource = Field(default_factory=LauncherSource)
+    install: Install = Field(
+        "full",
+        description="prerequisites: deploy what needs no upstream site (Docker, app.yml) but not the forum "
+        "itself; full: fetch the launcher and build the forum too (needs github.com and Docker Hub).",
+    )
 
 
 class SmtpSettings(Settings):
@@ -255,12 +279,10 @@ class StackProfile(Settings):
         return next((h for h in self.hosts if h.name == placed), self.hosts[0])
 
     def services_on(self, host: Host) -> frozenset[str]:
-        """Services running on a host; 'turn' and 'element' follow Matrix."""
+        """Services running on a host; 'turn' follows Matrix."""
         services = {s for s in self.enabled_services() if self.host_of(s).name == host.name}
         if "matrix" in services and self.matrix.turn.enabled:
             services.add("turn")
-        if "matrix" in services and self.matrix.element.enabled:
-            services.add("element")
         return frozenset(services)
 
     def hostnames(self) -> dict[str, str]:
@@ -270,8 +292,6 @@ class StackProfile(Settings):
             names["nextcloud"] = self.nextcloud.hostname or f"cloud.{self.domain}"
         if self.matrix.enabled:
             names["matrix"] = self.matrix.hostname or f"matrix.{self.domain}"
-            if self.matrix.element.enabled:
-                names["element"] = self.matrix.element.hostname or f"chat.{self.domain}"
         if self.discourse.enabled:
             names["discourse"] = self.discourse.hostname or f"forum.{self.domain}"
         return names

@@ -42,11 +42,12 @@ from typing import Iterable, Mapping
 
 __all__ = [
     "SERVICES",
-    "STATIC_SERVICES",
     "HostFacts",
     "Sizing",
     "HostTooSmall",
     "UnsupportedArchitecture",
+    "debian_arch",
+    "fits",
     "minimum_memory_mb",
     "compute_sizing",
     "memory_footprint_mb",
@@ -54,9 +55,6 @@ __all__ = [
 ]
 
 SERVICES = ("nextcloud", "matrix", "turn", "discourse")  # postgres/redis/caddy are implied by these
-# Static web apps Caddy serves from disk (StackProfile.services_on adds "element" next to matrix):
-# no process, no RAM, so accepted and ignored by the sizing.
-STATIC_SERVICES = ("element",)
 
 # --------------------------------------------------------------------------
 # Model constants (MB).  Estimates of resident memory on Debian 12/13; they are
@@ -96,6 +94,8 @@ _PI_MODELS = ((4, (1, 2, 4, 8)), (5, (2, 4, 8, 16)))  # Raspberry Pi 4 and 5 RAM
 
 # Discourse's Docker images (discourse/base) are published for amd64 and arm64 only.
 _DISCOURSE_ARCHES = frozenset({"amd64", "arm64"})
+# `uname -m` names -> Debian's architecture names. ARMv6 (Raspberry Pi 1 and Zero) is armel:
+# Debian's armhf needs ARMv7.
 _ARCH_ALIASES = {
     "x86_64": "amd64",
     "x86-64": "amd64",
@@ -182,7 +182,8 @@ class UnsupportedArchitecture(ValueError):
 # --------------------------------------------------------------------------
 
 
-def _normalize_arch(arch: str) -> str:
+def debian_arch(arch: str) -> str:
+    """Debian's name of an architecture given as `uname -m` prints it (or already Debian's)."""
     a = arch.strip().lower()
     return _ARCH_ALIASES.get(a, a)
 
@@ -190,7 +191,7 @@ def _normalize_arch(arch: str) -> str:
 def _normalize_services(services: Iterable[str]) -> frozenset[str]:
     if isinstance(services, str):
         raise ValueError(f"services must be a set of names, not the string {services!r}")
-    svc = frozenset(services) - set(STATIC_SERVICES)
+    svc = frozenset(services)
     unknown = sorted(svc - set(SERVICES))
     if unknown:
         implied = [u for u in unknown if u in ("postgres", "postgresql", "redis", "caddy")]
@@ -205,8 +206,9 @@ def _describe(services: frozenset[str]) -> str:
     return " + ".join(s for s in SERVICES if s in services) or "caddy"
 
 
-def _fits(memory_mb: int, nominal_mb: int) -> bool:
-    # memory_mb >= nominal_mb * (1 - slack), in integers
+def fits(memory_mb: int | Fraction, nominal_mb: int) -> bool:
+    """Whether a host reporting `memory_mb` (MemTotal) counts as a host of `nominal_mb`: it may
+    report up to MEMTOTAL_SLACK_PERCENT less than it was sold as."""
     return memory_mb * 100 >= nominal_mb * (100 - MEMTOTAL_SLACK_PERCENT)
 
 
@@ -217,13 +219,9 @@ def size_class_gb(memory_mb: int | Fraction) -> int:
     (960 MB -> 1, 1950 -> 2, 3796 (a 4 GB Pi) -> 4), otherwise down (4500 -> 4).
     """
     up = math.ceil(Fraction(memory_mb) / 1024)
-    if up > 0 and _fits_fraction(Fraction(memory_mb), up * 1024):
+    if up > 0 and fits(Fraction(memory_mb), up * 1024):
         return up
     return math.floor(Fraction(memory_mb) / 1024)
-
-
-def _fits_fraction(memory_mb: Fraction, nominal_mb: int) -> bool:
-    return memory_mb * 100 >= nominal_mb * (100 - MEMTOTAL_SLACK_PERCENT)
 
 
 def _floor_to(value: int | float | Fraction, step: int) -> int:
@@ -277,7 +275,7 @@ def minimum_memory_mb(services: frozenset[str], arch: str) -> int:
     Raises ``UnsupportedArchitecture`` when a service cannot run on ``arch`` at all.
     """
     svc = _normalize_services(services)
-    norm = _normalize_arch(arch)
+    norm = debian_arch(arch)
     if "discourse" in svc and norm not in _DISCOURSE_ARCHES:
         # discourse_docker's images (discourse/base) are built for amd64 and arm64 only.
         raise UnsupportedArchitecture(
@@ -341,7 +339,7 @@ def compute_sizing(
     ov = _check_overrides(overrides)
     needed = minimum_memory_mb(svc, facts.arch)  # raises UnsupportedArchitecture first
     mem = facts.memory_mb
-    if not _fits(mem, needed):
+    if not fits(mem, needed):
         need_word = "needs" if len(svc) <= 1 else "need"
         reason = f"{_describe(svc)} {need_word} at least {needed} MB of RAM"
         if "discourse" in svc and needed == _DISCOURSE_ALONE_MIN_MB:

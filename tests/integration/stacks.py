@@ -50,11 +50,11 @@ def deploy(inventories: Path, group: str, *extra: str) -> subprocess.CompletedPr
 
 
 def check_results(inventories: Path, group: str, *extra: str) -> list[dict]:
-    """`commonstack check GROUP --json` parsed: [{host, service, check, outcome, message}]."""
+    """`commonstack check GROUP --json` parsed: [{host, layer, check, outcome, message}]."""
     result = cli(inventories, "check", group, "--json", *extra, timeout=600)
     assert result.returncode in (0, 1), f"check could not run:\n{result.stdout}\n{result.stderr}"
     return json.loads(result.stdout)
 
 
 def failed_checks(results: list[dict]) -> list[str]:
-    return [f"{r['host']} {r['service']}: {r['check']} — {r['message']}" for r in results if r["outcome"] == "failed"]
+    return [f"{r['host']} {r['layer']}: {r['check']} — {r['message']}" for r in results if r["outcome"] == "failed"]

@@ -3,11 +3,11 @@
 github.com and Docker Hub are unreachable here, and no test may send traffic towards them, so:
 
 1. An unreachable repository fails `plan` and `deploy` before any change. The repository is
-   https://127.0.0.1:9/ *on the test host* (COMMONSTACK_DISCOURSE_DOCKER_SOURCE): a refused
-   connection stands in for github.com being out of reach, and no packet leaves the host.
-2. The prerequisites (COMMONSTACK_DISCOURSE_PREREQUISITES_ONLY=1: swap file, Docker from
-   Debian's mirror, app.yml, besides the base and Caddy layers) are deployed, checked, and a
-   second deploy changes nothing.
+   https://127.0.0.1:9/ *on the test host* (the profile's discourse.launcher.repository): a
+   refused connection stands in for github.com being out of reach, and no packet leaves the host.
+2. The prerequisites (discourse.install: prerequisites: swap file, Docker from Debian's mirror,
+   app.yml, besides the base and Caddy layers) are deployed, checked, and a second deploy
+   changes nothing.
 3. With a STAND-IN for discourse_docker -- a local bare repository on the test host whose
    `launcher` only records its calls and runs a placeholder container (the host's /bin/sleep);
    it serves no forum -- `plan` shows the clone and the rebuild, and the real checkout, rebuild
@@ -38,7 +38,7 @@ from pathlib import Path
 import pytest
 
 from commonstack import testhosts
-from commonstack.deploys.discourse import COMMIT_ENV, PREREQUISITES_ENV, SOURCE_ENV
+from commonstack.deploys.discourse import LAUNCHER_KEY
 from tests.integration.conftest import new_host_name
 from tests.integration.stacks import check_results, cli, failed_checks, write_group
 
@@ -121,13 +121,10 @@ def forum(server, tmp_path_factory) -> Path:
     return inventories
 
 
-def run_cli(inventories: Path, *args: str, **environment: str) -> subprocess.CompletedProcess[str]:
-    with pytest.MonkeyPatch.context() as patch:
-        for name in (SOURCE_ENV, COMMIT_ENV, PREREQUISITES_ENV):
-            patch.delenv(name, raising=False)
-        for name, value in environment.items():
-            patch.setenv(name, value)
-        return cli(inventories, *args)
+def configure(forum: Path, server: testhosts.TestHost, smtp: dict | None = None, **discourse) -> None:
+    """Rewrite the group's profile with these discourse settings (launcher, install) and SMTP."""
+    overrides = {"discourse": discourse, "smtp": smtp or {}}
+    write_group(forum, GROUP, "forum", {"server": server}, overrides=overrides)
 
 
 def host_line(output: str) -> str:
@@ -140,22 +137,24 @@ def planned(output: str) -> list[str]:
     return [line.strip() for line in section.splitlines() if line.startswith("    ") and not line.startswith("      ")]
 
 
-def outcomes(results: list[dict], service: str) -> dict[str, str]:
-    return {r["check"]: r["outcome"] for r in results if r["service"] == service}
+def outcomes(results: list[dict], layer: str) -> dict[str, str]:
+    return {r["check"]: r["outcome"] for r in results if r["layer"] == layer}
 
 
 # --- 1. no source, no change -------------------------------------------------------------------
 
 
 def test_an_unreachable_repository_fails_plan_and_deploy_before_any_change(server, forum, testhost_ssh):
-    unreachable = {SOURCE_ENV: "https://127.0.0.1:9/discourse_docker.git"}
-    plan = run_cli(forum, "plan", GROUP, **unreachable)
+    unreachable = "https://127.0.0.1:9/discourse_docker.git"
+    configure(forum, server, launcher={"repository": unreachable})
+    plan = cli(forum, "plan", GROUP)
     assert plan.returncode == 1, plan.stdout + plan.stderr
-    expected = f"SourceUnavailable: discourse: the host cannot reach {unreachable[SOURCE_ENV]} ({SOURCE_ENV})"
+    expected = f"SourceUnavailable: discourse: the host cannot reach {unreachable} ({LAUNCHER_KEY} in stack.yaml)"
     assert expected in host_line(plan.stdout), plan.stdout
 
-    attempt = run_cli(forum, "deploy", GROUP, "--yes", **unreachable)
-    assert attempt.returncode == 1 and "Nothing to change." in attempt.stdout, attempt.stdout + attempt.stderr
+    attempt = cli(forum, "deploy", GROUP, "--yes")
+    assert attempt.returncode == 1, attempt.stdout + attempt.stderr
+    assert "Nothing was deployed: no host could be planned." in attempt.stdout, attempt.stdout
     untouched = testhost_ssh(
         server, "for p in /swapfile /etc/nftables.conf /var/lib/commonstack /var/discourse /usr/bin/docker; "
         "do test -e $p && echo $p; done; true"
@@ -167,11 +166,12 @@ def test_an_unreachable_repository_fails_plan_and_deploy_before_any_change(serve
 
 
 def test_prerequisites_are_deployed_and_checked(server, forum, testhost_ssh):
-    first = run_cli(forum, "deploy", GROUP, "--yes", **{PREREQUISITES_ENV: "1"})
+    configure(forum, server, install="prerequisites")
+    first = cli(forum, "deploy", GROUP, "--yes")
     assert first.returncode == 0, first.stdout + first.stderr
     done = planned(first.stdout)
     assert "Base system | Swap file of 2048 MB" in done
-    assert "Discourse | Docker engine | Install Docker (Debian's docker.io), git and AppArmor's tools" in done
+    assert "Docker engine | Install Docker (Debian's docker.io), git and AppArmor's tools" in done
     assert "Discourse | Write /var/discourse/containers/app.yml" in done
     assert not any("Check out discourse_docker" in op or "launcher rebuild" in op for op in done)
 
@@ -180,13 +180,13 @@ def test_prerequisites_are_deployed_and_checked(server, forum, testhost_ssh):
 
     results = check_results(forum, GROUP)
     assert not failed_checks(results)
+    assert outcomes(results, "docker")["docker engine runs"] == "passed"
     discourse = outcomes(results, "discourse")
-    assert discourse["docker engine runs"] == "passed"
     assert discourse["app yml is private and names the mail relay"] == "passed"
-    skipped = [r for r in results if r["service"] == "discourse" and r["outcome"] == "skipped"]
+    skipped = [r for r in results if r["layer"] == "discourse" and r["outcome"] == "skipped"]
     assert len(skipped) == 5 and all(r["message"].startswith(NOT_BUILT) for r in skipped), skipped
 
-    again = run_cli(forum, "plan", GROUP, **{PREREQUISITES_ENV: "1"})
+    again = cli(forum, "plan", GROUP)
     assert re.search(r": unchanged — 0 of \d+ operations would change", host_line(again.stdout)), again.stdout
 
 
@@ -222,12 +222,14 @@ def stand_in(server, testhost_ssh, tmp_path_factory) -> dict:
     return {"source": f"file://{STAND_IN}", "commits": commits}
 
 
-def stand_in_env(stand_in: dict, commit: int = 0) -> dict[str, str]:
-    return {SOURCE_ENV: stand_in["source"], COMMIT_ENV: stand_in["commits"][commit]}
+def use_stand_in(forum: Path, server, stand_in: dict, commit: int = 0, smtp: dict | None = None) -> None:
+    """The profile points discourse.launcher at the stand-in, at one of its commits."""
+    configure(forum, server, smtp, launcher={"repository": stand_in["source"], "commit": stand_in["commits"][commit]})
 
 
-def test_plan_shows_the_clone_and_the_rebuild(forum, stand_in):
-    plan = run_cli(forum, "plan", GROUP, **stand_in_env(stand_in))
+def test_plan_shows_the_clone_and_the_rebuild(server, forum, stand_in):
+    use_stand_in(forum, server, stand_in)
+    plan = cli(forum, "plan", GROUP)
     assert plan.returncode == 0, plan.stdout + plan.stderr
     assert planned(plan.stdout) == [
         f"Discourse | Check out discourse_docker {stand_in['commits'][0][:12]} in /var/discourse",
@@ -237,7 +239,8 @@ def test_plan_shows_the_clone_and_the_rebuild(forum, stand_in):
 
 def test_the_stand_in_build_converges_and_rebuilds_only_on_change(server, forum, stand_in, testhost_ssh):
     allow_containers(server, testhost_ssh)
-    first = run_cli(forum, "deploy", GROUP, "--yes", **stand_in_env(stand_in))
+    use_stand_in(forum, server, stand_in)
+    first = cli(forum, "deploy", GROUP, "--yes")
     assert first.returncode == 0, first.stdout + first.stderr
     state = testhost_ssh(
         server,
@@ -252,24 +255,26 @@ def test_the_stand_in_build_converges_and_rebuilds_only_on_change(server, forum,
     discourse = outcomes(results, "discourse")
     assert discourse["discourse docker is pinned and built from"] == discourse["discourse container runs"] == "passed"
 
-    unchanged = run_cli(forum, "plan", GROUP, **stand_in_env(stand_in))
+    unchanged = cli(forum, "plan", GROUP)
     assert re.search(r": unchanged — 0 of \d+ operations would change", host_line(unchanged.stdout)), unchanged.stdout
 
     # A stopped container is started, not rebuilt.
     testhost_ssh(server, "docker stop app")
-    restart = run_cli(forum, "plan", GROUP, **stand_in_env(stand_in))
+    restart = cli(forum, "plan", GROUP)
     assert planned(restart.stdout) == ["Discourse | Discourse container running"], restart.stdout
 
     # app.yml changes (the address mail is sent from): rewrite it and rebuild; the checkout stays.
-    write_group(forum, GROUP, "forum", {"server": server}, overrides={"smtp": {"from_address": "forum@try.test"}})
-    changed = run_cli(forum, "plan", GROUP, **stand_in_env(stand_in))
+    sender = {"from_address": "forum@try.test"}
+    use_stand_in(forum, server, stand_in, smtp=sender)
+    changed = cli(forum, "plan", GROUP)
     assert planned(changed.stdout) == [
         "Discourse | Write /var/discourse/containers/app.yml",
         "Discourse | Build and start the Discourse container (./launcher rebuild app)",
     ], changed.stdout
 
     # A new pinned commit: check it out (fetched from the stand-in) and rebuild, once.
-    repinned = run_cli(forum, "deploy", GROUP, "--yes", **stand_in_env(stand_in, commit=1))
+    use_stand_in(forum, server, stand_in, commit=1, smtp=sender)
+    repinned = cli(forum, "deploy", GROUP, "--yes")
     assert repinned.returncode == 0, repinned.stdout + repinned.stderr
     assert planned(repinned.stdout.split("changed — ")[-1]) == [
         "Discourse | Write /var/discourse/containers/app.yml",
@@ -278,7 +283,7 @@ def test_the_stand_in_build_converges_and_rebuilds_only_on_change(server, forum,
     ], repinned.stdout
     calls = testhost_ssh(server, "cat /var/discourse/stand-in-calls.log; git -C /var/discourse rev-parse HEAD")
     assert calls.stdout.split() == ["rebuild", "app", "rebuild", "app", stand_in["commits"][1]], calls.stdout
-    final = run_cli(forum, "plan", GROUP, **stand_in_env(stand_in, commit=1))
+    final = cli(forum, "plan", GROUP)
     assert re.search(r": unchanged — 0 of \d+ operations would change", host_line(final.stdout)), final.stdout
 
 

@@ -56,8 +56,8 @@ def test_first_deploy_converges_both_releases_in_parallel(infra):
 def test_checks_are_green_on_both_hosts(infra):
     results = check_results(infra["inventories"], "infra", *INFRA)
     assert not failed_checks(results)
-    ran = {(r["host"], r["service"]) for r in results if r["outcome"] == "passed"}
-    assert {("vps", "base"), ("vps", "postgres"), ("vps", "proxy"), ("home", "redis"), ("home", "postgres")} <= ran
+    ran = {(r["host"], r["layer"]) for r in results if r["outcome"] == "passed"}
+    assert {("vps", "base"), ("vps", "postgres"), ("vps", "caddy"), ("home", "redis"), ("home", "postgres")} <= ran
 
 
 def test_second_deploy_changes_nothing(infra):
@@ -109,7 +109,7 @@ def test_host_key_mismatch_is_refused_with_a_clear_line(infra, tmp_path):
     vps = infra["hosts"]["vps"]
     known_hosts.write_text(original.replace(" ".join(testhosts.known_hosts_line(vps).split()[1:]), " ".join(other_key)))
     try:
-        result = cli(infra["inventories"], "deploy", "infra", "--yes", "--limit", "vps", *INFRA)
+        result = cli(infra["inventories"], "deploy", "infra", "--yes", "--host", "vps", *INFRA)
     finally:
         known_hosts.write_text(original)
     assert result.returncode == 1

@@ -171,7 +171,7 @@ def test_chat_preset_deploys_and_its_checks_pass(homeservers):
             lambda s: check_results(s.inventories, s.group), homeservers.values())))
     for group, checks in results.items():
         assert not failed_checks(checks), f"{group}: {failed_checks(checks)}"
-        matrix = {r["check"] for r in checks if r["service"] == "matrix" and r["outcome"] == "passed"}
+        matrix = {r["check"] for r in checks if r["layer"] in ("synapse", "coturn") and r["outcome"] == "passed"}
         assert {"admin can log in", "turn credentials are handed out and accepted",
                 "well known documents delegate to synapse"} <= matrix, (group, matrix)
 
@@ -269,3 +269,71 @@ def test_two_homeservers_federate(federating):
 
     delays = asyncio.run(conversation())
     print("federation delivery:", ", ".join(f"{k} {v:.1f} s" for k, v in delays.items()))
+
+
+# --- turning services off (runs last: it changes beta's stack) ------------------------------------
+
+
+def answers_from_outside(address: str, port: int) -> bool:
+    try:
+        socket.create_connection((address, port), timeout=2).close()
+        return True
+    except OSError:
+        return False
+
+
+def test_turning_turn_off_stops_coturn_and_closes_its_ports(homeservers, testhost_ssh):
+    server = homeservers["beta"]
+    overrides = {"domain": "beta.test", "admin_email": "admin@beta.test", "matrix": {"turn": {"enabled": False}}}
+    write_group(server.inventories, server.group, "chat", {"server": server.testhost}, overrides, memory_mb=1024)
+    assert answers_from_outside(server.testhost.address, 3478)
+
+    planned = cli(server.inventories, "plan", server.group)
+    assert "    Turn off coturn: stop and disable coturn\n" in planned.stdout, planned.stdout
+    assert "server: coturn is off in the profile and would be stopped" in planned.stdout, planned.stdout
+
+    deployed = deploy(server.inventories, server.group)
+    assert "server: coturn is off in the profile and is stopped" in deployed.stdout, deployed.stdout
+    states = ssh(testhost_ssh, server.testhost, "systemctl is-active coturn coturn-certificate.timer; "
+                 "systemctl is-enabled coturn coturn-certificate.timer; true")  # fmt: skip
+    assert states.split() == ["inactive", "inactive", "disabled", "disabled"], states
+    assert not answers_from_outside(server.testhost.address, 3478), "TURN's port still answers from outside"
+    assert "dport 3478" not in ssh(testhost_ssh, server.testhost, "nft list ruleset")
+
+    results = check_results(server.inventories, server.group)
+    assert not failed_checks(results), failed_checks(results)
+    assert not [r for r in results if r["layer"] == "coturn"], "coturn's checks ran on a host without it"
+    again = cli(server.inventories, "deploy", server.group, "--yes", "--no-check")
+    assert again.returncode == 0 and "Nothing to change." in again.stdout, again.stdout
+    assert "coturn is off" not in again.stdout, "said again once coturn was off"
+
+
+def test_moving_to_nextcloud_keeps_matrix_data_until_purged(homeservers, testhost_ssh):
+    """The group gives up chat for files: Synapse is stopped and its data kept; `--purge` asks,
+    then deletes exactly Synapse's data and database, and nothing of what Nextcloud uses."""
+    server = homeservers["beta"]
+    overrides = {"domain": "beta.test", "admin_email": "admin@beta.test", "matrix": {"enabled": False},
+                 "nextcloud": {"enabled": True, "install": "prerequisites"}}  # fmt: skip
+    write_group(server.inventories, server.group, "chat", {"server": server.testhost}, overrides, memory_mb=1024)
+    moved = deploy(server.inventories, server.group, "--no-check")
+    kept = "synapse is off in the profile and is stopped; its data stays in /var/lib/matrix-synapse, /etc/matrix-synapse"
+    assert kept in moved.stdout, moved.stdout
+    assert ssh(testhost_ssh, server.testhost, "systemctl is-active matrix-synapse; true").strip() == "inactive"
+    assert ssh(testhost_ssh, server.testhost, "test -s /etc/matrix-synapse/signing.key && echo kept").strip() == "kept"
+
+    asked = cli(server.inventories, "deploy", server.group, "--purge", "--no-check")  # no terminal: no yes
+    assert asked.returncode == 1, asked.stdout + asked.stderr
+    assert "--purge deletes, for good:" in asked.stdout and "delete /var/lib/matrix-synapse" in asked.stdout
+    assert "delete database synapse" in asked.stdout, asked.stdout
+    assert ssh(testhost_ssh, server.testhost, "test -d /var/lib/matrix-synapse && echo kept").strip() == "kept"
+
+    purged = cli(server.inventories, "deploy", server.group, "--purge", "--yes", "--no-check")
+    assert purged.returncode == 0, purged.stdout + purged.stderr
+    left = ssh(testhost_ssh, server.testhost,
+               "ls -d /var/lib/matrix-synapse /etc/matrix-synapse 2>/dev/null; "
+               "runuser -u postgres -- psql -XAtc 'SELECT datname FROM pg_database ORDER BY 1'")  # fmt: skip
+    assert left.split() == ["nextcloud", "postgres", "template0", "template1"], left
+    results = check_results(server.inventories, server.group)
+    assert not failed_checks(results), failed_checks(results)
+    again = cli(server.inventories, "deploy", server.group, "--purge", "--yes", "--no-check")
+    assert "Nothing to change." in again.stdout, again.stdout

@@ -2,7 +2,7 @@
 
 One host for the module, deployed through the CLI as a volunteer would. In order:
 
-1. The prerequisites (COMMONSTACK_NEXTCLOUD_PREREQUISITES_ONLY=1): PHP-FPM and its modules, the
+1. The prerequisites (nextcloud.install: prerequisites): PHP-FPM and its modules, the
    pool, php.ini, the Caddy site, the cron units, on top of base/PostgreSQL/Redis/Caddy; checked
    for real (the checks that need Nextcloud skip, saying why); a second deploy changes nothing.
 2. Refusals, each changing nothing: an unreachable download (the host's DNS is pointed at
@@ -35,7 +35,6 @@ import pytest
 import yaml
 
 from commonstack import testhosts
-from commonstack.deploys.nextcloud import PREREQUISITES_ONLY_ENV
 from commonstack.deploys.nextcloud_source import file_sha256, pinned_release
 from tests.integration.conftest import new_host_name
 from tests.integration.stacks import failed_checks, write_group
@@ -49,20 +48,21 @@ LAYERS = ("--only", "base", "--only", "postgres", "--only", "redis", "--only", "
 OVERRIDES = {"matrix": {"enabled": False}, "nextcloud": {"default_phone_region": "DE"}}
 NEEDS_INSTALL = ("status php", "occ status", "redis does the file locking", "background jobs ran", "admin webdav")
 # Patches the pinned release in the CLI's own process (never on disk), then runs the CLI.
+# (The CLI imports the rest of the kit lazily: every module it loads binds the patched versions().)
 WITH_RELEASE = (
     "import json, sys\n"
-    "from commonstack.rendering import versions\n"
-    "versions()['nextcloud'].update(json.loads(sys.argv[1]))\n"
+    "from commonstack.stacks import versions as pins\n"
+    "pinned = pins.versions()\n"
+    "patched = pinned.model_copy(update={'nextcloud': pinned.nextcloud.model_copy(update=json.loads(sys.argv[1]))})\n"
+    "pins.versions = lambda: patched\n"
     "from commonstack.cli import main\n"
     "main(sys.argv[2:], prog_name='commonstack')\n"
 )
+PREREQUISITES = {"install": "prerequisites"}
 
 
-def run_cli(inventories: Path, *args: str, prerequisites_only=False, release: dict | None = None, timeout=1200):
+def run_cli(inventories: Path, *args: str, release: dict | None = None, timeout=1200):
     env = dict(os.environ, COMMONSTACK_INVENTORIES=str(inventories))
-    env.pop(PREREQUISITES_ONLY_ENV, None)
-    if prerequisites_only:
-        env[PREREQUISITES_ONLY_ENV] = "1"
     command = [sys.executable, "-m", "commonstack", *args]
     if release is not None:
         command = [sys.executable, "-c", WITH_RELEASE, json.dumps(release), *args]
@@ -86,9 +86,10 @@ def site(testhosts_state, tmp_path_factory):
     """The group 'nc' (Nextcloud only) on a fresh bookworm host, prerequisites deployed."""
     host = testhosts.up(new_host_name(), suite="bookworm", memory="2G")
     inventories = tmp_path_factory.mktemp("inventories")
-    write_group(inventories, GROUP, "small-group", {HOST: host}, overrides=OVERRIDES)
+    overrides = {**OVERRIDES, "nextcloud": {**OVERRIDES["nextcloud"], **PREREQUISITES}}
+    write_group(inventories, GROUP, "small-group", {HOST: host}, overrides=overrides)
     started = time.monotonic()
-    first = run_cli(inventories, "deploy", GROUP, "--yes", *LAYERS, prerequisites_only=True)
+    first = run_cli(inventories, "deploy", GROUP, "--yes", *LAYERS)
     assert first.returncode == 0, f"deploy failed:\n{first.stdout}\n{first.stderr}"
     yield {"host": host, "inventories": inventories, "first": first, "seconds": time.monotonic() - started}
     testhosts.down(host.name)
@@ -125,7 +126,7 @@ def test_prerequisites_deploy_and_pass_their_checks(site, ssh):
     assert "Nextcloud | Remove Debian's default PHP-FPM pool (www)" in output
     results = checks(site["inventories"])
     assert not failed_checks(results), failed_checks(results)
-    nextcloud = {r["check"]: r for r in results if r["service"] == "nextcloud"}
+    nextcloud = {r["check"]: r for r in results if r["layer"] == "nextcloud"}
     for name in ("php fpm runs the nextcloud pool for caddy only", "php fpm loads every module nextcloud needs",
                  "php settings follow the admin manual", "www data can use the redis socket", "cron timer is active",
                  "site redirects dav discovery", "site never serves code configuration or data"):  # fmt: skip
@@ -136,7 +137,7 @@ def test_prerequisites_deploy_and_pass_their_checks(site, ssh):
 
 
 def test_prerequisites_redeploy_changes_nothing(site):
-    planned = run_cli(site["inventories"], "plan", GROUP, *LAYERS, prerequisites_only=True)
+    planned = run_cli(site["inventories"], "plan", GROUP, *LAYERS)
     assert planned.returncode == 0, planned.stdout + planned.stderr
     assert re.search(r": unchanged — 0 of \d+ operations would change", host_line(planned)), planned.stdout
 
@@ -145,6 +146,7 @@ def test_prerequisites_redeploy_changes_nothing(site):
 
 
 def test_an_unreachable_download_fails_the_plan_and_changes_nothing(site, ssh):
+    profile_with(site)  # the whole of Nextcloud, now
     # No resolver on the host: curl fails at once, and no packet leaves for download.nextcloud.com.
     ssh("cp /etc/resolv.conf /root/resolv.conf.saved && echo 'nameserver 127.0.0.1' > /etc/resolv.conf")
     try:
@@ -158,7 +160,7 @@ def test_an_unreachable_download_fails_the_plan_and_changes_nothing(site, ssh):
         line = host_line(result)
         assert ": failed — " in line and release.url in line and "set nextcloud.archive in stack.yaml" in line, line
         assert "Traceback" not in result.stdout + result.stderr
-    assert "Nothing to change." in deployed.stdout
+    assert "Nothing was deployed: no host could be planned." in deployed.stdout
     nothing_of_nextcloud_on(ssh)
 
 
@@ -176,7 +178,7 @@ def test_an_archive_with_another_checksum_is_refused_before_anything(site, ssh):
     line = host_line(result)
     expected = f"{archive} has sha256 {file_sha256(archive)[:12]}…, not the published {pinned_release().sha256[:12]}…"
     assert expected in line, line
-    assert "nothing was unpacked" in line and "Nothing to change." in result.stdout
+    assert "nothing was unpacked" in line and "Nothing was deployed" in result.stdout
     nothing_of_nextcloud_on(ssh)
 
 
@@ -399,7 +401,7 @@ def test_secrets_never_appear_in_output(site, installed):
 def test_every_check_passes_on_the_installed_release(site, installed):
     results = checks(site["inventories"])
     assert not failed_checks(results), failed_checks(results)
-    nextcloud = [r for r in results if r["service"] == "nextcloud"]
+    nextcloud = [r for r in results if r["layer"] == "nextcloud"]
     not_passed = [r for r in nextcloud if r["outcome"] != "passed"]
     assert nextcloud and not not_passed, not_passed
 
@@ -447,6 +449,6 @@ def test_the_real_release_installs_and_passes_every_check(site, ssh, installed):
     assert first.returncode == 0, f"deploy failed:\n{first.stdout}\n{first.stderr}"
     results = checks(site["inventories"])
     assert not failed_checks(results), failed_checks(results)
-    assert all(r["outcome"] == "passed" for r in results if r["service"] == "nextcloud")
+    assert all(r["outcome"] == "passed" for r in results if r["layer"] == "nextcloud")
     again = run_cli(site["inventories"], "deploy", GROUP, "--yes", *LAYERS)
     assert "Nothing to change." in again.stdout, again.stdout

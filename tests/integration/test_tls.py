@@ -21,7 +21,7 @@ import pytest
 
 from commonstack import testhosts
 from commonstack.checks.group import CA_FILE_ENV, HOSTS_FILE_ENV
-from commonstack.checks.proxy import CADDY_LOCAL_ROOT
+from commonstack.stacks.paths import CADDY_LOCAL_ROOT
 from commonstack.stacks.loader import load_profile
 from commonstack.testhosts import TestHost
 from tests.integration.conftest import new_host_name
@@ -108,14 +108,14 @@ def test_checks_are_green_with_the_issuing_root_trusted(acme, server, tmp_path, 
     monkeypatch.setenv(HOSTS_FILE_ENV, str(hosts_file))
     results = check_results(acme["inventories"], "tls", *SITES)
     assert not failed_checks(results)
-    proxy = [r for r in results if r["service"] == "proxy"]
+    proxy = [r for r in results if r["layer"] == "caddy"]
     assert proxy and all(r["outcome"] == "passed" for r in proxy), proxy
 
 
 def test_proxy_checks_refuse_a_certificate_nobody_trusts(acme, monkeypatch):
     monkeypatch.delenv(CA_FILE_ENV, raising=False)
-    results = check_results(acme["inventories"], "tls", "--service", "proxy")
-    failed = {r["check"]: r["message"] for r in results if r["service"] == "proxy" and r["outcome"] == "failed"}
+    results = check_results(acme["inventories"], "tls", "--only", "caddy")
+    failed = {r["check"]: r["message"] for r in results if r["layer"] == "caddy" and r["outcome"] == "failed"}
     message = failed.get("every hostname has a valid fresh certificate", "")
     assert "certificate not valid" in message and "unable to get local issuer certificate" in message, failed
 
@@ -131,8 +131,8 @@ def test_a_hostname_not_pointed_at_the_host_gets_no_certificate_and_the_check_sa
     write_group(acme["inventories"], "tls", "chat", {"server": server}, overrides=overrides)
     deploy(acme["inventories"], "tls", "--only", "caddy")
     monkeypatch.setenv(CA_FILE_ENV, str(acme["issuing_root"]))
-    results = check_results(acme["inventories"], "tls", "--service", "proxy")
-    failed = {r["check"]: r["message"] for r in results if r["service"] == "proxy" and r["outcome"] == "failed"}
+    results = check_results(acme["inventories"], "tls", "--only", "caddy")
+    failed = {r["check"]: r["message"] for r in results if r["layer"] == "caddy" and r["outcome"] == "failed"}
     message = failed.get("every hostname has a valid fresh certificate", "")
     assert "unpointed.try.test: Caddy has no certificate for it yet" in message, failed
     assert f"does unpointed.try.test point at {server.address} in DNS" in message
@@ -149,8 +149,8 @@ def test_internal_mode_passes_the_same_checks(acme, server, testhost_ssh, monkey
         issuer = dict(pair[0] for pair in certificate["issuer"])
         assert issuer["commonName"].startswith("Caddy Local Authority"), issuer
     monkeypatch.delenv(CA_FILE_ENV, raising=False)  # the check reads Caddy's root from the host itself
-    results = check_results(inventories, "tls", "--service", "proxy")
-    proxy = [r for r in results if r["service"] == "proxy"]
+    results = check_results(inventories, "tls", "--only", "caddy")
+    proxy = [r for r in results if r["layer"] == "caddy"]
     assert proxy and all(r["outcome"] == "passed" for r in proxy), proxy
 
 

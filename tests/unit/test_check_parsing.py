@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from commonstack.checks.host import available_memory, checked_mounts, oom_kills, parse_memory_files
-from commonstack.checks.outside import (
+from commonstack.checks.probes import (
     declared_tcp_ports,
     judge_names,
     public_tcp_listeners,

@@ -1,6 +1,6 @@
 """The check report and its forms: the pytest plugin's verdicts (a real pytest run with
 testinfra's local backend), the table a volunteer reads, JUnit XML, JSON, and what the runner
-adds around them (module selection, redaction, its ssh_config)."""
+adds around them (module selection from the layer registry, redaction, its ssh_config)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,11 @@ import click
 import pytest
 
 from commonstack.checks.report import write_junit
-from commonstack.checks.runner import CheckResult, SshHost, redact_text, select_modules, ssh_config
+from commonstack.checks.runner import CHECKS_DIR, CheckResult, ssh_config
 from commonstack.cli import _print_checks
-from commonstack.errors import CommonstackError
+from commonstack.inventories.secrets import redact
+from commonstack.inventories.targets import HostTarget
+from commonstack.stacks.layers import LAYERS, check_modules
 
 CHECKS = '''
 import pytest
@@ -69,30 +71,31 @@ def test_each_check_gets_one_verdict_with_its_hint(tmp_path, workers):
         "not here": ("skipped", "matrix is not on this host"),
         "needs a fixture": ("failed", "the fixture's hint"),
     }  # fmt: skip
-    assert {(r["host"], r["service"]) for r in results} == {("local", "demo")}
+    # A module that is no layer's is its own label (demo); a layer's module is labelled by its layer.
+    assert {(r["host"], r["module"], r["layer"]) for r in results} == {("local", "demo", "demo")}
 
 
 def results_of_two_hosts() -> list[CheckResult]:
     return [
         CheckResult("vps", "base", "firewall is active", "passed", ""),
         CheckResult("vps", "base", "swap file is in place", "skipped", "a container cannot enable swap"),
-        CheckResult("vps", "outside", "web ports answer from outside", "failed",
+        CheckResult("vps", "caddy", "web ports answer from outside", "failed",
                     "port 443 (HTTPS) does not answer from here: is it open in your provider's firewall?"),
         CheckResult("home", "host", "no reboot is pending", "passed", ""),
     ]  # fmt: skip
 
 
-def test_the_table_groups_by_host_and_service_and_says_what_to_look_at(capsys):
+def test_the_table_groups_by_host_and_layer_and_says_what_to_look_at(capsys):
     assert _print_checks(results_of_two_hosts()) is False
     lines = capsys.readouterr().out.splitlines()
     assert lines == [
         "vps  1 failed",
-        "  base     pass  firewall is active",
-        "           skip  swap file is in place — a container cannot enable swap",
-        "  outside  FAIL  web ports answer from outside",
-        "                 -> port 443 (HTTPS) does not answer from here: is it open in your provider's firewall?",
+        "  base   pass  firewall is active",
+        "         skip  swap file is in place — a container cannot enable swap",
+        "  caddy  FAIL  web ports answer from outside",
+        "               -> port 443 (HTTPS) does not answer from here: is it open in your provider's firewall?",
         "home  all passed",
-        "  host     pass  no reboot is pending",
+        "  host   pass  no reboot is pending",
         "4 checks: 2 passed, 1 failed, 1 skipped",
     ]
 
@@ -113,19 +116,25 @@ def test_junit_has_a_suite_per_host_and_a_case_per_check(tmp_path):
     assert root.find(".//testcase[@name='swap file is in place']/skipped") is not None
 
 
-def test_services_select_modules_and_unknown_ones_are_refused():
-    assert select_modules(("caddy", "host")) == ("host", "proxy")
-    assert "outside" in select_modules(())
-    with pytest.raises(CommonstackError, match=r"--service nginx: no such checks \(services: base, host, "):
-        select_modules(("nginx",))
+def test_layers_select_their_check_modules_in_registry_order():
+    assert check_modules(("caddy", "base")) == ("base", "host", "caddy")
+    assert check_modules(("backup",)) == ()
+    every = check_modules()
+    assert len(every) == len(set(every)), "a check module belongs to one layer"
+    assert {path.stem for path in CHECKS_DIR.glob("*.py") if _has_checks(path)} == set(every)
+    assert all(item.checks or not item.deploy for item in LAYERS), "a deployed layer has checks"
+
+
+def _has_checks(path: Path) -> bool:
+    return "\ndef test_" in path.read_text()
 
 
 def test_secrets_are_replaced_longest_first():
-    assert redact_text("token abc123 and abc", ["abc123", "abc"]) == "token ******** and ********"
+    assert redact("token abc123 and abc", ["abc123", "abc", ""]) == "token ******** and ********"
 
 
 def test_ssh_config_pins_keys_and_shares_one_connection_per_host(tmp_path):
-    host = SshHost("vps", "203.0.113.7", 2222, "admin", tmp_path / "key", tmp_path / "known_hosts")
+    host = HostTarget("vps", "203.0.113.7", "admin", 2222, tmp_path / "key", tmp_path / "known_hosts")
     config = ssh_config([host], control_dir=tmp_path)
     for line in ("Host vps", "HostName 203.0.113.7", "Port 2222", "User admin", "StrictHostKeyChecking yes",
                  "BatchMode yes", f"UserKnownHostsFile {tmp_path / 'known_hosts'}", "GlobalKnownHostsFile /dev/null",
@@ -140,7 +149,7 @@ def test_check_help_documents_the_options_and_the_environment():
 
     result = CliRunner().invoke(main, ["check", "--help"])
     assert result.exit_code == 0
-    for text in ("--host", "--service", "--only", "--json", "--junit", "COMMONSTACK_CHECK_HOSTS_FILE",
+    for text in ("--host", "--only", "--json", "--junit", "COMMONSTACK_CHECK_HOSTS_FILE",
                  "COMMONSTACK_CHECK_CA_FILE", "pytest --hosts=ssh://HOST"):  # fmt: skip
         assert text in result.output, text
     assert isinstance(main.commands["check"], click.Command)

@@ -14,7 +14,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from commonstack.checks.runner import SshHost, run_checks
+from commonstack.checks.runner import run_checks
+from commonstack.inventories.targets import HostTarget
 
 try:
     from tests.sshd_fixture import loopback_sshd_fixture
@@ -35,8 +36,8 @@ HOST_CHECKS = {
 }
 
 
-def as_host(sshd, name: str, known_hosts: Path | None = None) -> SshHost:
-    return SshHost(name, sshd.address, sshd.port, sshd.user, sshd.key_path, known_hosts or sshd.known_hosts)
+def as_host(sshd, name: str, known_hosts: Path | None = None) -> HostTarget:
+    return HostTarget(name, sshd.address, sshd.user, sshd.port, sshd.key_path, known_hosts or sshd.known_hosts)
 
 
 def expectation(name: str) -> dict:
@@ -53,12 +54,12 @@ def test_hosts_run_in_parallel_and_a_refusing_host_is_one_clear_failure(loopback
 
     refused = [r for r in results if r.host == "swapped"]
     assert len(refused) == 1, refused
-    assert (refused[0].service, refused[0].check, refused[0].outcome) == ("ssh", "host can be reached", "failed")
+    assert (refused[0].layer, refused[0].check, refused[0].outcome) == ("ssh", "host can be reached", "failed")
     assert "Host key verification failed" in refused[0].message and "commonstack pin-keys" in refused[0].message
     for name in ("one", "two"):
         verdicts = {r.check: r for r in results if r.host == name}
         assert set(verdicts) == HOST_CHECKS
-        assert all(r.service == "host" and r.outcome in ("passed", "failed", "skipped") for r in verdicts.values())
+        assert all(r.layer == "base" and r.outcome in ("passed", "failed", "skipped") for r in verdicts.values())
         assert all("\n" not in r.message and "CommandResult" not in r.message for r in verdicts.values())
     # In the modules' own order, host by host.
     assert [r.host for r in results] == ["swapped"] + ["one"] * 7 + ["two"] * 7
@@ -68,7 +69,7 @@ def test_hosts_run_in_parallel_and_a_refusing_host_is_one_clear_failure(loopback
 def test_messages_never_show_a_secret(loopback_sshd):
     swapped = as_host(loopback_sshd, "swapped", loopback_sshd.other_known_hosts())
     results = run_checks([swapped], {"swapped": expectation("swapped")}, modules=("host",),
-                         redact=["verification"])  # fmt: skip
+                         secrets=["verification"])  # fmt: skip
     assert "Host key ******** failed" in results[0].message
 
 

@@ -19,8 +19,7 @@ import yaml
 from commonstack.deploys import discourse as forum
 from commonstack.deploys.discourse import (
     APP_YML,
-    SOURCE_ENV,
-    COMMIT_ENV,
+    LAUNCHER_KEY,
     UNREACHABLE,
     DiscoursePreflightError,
     ForumHost,
@@ -30,12 +29,14 @@ from commonstack.deploys.discourse import (
     preflight,
     rebuild_reason,
 )
-from commonstack.deploys.docker import DockerEngine, engine_problem, is_older, keeps_own_engine
+from commonstack.deploys.docker import DockerEngine, engine_problem, keeps_own_engine
 from commonstack.deploys.preflight import SourceUnavailable
-from commonstack.rendering import Release, plan_host, versions
+from commonstack.errors import ProfileError
+from commonstack.plan import Release, plan_host
 from commonstack.stacks.loader import load_profile
-from commonstack.stacks.model import SmtpSettings
+from commonstack.stacks.model import DiscourseSettings, SmtpSettings
 from commonstack.stacks.sizing import HostFacts, compute_sizing
+from commonstack.stacks.versions import numeric, versions
 
 FIXTURES = Path(__file__).parent / "fixtures" / "discourse"
 SMTP_PASSWORD = "fixture-smtp-password"
@@ -207,16 +208,16 @@ def test_an_old_docker_engine_is_refused_a_recent_one_kept():
     assert engine_problem({"version": "20.10.24", "package": "docker.io"}) is None
     assert keeps_own_engine({"version": "27.3.1", "package": "docker-ce"})
     assert not keeps_own_engine({"version": "20.10.24", "package": "docker.io"}) and not keeps_own_engine(None)
-    assert is_older("17.03.1", "20.10") and not is_older("20.10.24", "20.10") and not is_older("26.1.5", "20.10")
+    assert numeric("17.03.1") < numeric("20.10") <= numeric("20.10.24") < numeric("26.1.5")
 
 
 def test_an_unreachable_repository_is_refused_and_says_how_to_fix_it():
     [problem] = preflight(forum_host(source_reachable=False), SMTP, SMTP_PASSWORD, SOURCE).problems
     assert problem.startswith(f"{UNREACHABLE} https://github.com/discourse/discourse_docker.git")
-    assert "github.com and Docker Hub" in problem and SOURCE_ENV in problem
+    assert "github.com and Docker Hub" in problem and LAUNCHER_KEY in problem
     mirror = Source("file:///srv/mirror.git", SOURCE.commit, overridden=True)
     [problem] = preflight(forum_host(source_reachable=False), SMTP, SMTP_PASSWORD, mirror).problems
-    assert problem == f"{UNREACHABLE} file:///srv/mirror.git ({SOURCE_ENV})"
+    assert problem == f"{UNREACHABLE} file:///srv/mirror.git ({LAUNCHER_KEY} in stack.yaml)"
     # Not probed (nothing to fetch or build): no problem.
     assert not preflight(forum_host(source_reachable=None), SMTP, SMTP_PASSWORD, SOURCE).problems
 
@@ -239,23 +240,29 @@ def test_refusals_are_one_line_and_only_an_unreachable_source_lets_try_skip_the_
 
 
 def test_the_pinned_source_is_a_full_commit_of_the_official_repository():
-    source = discourse_docker_source({})
+    source = discourse_docker_source(DiscourseSettings())
     assert source.repository == "https://github.com/discourse/discourse_docker.git"
     assert re.fullmatch(r"[0-9a-f]{40}", source.commit) and not source.overridden
-    assert source.commit == versions()["discourse_docker"]["commit"]
+    assert source.commit == versions().discourse_docker.commit
 
 
-def test_the_source_can_be_overridden_for_a_mirror():
-    mirror = discourse_docker_source({SOURCE_ENV: "/srv/mirrors/discourse_docker.git"})
+def test_the_source_can_be_overridden_for_a_mirror(tmp_path):
+    mirror = discourse_docker_source(DiscourseSettings(launcher={"repository": "/srv/mirrors/discourse_docker.git"}))
     assert (mirror.repository, mirror.commit, mirror.overridden) == (
         "/srv/mirrors/discourse_docker.git",
-        versions()["discourse_docker"]["commit"],
+        versions().discourse_docker.commit,
         True,
     )
-    other = discourse_docker_source({COMMIT_ENV: "A" * 40})
-    assert other.commit == "a" * 40
-    with pytest.raises(DiscoursePreflightError, match=f"^{COMMIT_ENV}: expected a full 40-character commit hash"):
-        discourse_docker_source({COMMIT_ENV: "main"})
+    other = discourse_docker_source(DiscourseSettings(launcher={"commit": "a" * 40}))
+    assert other.commit == "a" * 40 and other.overridden
+    stack = tmp_path / "stack.yaml"
+    stack.write_text(yaml.safe_dump({
+        "group": "g", "domain": "example.org", "admin_email": "a@example.org",
+        "hosts": [{"name": "vps", "address": "203.0.113.7"}], "smtp": {"host": "smtp.example.net"},
+        "discourse": {"enabled": True, "launcher": {"commit": "main"}},
+    }))  # fmt: skip
+    with pytest.raises(ProfileError, match=r"discourse\.launcher\.commit: expected a full 40-character git commit hash"):
+        load_profile(stack)
 
 
 def test_a_rebuild_happens_when_the_container_is_missing_or_its_inputs_changed():

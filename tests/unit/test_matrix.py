@@ -16,12 +16,9 @@ import time
 
 import pytest
 
-from commonstack import rendering
-from commonstack.checks import matrix as matrix_checks
+from commonstack.checks import matrix_login
 from commonstack.checks.context import host_expectations
 from commonstack.deploys.coturn import CoturnCertificate
-from commonstack.deploys.element import element_preflight
-from commonstack.deploys.preflight import SourceUnavailable
 from commonstack.deploys.synapse import (
     MatrixUserExists,
     NoSynapseWheel,
@@ -31,9 +28,10 @@ from commonstack.deploys.synapse import (
     refuse_changed_server_name,
     require_wheel,
 )
-from commonstack.rendering import Release, plan_host
+from commonstack.plan import Release, plan_host
 from commonstack.stacks.model import StackProfile
 from commonstack.stacks.sizing import HostFacts
+from commonstack.stacks.versions import versions
 
 SECRETS = {
     name: f"s3cr3t-{name}"
@@ -107,10 +105,10 @@ def test_facts_read_versions_accounts_and_certificate_states():
 def test_the_installer_pins_the_wheel_of_the_hosts_architecture(arch):
     plan = plan_for(chat_profile(), arch)
     script = next(f for f in plan.files if f.path == "/usr/local/sbin/commonstack-install-synapse")
-    synapse = rendering.versions()["synapse"]
+    synapse = versions().synapse
     assert script.mode == "0755"
-    assert f"\nversion={synapse['version']}\n" in script.content
-    assert f"\nsha256={synapse['sha256'][arch]}\n" in script.content
+    assert f"\nversion={synapse.version}\n" in script.content
+    assert f"\nsha256={synapse.sha256[arch]}\n" in script.content
     assert "--require-hashes" in script.content and '"${wheel}[postgres]"' in script.content
 
 
@@ -119,20 +117,6 @@ def test_an_architecture_without_a_wheel_is_refused():
     require_wheel("arm64")
     with pytest.raises(NoSynapseWheel, match="not armhf"):
         require_wheel("armhf")
-
-
-# --- Element ----------------------------------------------------------------------------------
-
-
-def test_element_is_its_own_layer_and_refused_with_its_reason():
-    profile = chat_profile(element={"enabled": True})
-    plan = plan_for(profile)
-    assert "element" in plan.layers and "element" not in plan_for(chat_profile()).layers
-    with pytest.raises(SourceUnavailable) as refused:
-        element_preflight(plan)
-    assert refused.value.layer == "element"
-    assert "matrix.element.enabled: false" in refused.value.reason
-    assert "https://matrix.example.org" in refused.value.reason
 
 
 # --- what the checks expect -------------------------------------------------------------------
@@ -144,7 +128,7 @@ def test_the_checks_expect_matrix_without_any_password():
     assert expected["matrix"] == {
         "server_name": "example.org",
         "hostname": "matrix.example.org",
-        "version": rendering.versions()["synapse"]["version"],
+        "version": versions().synapse.version,
         "admin_user_id": "@admin:example.org",
         "registration": "token",
     }
@@ -191,7 +175,7 @@ def _turn_credentials(secret: str, user_id: str = "@admin:example.org") -> tuple
 
 def _script_functions() -> dict:
     namespace: dict = {"__name__": "as_admin"}  # not __main__: defines, runs nothing
-    exec(compile(matrix_checks.AS_ADMIN, "AS_ADMIN", "exec"), namespace)
+    exec(compile(matrix_login.AS_ADMIN, "AS_ADMIN", "exec"), namespace)
     return namespace
 
 
@@ -218,7 +202,7 @@ def test_the_login_check_script_needs_only_the_standard_library():
     # It runs on the host with Synapse's virtualenv Python, whatever that holds.
     imported = {
         name.strip().split(".")[0]
-        for line in matrix_checks.AS_ADMIN.splitlines()
+        for line in matrix_login.AS_ADMIN.splitlines()
         if line.startswith("import ")
         for name in line.removeprefix("import ").split(",")
     }

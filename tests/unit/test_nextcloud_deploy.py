@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from commonstack import rendering
 from commonstack.checks.context import host_expectations
 from commonstack.deploys import nextcloud as deploy
+from commonstack.plan import Release, plan_host
 from commonstack.stacks.model import StackProfile
+from commonstack.stacks.sizing import HostFacts
+from commonstack.stacks.versions import versions
 
 INSTALLED_CONFIG = {  # what `occ config:list system` shows right after maintenance:install
     "trusted_domains": ["localhost"],
@@ -30,7 +32,7 @@ def profile(**nextcloud) -> StackProfile:
 def plan(**nextcloud):
     p = profile(**nextcloud)
     secrets = {"postgres_nextcloud_password": "db-s3cret", "nextcloud_admin_password": "adm-s3cret"}
-    return rendering.plan_host(p, p.hosts[0], secrets)
+    return plan_host(p, p.hosts[0], secrets)
 
 
 def test_settings_follow_the_profile():
@@ -119,25 +121,25 @@ def test_the_install_keeps_secrets_off_command_lines():
 
 @pytest.mark.parametrize("codename", ["bookworm", "trixie"])
 def test_php_packages_follow_the_release(codename):
-    php = rendering.versions()["debian"][codename]["php"]
-    packages = deploy.php_packages(php, codename)
+    debian = versions().debian[codename]
+    p = profile()
+    packages = plan_host(p, p.hosts[0], {}, Release(HostFacts(2048, 2, "amd64"), codename)).packages_of(("nextcloud",))
     for module in ("fpm", "cli", "gd", "mbstring", "xml", "zip", "curl", "intl", "bcmath", "gmp", "pgsql", "apcu",
                    "redis", "imagick", "bz2"):  # fmt: skip
-        assert f"php{php}-{module}" in packages
-    assert deploy.IMAGEMAGICK_EXTRA[codename] in packages and "gpgv" in packages
+        assert f"php{debian.php}-{module}" in packages
+    assert debian.imagemagick_extra in packages and "gpgv" in packages
+    assert not any("{" in package for package in packages)
 
 
-def test_prerequisites_only_is_an_explicit_switch(monkeypatch):
-    monkeypatch.delenv(deploy.PREREQUISITES_ONLY_ENV, raising=False)
-    assert not deploy.prerequisites_only()
-    monkeypatch.setenv(deploy.PREREQUISITES_ONLY_ENV, "1")
-    assert deploy.prerequisites_only()
+def test_prerequisites_only_is_a_profile_key():
+    assert profile().nextcloud.install == "full"
+    assert profile(install="prerequisites").nextcloud.install == "prerequisites"
 
 
 def test_checks_expect_what_the_deploy_installs():
     expected = host_expectations(plan())["nextcloud"]
     assert expected["admin_user"] == deploy.ADMIN_USER
-    assert expected["version"] == rendering.versions()["nextcloud"]["version"]
+    assert expected["version"] == versions().nextcloud.version
     assert expected["admin_password"] == "adm-s3cret"
     from commonstack.checks import nextcloud as checks
 

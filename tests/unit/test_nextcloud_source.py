@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from commonstack import rendering
+from commonstack.plan import plan_host
+from commonstack.stacks.versions import versions
 from commonstack.deploys import nextcloud_source as source
 from commonstack.deploys.nextcloud_source import NextcloudSourceError
 from commonstack.stacks.model import StackProfile
@@ -72,12 +73,12 @@ def test_the_pinned_release_is_complete():
 
 def test_a_nextcloud_too_new_for_the_hosts_php_is_refused():
     release = source.pinned_release()
-    for codename, debian in rendering.versions()["debian"].items():
+    for codename, debian in versions().debian.items():
         source.require_php_compatibility(release, codename)  # the pinned one fits every release
-        too_new = dataclasses.replace(release, version=f"{debian['nextcloud_max_major'] + 1}.0.0")
+        too_new = dataclasses.replace(release, version=f"{debian.nextcloud_max_major + 1}.0.0")
         with pytest.raises(NextcloudSourceError) as refused:
             source.require_php_compatibility(too_new, codename)
-        assert f"PHP {debian['php']}" in str(refused.value) and str(debian["nextcloud_max_major"]) in str(refused.value)
+        assert f"PHP {debian.php}" in str(refused.value) and str(debian.nextcloud_max_major) in str(refused.value)
 
 
 def test_the_unreachable_message_names_the_url_and_the_offline_way():
@@ -166,7 +167,7 @@ def unpack_script(tmp_path_factory) -> Path:
         {"group": "t", "domain": "example.org", "admin_email": "a@example.org",
          "hosts": [{"name": "server", "address": "203.0.113.7"}], "nextcloud": {"enabled": True}}
     )  # fmt: skip
-    plan = rendering.plan_host(profile, profile.hosts[0], {})
+    plan = plan_host(profile, profile.hosts[0], {})
     script = next(f for f in plan.files if f.path == "/usr/local/sbin/commonstack-nextcloud-unpack")
     assert script.mode == "0755"
     path = tmp_path_factory.mktemp("sbin") / "commonstack-nextcloud-unpack"

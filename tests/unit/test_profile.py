@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from commonstack.errors import ProfileError
-from commonstack.stacks.loader import deep_merge, load_profile, preset_names
+from commonstack.stacks.loader import deep_merge, load_preset, load_profile, preset_names
 
 GOOD = """\
 preset: small-group
@@ -52,7 +52,11 @@ def test_every_preset_loads_for_a_group(tmp_path, preset):
     smtp = "smtp: {host: smtp.example.org, username: forum}\n"
     text = f"preset: {preset}\ngroup: g\ndomain: example.org\nadmin_email: a@example.org\n{hosts}{smtp}"
     profile = load_profile(write(tmp_path, text))
-    assert profile.enabled_services()
+    preset_profile = load_preset(preset).profile
+    promised = {s for s in ("nextcloud", "matrix", "discourse") if preset_profile.get(s, {}).get("enabled")}
+    assert set(profile.enabled_services()) == promised
+    for service in promised:  # placed where the preset says, else on the first host
+        assert profile.host_of(service).name == preset_profile[service].get("host", "home")
 
 
 def test_malformed_yaml_names_line_and_column(tmp_path):
@@ -69,6 +73,12 @@ def test_unknown_key_suggests_the_right_one(tmp_path):
 def test_renamed_key_says_what_it_is_called_now(tmp_path):
     message = error_of(tmp_path, GOOD + "synapse:\n  enabled: true\n")
     assert "synapse: unknown key: it is called 'matrix'" in message
+
+
+def test_a_retired_key_says_why_it_is_gone(tmp_path):
+    message = error_of(tmp_path, GOOD + "matrix:\n  element:\n    enabled: true\n")
+    assert "stack.yaml:10: matrix.element: unknown key: Element Web is not installed by this version" in message
+    assert "any Matrix client" in message
 
 
 def test_wrong_type_names_key_and_value(tmp_path):

@@ -10,7 +10,7 @@ from commonstack.errors import ProfileError
 from commonstack.inventories.groups import Group
 from commonstack.inventories.secrets import redacted
 from commonstack.stacks.loader import load_profile
-from commonstack.stacks.plan import plan_group
+from commonstack.plan import plan_group
 
 KEYS = ["preset", "group", "domain", "admin_email", "hosts", "name", "address", "port", "matrix",
         "nextcloud", "discourse", "enabled", "host", "turn", "external_ip", "tls", "mode", "smtp",

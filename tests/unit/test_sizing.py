@@ -312,13 +312,6 @@ def test_unknown_and_implied_services_rejected():
         minimum_memory_mb(frozenset({"postgres", "matrix"}), "amd64")
 
 
-def test_element_is_static_and_costs_nothing():
-    # StackProfile.services_on adds "element" next to matrix: Caddy serves it from disk
-    with_element = compute_sizing(HostFacts(2048, 2, "amd64"), SMALL_GROUP | {"element"})
-    assert with_element == compute_sizing(HostFacts(2048, 2, "amd64"), SMALL_GROUP)
-    assert minimum_memory_mb(CHAT | {"element"}, "amd64") == 1024
-
-
 def test_host_without_services_gets_the_base_and_neutral_values():
     assert minimum_memory_mb(frozenset(), "armhf") == 512
     s = compute_sizing(HostFacts(512, 1, "armhf"), frozenset())
@@ -431,7 +424,7 @@ def test_table_rows_fit_in_ram(row):
     assert sum(footprint(expected, services).values()) < mem
 
 
-service_sets = st.sets(st.sampled_from(SERVICES + ("element",))).map(frozenset)
+service_sets = st.sets(st.sampled_from(SERVICES)).map(frozenset)
 
 
 @settings(max_examples=600, deadline=None)

@@ -1,7 +1,7 @@
 """Every config file the stack writes, rendered offline for every preset, and checked by the real tool.
 
 Each fixture in fixtures/templates/ is a group's stack.yaml (one per preset, plus variants). It is
-rendered with rendering.plan_host for hosts of 1, 2, 4 and 8 GB, amd64 and arm64, Debian bookworm
+rendered with plan.plan_host for hosts of 1, 2, 4 and 8 GB, amd64 and arm64, Debian bookworm
 and trixie (combinations the preset refuses as too small are skipped). Every distinct rendered file
 is then handed to the program that reads it on the host, where that program works offline:
 caddy, nft, sshd, apt-config, visudo, systemd-analyze, postgres, redis-server, turnserver, php-fpm,
@@ -29,10 +29,13 @@ import pytest
 import yaml
 
 from commonstack import rendering
-from commonstack.rendering import ConfigFile, HostPlan, Release, firewall_ports, plan_host
+from commonstack.plan import HostPlan, Release, plan_host
+from commonstack.rendering import ConfigFile
+from commonstack.stacks.layers import LAYER_NAMES, firewall_ports
 from commonstack.stacks.loader import load_profile, preset_names
 from commonstack.stacks.model import Host, StackProfile
 from commonstack.stacks.sizing import HostFacts, HostTooSmall
+from commonstack.stacks.versions import versions
 
 FIXTURES = Path(__file__).parent / "fixtures" / "templates"
 
@@ -208,13 +211,13 @@ def test_hosts_that_fit_are_rendered_at_every_size_above_their_minimum():
 
 def test_release_paths_follow_the_debian_release():
     for s in scenarios():
-        debian = rendering.versions()["debian"][s.plan.release.codename]
+        debian = versions().debian[s.plan.release.codename]
         for f in s.plan.files:
             assert "{" not in f.path, f.path
             if "/etc/php/" in f.path:
-                assert f.path.startswith(f"/etc/php/{debian['php']}/"), f.path
+                assert f.path.startswith(f"/etc/php/{debian.php}/"), f.path
             if "/etc/postgresql/" in f.path:
-                assert f.path.startswith(f"/etc/postgresql/{debian['postgresql']}/"), f.path
+                assert f.path.startswith(f"/etc/postgresql/{debian.postgresql}/"), f.path
 
 
 def test_no_template_syntax_or_python_values_leak_into_files():
@@ -263,7 +266,7 @@ def test_file_modes_are_valid_and_owners_are_known():
 
 
 def test_files_yaml_names_only_files_that_exist():
-    for layer in rendering.LAYERS:
+    for layer in LAYER_NAMES:
         meta = rendering._file_meta(layer)
         rendered_paths = {
             re.sub(r"/(php|postgresql)/[\d.]+/", r"/\1/V/", f.path)
@@ -301,7 +304,7 @@ def _ruleset_in_a_throwaway_netns(nft: str, path: Path) -> list[dict] | None:
 def test_nftables_opens_exactly_the_firewall_ports(scenario, tmp_path):
     nft = need("nft", "nftables")
     file = scenario.file("/etc/nftables.conf")
-    wanted = {(p["proto"], p["port"]) for p in firewall_ports(scenario.profile, scenario.host)}
+    wanted = {(p.proto, p.port) for p in firewall_ports(scenario.profile, scenario.host)}
     assert ("tcp", str(scenario.host.port)) in wanted
     ruleset = _ruleset_in_a_throwaway_netns(nft, write(tmp_path, file))
     if ruleset is None:  # no network namespace: read the rules from the text
@@ -575,10 +578,9 @@ def test_caddy_tls_follows_the_profile(scenario, tmp_path):
 @by_scenario(lambda s: "caddy" in s.plan.layers)
 def test_caddy_backends_match_the_services(scenario):
     content = scenario.file("/etc/caddy/Caddyfile").content
-    php = rendering.versions()["debian"][scenario.plan.release.codename]["php"]
+    php = versions().debian[scenario.plan.release.codename].php
     assert ("php_fastcgi unix//run/php/php%s-fpm-nextcloud.sock" % php in content) == ("nextcloud" in scenario.services)
     assert ("reverse_proxy 127.0.0.1:8008" in content) == ("matrix" in scenario.services)
-    assert ("root * /var/www/element" in content) == ("element" in scenario.services)
     assert ("unix//var/discourse/shared/standalone/nginx.http.sock" in content) == ("discourse" in scenario.services)
     if "nextcloud" in scenario.services:
         for denied in ("/build", "/tests", "/config", "/lib", "/3rdparty", "/templates", "/data", "/.*"):
@@ -683,7 +685,7 @@ def test_synapse_reads_its_config(tmp_path):
     if python is None:
         pytest.skip(
             "Synapse is not installed (pip install 'matrix-synapse[postgres]==%s' into a venv, then set "
-            "SYNAPSE_PYTHON to its python)" % rendering.versions()["synapse"]["version"]
+            "SYNAPSE_PYTHON to its python)" % versions().synapse.version
         )
     signing_key = tmp_path / "signing.key"
     cases, expected = [], []
@@ -873,7 +875,7 @@ def test_php_fpm_accepts_the_pool(scenario, file, tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "test is successful" in result.stdout + result.stderr
     sizing = scenario.plan.sizing
-    php = rendering.versions()["debian"][scenario.plan.release.codename]["php"]
+    php = versions().debian[scenario.plan.release.codename].php
     settings = dict(re.findall(r"^([\w.\[\]]+) = (.*)$", file.content, re.M))
     assert settings["listen"] == f"/run/php/php{php}-fpm-nextcloud.sock"
     assert (settings["user"], settings["listen.group"], settings["listen.mode"]) == ("www-data", "caddy", "0660")

@@ -1,5 +1,11 @@
-"""Health checks of Caddy, seen from outside: every hostname answers HTTPS with a valid,
-fresh certificate and the expected security headers, and plain HTTP redirects to HTTPS."""
+"""Health checks of Caddy, seen from outside as a visitor sees it: every hostname leads to this
+host, ports 80 and 443 answer, every site has a valid, fresh certificate and sends the security
+headers, and plain HTTP redirects to HTTPS.
+
+Names are resolved with this machine's resolver. A hosts file named by the controller setting
+`hosts_file` (COMMONSTACK_CHECK_HOSTS_FILE for `commonstack check`) is consulted first, like
+/etc/hosts: for split-horizon DNS, and for tests whose names are in no DNS at all.
+"""
 
 from __future__ import annotations
 
@@ -10,32 +16,11 @@ import time
 import pytest
 
 from commonstack.checks.expect import require_layer
+from commonstack.checks.probes import answering, is_ip, judge_names, read_hosts_file, resolve, site_names
 
-CADDY_LOCAL_ROOT = "/var/lib/caddy/.local/share/caddy/pki/authorities/local/root.crt"
 # Public ACME certificates renew 30 days before expiry: 14 days left means renewal is failing.
 # Caddy's own CA issues 12-hour certificates and renews them continuously.
 MIN_DAYS_LEFT = {"acme": 14.0, "internal": 1 / 24}
-
-
-def _names(stack: dict) -> list[str]:
-    names = list(stack["hostnames"].values())
-    if stack["delegation"] and stack["delegation"] not in names:
-        names.append(stack["delegation"])
-    return names
-
-
-@pytest.fixture(scope="module")
-def trust(host, stack, controller) -> ssl.SSLContext:
-    """What a visitor trusts: the public CAs, plus the group's own CA where it uses one."""
-    require_layer(stack, "caddy")  # no Caddy on this host: nothing is served, nothing to trust
-    context = ssl.create_default_context()
-    if controller.get("ca_file"):
-        context.load_verify_locations(controller["ca_file"])
-    if stack["tls_mode"] == "internal":
-        root = host.file(CADDY_LOCAL_ROOT)
-        assert root.exists, f"Caddy has no local CA yet ({CADDY_LOCAL_ROOT}): `journalctl -u caddy`"
-        context.load_verify_locations(cadata=root.content_string)
-    return context
 
 
 def _request(address: str, name: str, port: int, context: ssl.SSLContext | None) -> tuple[str, dict, dict | None]:
@@ -62,7 +47,7 @@ def test_caddy_is_running(host, stack):
 
 def test_every_hostname_has_a_valid_fresh_certificate(stack, trust):
     require_layer(stack, "caddy")
-    for name in _names(stack):
+    for name in site_names(stack):
         try:
             _, _, certificate = _request(stack["address"], name, 443, trust)
         except ssl.SSLCertVerificationError as exc:
@@ -82,7 +67,7 @@ def test_every_hostname_has_a_valid_fresh_certificate(stack, trust):
 
 def test_every_hostname_sends_security_headers(stack, trust):
     require_layer(stack, "caddy")
-    for name in _names(stack):
+    for name in site_names(stack):
         try:
             _, headers, _ = _request(stack["address"], name, 443, trust)
         except OSError as exc:  # TLS errors included: the certificate check says what to look at
@@ -93,7 +78,41 @@ def test_every_hostname_sends_security_headers(stack, trust):
 
 def test_plain_http_redirects_to_https(stack):
     require_layer(stack, "caddy")
-    for name in _names(stack):
+    for name in site_names(stack):
         status, headers, _ = _request(stack["address"], name, 80, None)
         assert status.split()[1] in ("301", "302", "307", "308"), f"{name}: HTTP answers {status}, not a redirect"
         assert headers.get("location", "").startswith(f"https://{name}"), f"{name}: redirects elsewhere"
+
+
+def test_every_hostname_points_at_this_host(host, stack, controller):
+    require_layer(stack, "caddy")
+    overrides = read_hosts_file(controller["hosts_file"]) if controller.get("hosts_file") else {}
+    names = site_names(stack)
+    own = set(host.check_output("hostname --all-ip-addresses").split())
+    own |= resolve(stack["address"], overrides) if not is_ip(stack["address"]) else {stack["address"]}
+    own |= {stack["public_ipv4"]} if stack.get("public_ipv4") else set()
+    resolved = {name: resolve(name, overrides) for name in names}
+    problems, undecidable = judge_names(names, resolved, own, stack["address"])
+    assert not problems, "; ".join(problems)
+    if undecidable:
+        pytest.skip(
+            f"{'; '.join(undecidable)}, a public address, and this host is reached at {stack['address']}: "
+            "whether that forwards to it cannot be told from here (set matrix.turn.external_ip, or "
+            "check your router's port forwarding)"
+        )
+    if not any(resolved.values()):
+        pytest.skip(
+            f"{', '.join(names)} are in no DNS (a reserved test domain): add "
+            f"`{stack['address']} {' '.join(names)}` to /etc/hosts to browse them"
+        )
+
+
+def test_web_ports_answer_from_outside(stack):
+    require_layer(stack, "caddy")
+    answered = answering(stack["address"], [80, 443])
+    https = "HTTPS" + (" and Matrix federation" if "matrix" in stack["services"] else "")
+    silent = [f"{port} ({'HTTP' if port == 80 else https})" for port in (80, 443) if port not in answered]
+    assert not silent, (
+        f"port {' and '.join(silent)} does not answer from here: is it open in your provider's firewall? "
+        "Is Caddy running (`systemctl status caddy`)?"
+    )

@@ -1,0 +1,199 @@
+"""How the checks look at a host from this machine, as a visitor on the internet would: TCP and
+STUN probes, HTTPS requests sent to the host's address for a site's name (no DNS involved), and
+name resolution with an optional hosts file. Used by the check modules; no check lives here."""
+
+from __future__ import annotations
+
+import http.client
+import ipaddress
+import os
+import re
+import socket
+import ssl
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+# RFC 2606 / 6761: names under these are never in public DNS (`commonstack try` uses try.test).
+RESERVED_TLDS = ("test", "example", "invalid", "localhost")
+PROBE_TIMEOUT = 2.0  # seconds: a port the firewall drops never answers; an open one does within this
+STUN_BINDING_REQUEST = bytes.fromhex("0001 0000 2112a442") + os.urandom(12)
+
+
+# --- ports -------------------------------------------------------------------------------------
+
+
+def accepts(address: str, port: int, timeout: float = PROBE_TIMEOUT) -> bool:
+    """Whether a TCP connection to address:port is accepted within `timeout`."""
+    try:
+        with socket.create_connection((address, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def answering(address: str, ports: list[int]) -> list[int]:
+    """The ports of `ports` that accept a connection, probed side by side."""
+    if not ports:
+        return []
+    with ThreadPoolExecutor(len(ports)) as pool:
+        return [p for p, ok in zip(ports, pool.map(lambda p: accepts(address, p), ports)) if ok]
+
+
+def stun_answers(address: str, port: int, attempts: int = 3) -> bool:
+    """A STUN binding request (RFC 5389), the first thing a calling client sends to TURN."""
+    family = socket.AF_INET6 if ipaddress.ip_address(_first_address(address)).version == 6 else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(1.0)
+        for _ in range(attempts):  # UDP: a lost datagram is not a closed port
+            sock.sendto(STUN_BINDING_REQUEST, (address, port))
+            try:
+                answer = sock.recv(2048)
+            except OSError:
+                continue
+            return answer[:2] == b"\x01\x01" and answer[8:20] == STUN_BINDING_REQUEST[8:20]
+    return False
+
+
+def declared_tcp_ports(firewall_ports: list[dict]) -> set[int]:
+    ports: set[int] = set()
+    for rule in firewall_ports:
+        if rule["proto"] == "tcp":
+            first, _, last = str(rule["port"]).partition("-")
+            ports.update(range(int(first), int(last or first) + 1))
+    return ports
+
+
+_PROCESS = re.compile(r'users:\(\("([^"]+)"')
+
+
+def public_tcp_listeners(ss_output: str) -> dict[int, str]:
+    """`ss -Htlnp` -> {port: program} of TCP listeners not bound to loopback (program '' unknown)."""
+    listeners: dict[int, str] = {}
+    for line in ss_output.splitlines():
+        fields = line.split()
+        if len(fields) < 4:
+            continue
+        address, _, port = fields[3].rpartition(":")
+        address = address.strip("[]").split("%")[0]
+        if not port.isdigit() or (address not in ("*", "") and ipaddress.ip_address(address).is_loopback):
+            continue
+        program = _PROCESS.search(line)
+        listeners.setdefault(int(port), program[1] if program else "")
+    return listeners
+
+
+# --- HTTPS -------------------------------------------------------------------------------------
+
+
+class _SiteConnection(http.client.HTTPSConnection):
+    """HTTPS to `address` for the site `name` (SNI and Host), without asking DNS."""
+
+    def __init__(self, address: str, name: str, context: ssl.SSLContext, timeout: float):
+        super().__init__(name, 443, context=context, timeout=timeout)
+        self._address = address
+
+    def connect(self) -> None:
+        raw = socket.create_connection((self._address, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(raw, server_hostname=self.host)
+
+
+def https_request(
+    address: str,
+    name: str,
+    context: ssl.SSLContext,
+    method: str = "GET",
+    path: str = "/",
+    body: bytes | None = None,
+    headers: dict | None = None,
+    timeout: float = 30,
+) -> tuple[int, dict[str, str], bytes]:
+    """(status, lower-case headers, body) of one request to https://NAME/PATH sent to `address`.
+
+    Raises OSError (ssl.SSLError included) when there is no HTTPS answer.
+    """
+    connection = _SiteConnection(address, name, context, timeout)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        connection.close()
+
+
+# --- names -------------------------------------------------------------------------------------
+
+
+def read_hosts_file(path: str | Path) -> dict[str, set[str]]:
+    """/etc/hosts format ("ADDRESS NAME [NAME...]", # comments) -> {name: {addresses}}."""
+    names: dict[str, set[str]] = {}
+    for line in Path(path).read_text().splitlines():
+        fields = line.split("#", 1)[0].split()
+        if len(fields) < 2:
+            continue
+        address = str(ipaddress.ip_address(fields[0]))
+        for name in fields[1:]:
+            names.setdefault(name.lower().rstrip("."), set()).add(address)
+    return names
+
+
+def resolve(name: str, overrides: dict[str, set[str]]) -> set[str]:
+    """The addresses `name` resolves to: from the overrides if there, else the system resolver."""
+    if name in overrides:
+        return overrides[name]
+    try:
+        answers = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
+        return set()
+    return {str(ipaddress.ip_address(answer[4][0].split("%")[0])) for answer in answers}
+
+
+def site_names(stack: dict) -> list[str]:
+    """Every name Caddy serves on this host: its services' hostnames and the Matrix server name."""
+    names = list(stack["hostnames"].values())
+    if stack["delegation"] and stack["delegation"] not in names:
+        names.append(stack["delegation"])
+    return names
+
+
+def judge_names(
+    names: list[str], resolved: dict[str, set[str]], own: set[str], address: str
+) -> tuple[list[str], list[str]]:
+    """(problems, undecidable) for names resolved to `resolved`, when the host's addresses are `own`.
+
+    A name must resolve, and only to addresses of the host. A host behind NAT (only private
+    IPv4 addresses) cannot tell whether a public IPv4 address forwards to it: undecidable,
+    unless the profile gave that public address (matrix.turn.external_ip).
+    """
+    own_ips = [ipaddress.ip_address(a) for a in own]
+    has_public_v4 = any(ip.version == 4 and ip.is_global for ip in own_ips)
+    problems, undecidable = [], []
+    for name in names:
+        found = resolved.get(name, set())
+        if not found:
+            if name.rsplit(".", 1)[-1] not in RESERVED_TLDS:
+                problems.append(f"{name} does not resolve: add an A record pointing at {address}")
+            continue
+        elsewhere = sorted(found - own)
+        if not elsewhere:
+            continue
+        foreign = [ipaddress.ip_address(a) for a in elsewhere]
+        if all(ip.version == 4 and ip.is_global for ip in foreign) and not has_public_v4:
+            undecidable.append(f"{name} points at {', '.join(elsewhere)}")
+            continue
+        problems.append(
+            f"{name} points at {', '.join(elsewhere)}, not at this host ({address}): "
+            "correct its A/AAAA records at your DNS provider"
+        )
+    return problems, undecidable
+
+
+def is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+        return True
+    except ValueError:
+        return False
+
+
+def _first_address(address: str) -> str:
+    return address if is_ip(address) else socket.getaddrinfo(address, None)[0][4][0]

@@ -1,0 +1,138 @@
+"""Health checks of Synapse: it runs the pinned release and answers on loopback and through
+HTTPS (client and federation APIs, the .well-known delegation), registration follows the
+profile, its signing key and secrets are private, and the admin can log in."""
+
+from __future__ import annotations
+
+import json
+import ssl
+
+import pytest
+
+from commonstack.checks.expect import require_layer
+from commonstack.checks.probes import https_request
+from commonstack.stacks.paths import (
+    MATRIX_ADMIN_PASSWORD_FILE,
+    SYNAPSE_CONFIG,
+    SYNAPSE_PYTHON,
+    SYNAPSE_SIGNING_KEY,
+    SYNAPSE_URL,
+    SYNAPSE_VENV,
+)
+
+
+def _https(stack: dict, context: ssl.SSLContext, name: str, path: str, body: dict | None = None):
+    """(status, lower-case headers, parsed JSON or None) of a GET (or a POST of `body`)."""
+    data = None if body is None else json.dumps(body).encode()
+    try:
+        status, headers, raw = https_request(
+            stack["address"], name, context, "GET" if body is None else "POST", path, body=data,
+            headers={"Content-Type": "application/json"} if data else {}, timeout=15,
+        )  # fmt: skip
+    except OSError as exc:
+        pytest.fail(f"https://{name}{path}: no answer ({exc}); see the caddy checks")
+    try:
+        document = json.loads(raw)
+    except ValueError:
+        document = None
+    return status, headers, document
+
+
+def test_synapse_runs_the_pinned_release(host, stack):
+    require_layer(stack, "synapse")
+    service = host.service("matrix-synapse")
+    assert service.is_running, "Synapse is down: `journalctl -u matrix-synapse -n 50` on the host"
+    assert service.is_enabled, "Synapse does not start at boot: `systemctl enable matrix-synapse`"
+    version = host.run("%s -c 'import synapse; print(synapse.__version__)'", SYNAPSE_PYTHON).stdout.strip()
+    wanted = stack["matrix"]["version"]
+    assert version == wanted, (
+        f"Synapse {version or 'is missing'} in {SYNAPSE_VENV}, not {wanted}: run `commonstack deploy`"
+    )
+    pid = host.check_output("systemctl show --property=MainPID --value matrix-synapse")
+    assert "libjemalloc" in host.run("cat /proc/%s/maps", pid).stdout, (
+        "Synapse runs without jemalloc (its memory grows and is not given back): is libjemalloc2 installed?"
+    )
+
+
+def test_synapse_is_healthy_on_localhost_only(host, stack):
+    require_layer(stack, "synapse")
+    health = host.run("curl -fsS --max-time 10 %s/health", SYNAPSE_URL)
+    assert health.rc == 0 and health.stdout.strip() == "OK", (
+        f"Synapse's /health on {SYNAPSE_URL} answers {health.stdout.strip() or health.stderr.strip()!r}: "
+        "`journalctl -u matrix-synapse -n 50`"
+    )
+    assert not host.socket("tcp://0.0.0.0:8008").is_listening, "Synapse listens on every address, not loopback only"
+
+
+def test_client_api_answers_through_https(stack, trust):
+    require_layer(stack, "synapse")
+    name = stack["matrix"]["hostname"]
+    status, _, document = _https(stack, trust, name, "/_matrix/client/versions")
+    assert status == 200 and document and document.get("versions"), (
+        f"https://{name}/_matrix/client/versions answers {status}: is Caddy proxying /_matrix to 127.0.0.1:8008?"
+    )
+
+
+def test_federation_api_answers_through_https(stack, trust):
+    require_layer(stack, "synapse")
+    name = stack["matrix"]["hostname"]
+    status, _, document = _https(stack, trust, name, "/_matrix/federation/v1/version")
+    server = (document or {}).get("server", {})
+    assert status == 200 and server.get("name") == "Synapse", (
+        f"https://{name}/_matrix/federation/v1/version answers {status}: other servers cannot talk to this one"
+    )
+    assert server.get("version", "").startswith(stack["matrix"]["version"])
+
+
+def test_well_known_documents_delegate_to_synapse(stack, trust):
+    require_layer(stack, "synapse")
+    matrix = stack["matrix"]
+    wanted = {
+        "server": {"m.server": f"{matrix['hostname']}:443"},
+        "client": {"m.homeserver": {"base_url": f"https://{matrix['hostname']}"}},
+    }
+    for kind, document in wanted.items():
+        url = f"https://{matrix['server_name']}/.well-known/matrix/{kind}"
+        status, headers, found = _https(stack, trust, matrix["server_name"], f"/.well-known/matrix/{kind}")
+        assert status == 200, f"{url} answers {status}: Caddy must serve it on {matrix['server_name']}"
+        assert found == document, f"{url} says {found}, not {document}: check /etc/caddy/Caddyfile"
+        assert headers.get("content-type", "").startswith("application/json"), f"{url} is not sent as JSON"
+        assert headers.get("access-control-allow-origin") == "*", (
+            f"{url} has no Access-Control-Allow-Origin: * header: web clients (Element) cannot read it"
+        )
+
+
+def test_registration_follows_the_profile(stack, trust):
+    require_layer(stack, "synapse")
+    matrix = stack["matrix"]
+    # The first step of a registration: it creates nothing, and answers with the policy.
+    status, _, document = _https(stack, trust, matrix["hostname"], "/_matrix/client/v3/register", body={})
+    document = document or {}
+    if matrix["registration"] == "closed":
+        assert status == 403 and document.get("errcode") == "M_FORBIDDEN", (
+            f"registration is closed in the profile, but Synapse answers {status} to a sign-up: "
+            "check enable_registration in /etc/matrix-synapse/homeserver.yaml"
+        )
+    else:
+        stages = {stage for flow in document.get("flows", []) for stage in flow.get("stages", [])}
+        assert status == 401 and "m.login.registration_token" in stages, (
+            f"registration is by token in the profile, but Synapse offers {sorted(stages) or status}"
+        )
+
+
+def test_signing_key_and_secrets_are_private(host, stack):
+    require_layer(stack, "synapse")
+    key = host.file(SYNAPSE_SIGNING_KEY)
+    assert key.exists and key.size > 0, f"{SYNAPSE_SIGNING_KEY} is missing: other servers would no longer trust this one"
+    assert (key.user, key.mode) == ("matrix-synapse", 0o600), f"{SYNAPSE_SIGNING_KEY} must be 0600 matrix-synapse"
+    config = host.file(SYNAPSE_CONFIG)
+    assert (config.user, config.group, config.mode) == ("root", "matrix-synapse", 0o640)
+    password = host.file(MATRIX_ADMIN_PASSWORD_FILE)
+    assert (password.user, password.mode) == ("root", 0o600), f"{MATRIX_ADMIN_PASSWORD_FILE} must be 0600 root"
+
+
+def test_admin_can_log_in(stack, matrix_admin):
+    assert matrix_admin.get("login") == "ok", (
+        f"{stack['matrix']['admin_user_id']} cannot log in ({matrix_admin.get('login')}): its password is "
+        "matrix_admin_password in secrets.yaml, unless it was changed in a client since"
+    )

@@ -1,0 +1,150 @@
+"""A group's plan: every host sized, its layers chosen and its configs rendered, before any SSH.
+
+The same plan serves every command: `validate` and `render` make it from the profile's hints,
+`plan` and `deploy` from the facts each host reports, and the checks read what to expect of a
+host from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from commonstack.errors import ProfileError
+from commonstack.inventories.groups import Group
+from commonstack.rendering import ConfigFile, render_layer
+from commonstack.stacks.layers import firewall_ports, layer, layers_on
+from commonstack.stacks.model import Host, StackProfile
+from commonstack.stacks.sizing import HostFacts, HostTooSmall, Sizing, UnsupportedArchitecture, compute_sizing
+from commonstack.stacks.sizing import minimum_memory_mb
+from commonstack.stacks.versions import DebianRelease, versions
+
+CA_FOLDER = "/usr/local/share/ca-certificates/commonstack"
+ACME_ROOT = "/etc/caddy/acme-ca-root.pem"
+
+
+@dataclass(frozen=True)
+class Release:
+    """What a host runs, as far as configs care: facts plus its Debian release."""
+
+    facts: HostFacts
+    codename: str = "bookworm"
+
+    @property
+    def debian(self) -> DebianRelease:
+        return versions().debian[self.codename]
+
+
+@dataclass(frozen=True)
+class HostPlan:
+    """Everything one host receives: its layers, tuning and rendered files."""
+
+    profile: StackProfile
+    host: Host
+    release: Release
+    layers: tuple[str, ...]
+    sizing: Sizing
+    secrets: Mapping[str, str]
+    files: list[ConfigFile] = field(default_factory=list)
+
+    @property
+    def services(self) -> frozenset[str]:
+        return self.profile.services_on(self.host)
+
+    @property
+    def php_version(self) -> str:
+        return self.release.debian.php
+
+    @property
+    def postgresql_version(self) -> str:
+        return self.release.debian.postgresql
+
+    def files_of(self, layer_name: str) -> list[ConfigFile]:
+        return [f for f in self.files if f.layer == layer_name]
+
+    def packages_of(self, layer_names: tuple[str, ...]) -> list[str]:
+        """The Debian packages of these layers, for this host's release."""
+        debian = self.release.debian
+        names = {"php": debian.php, "postgresql": debian.postgresql, "imagemagick_extra": debian.imagemagick_extra}
+        return [p.format(**names) for name in layer_names for p in layer(name).packages]
+
+    def units_of(self, layer_name: str) -> list[str]:
+        return [unit.format(php=self.php_version) for unit in layer(layer_name).units]
+
+
+def offline_release(profile: StackProfile, host: Host) -> Release:
+    """Facts from the profile's hints; without hints, the smallest host that fits its services."""
+    arch = host.arch or "amd64"
+    memory = host.memory_mb or minimum_memory_mb(profile.services_on(host), arch)
+    return Release(HostFacts(memory_mb=memory, cpus=host.cpus or 2, arch=arch))
+
+
+def plan_host(
+    profile: StackProfile, host: Host, secrets: Mapping[str, str], release: Release | None = None
+) -> HostPlan:
+    """Size a host and render all its files (raises HostTooSmall before rendering anything)."""
+    release = release or offline_release(profile, host)
+    services = profile.services_on(host)
+    sizing = compute_sizing(release.facts, services, host.sizing or None)
+    layers = layers_on(profile, host)
+    context: dict[str, Any] = {
+        "profile": profile,
+        "host": host,
+        "facts": release.facts,
+        "codename": release.codename,
+        "php_version": release.debian.php,
+        "postgresql_version": release.debian.postgresql,
+        "sizing": sizing,
+        "services": services,
+        "layers": layers,
+        "hostnames": profile.hostnames(),
+        "firewall_ports": firewall_ports(profile, host),
+        "secrets": secrets,
+        "versions": versions(),
+    }
+    files = [f for name in layers for f in render_layer(name, context)]
+    return HostPlan(profile, host, release, layers, sizing, secrets, files)
+
+
+def plan_group(
+    group: Group,
+    profile: StackProfile,
+    secrets: Mapping[str, str],
+    releases: Mapping[str, Release] | None = None,
+) -> list[HostPlan]:
+    """Plan every host; `releases` carries real facts when a deploy has gathered them."""
+    return [plan_one(group, profile, host, secrets, (releases or {}).get(host.name)) for host in profile.hosts]
+
+
+def plan_one(
+    group: Group, profile: StackProfile, host: Host, secrets: Mapping[str, str], release: Release | None
+) -> HostPlan:
+    """Size and render one host, plus the certificate files the profile points to."""
+    index = profile.hosts.index(host)
+    try:
+        plan = plan_host(profile, host, secrets, release)
+    except (HostTooSmall, UnsupportedArchitecture) as exc:
+        raise ProfileError(group.stack_file, str(exc), key=f"hosts[{index}] ({host.name})") from None
+    except ValueError as exc:  # the only other ValueError of sizing: a bad override
+        raise ProfileError(group.stack_file, str(exc), key=f"hosts[{index}].sizing") from None
+    for number, path in enumerate(profile.extra_ca_certificates):
+        pem = _read_pem(group, path, f"extra_ca_certificates[{number}]")
+        plan.files.append(ConfigFile(layer="base", path=f"{CA_FOLDER}/extra-{number}.crt", content=pem))
+    if profile.tls.acme_ca_root and "caddy" in plan.layers:
+        pem = _read_pem(group, profile.tls.acme_ca_root, "tls.acme_ca_root")
+        plan.files.append(ConfigFile(layer="caddy", path=ACME_ROOT, content=pem))
+    return plan
+
+
+def _read_pem(group: Group, path: Path, key: str) -> str:
+    """A PEM file named in the profile, relative to the group's folder."""
+    full = group.folder / path
+    try:
+        text = full.read_text()
+    except OSError as exc:
+        raise ProfileError(group.stack_file, f"cannot read {full}: {exc.strerror}", key=key) from None
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        raise ProfileError(group.stack_file, f"{full} is not a PEM certificate", key=key)
+    return text

@@ -1,0 +1,43 @@
+"""Where the layers keep things on a host: one place for the deploys that write them, the checks
+that read them and the backups that save them."""
+
+from __future__ import annotations
+
+STATE_DIR = "/var/lib/commonstack"  # the kit's own records on the host (root only)
+
+# caddy
+CADDY_LOCAL_ROOT = "/var/lib/caddy/.local/share/caddy/pki/authorities/local/root.crt"  # tls.mode internal
+
+# redis
+REDIS_SOCKET = "/run/redis/redis-server.sock"
+
+# synapse
+SYNAPSE_USER = "matrix-synapse"
+SYNAPSE_VENV = "/opt/synapse/venv"
+SYNAPSE_PYTHON = f"{SYNAPSE_VENV}/bin/python"
+SYNAPSE_CONFIG = "/etc/matrix-synapse/homeserver.yaml"
+SYNAPSE_SIGNING_KEY = "/etc/matrix-synapse/signing.key"
+SYNAPSE_DATA = "/var/lib/matrix-synapse"
+SYNAPSE_URL = "http://127.0.0.1:8008"  # loopback only; Caddy proxies to it
+# The server name the homeserver was set up with, written once it has its admin account.
+MATRIX_SERVER_NAME_RECORD = f"{STATE_DIR}/matrix-server-name"
+# Root-only copy of secrets.yaml's matrix_admin_password: the admin's registration and the health
+# checks read it on the host, so the password never travels on a command line.
+MATRIX_ADMIN_PASSWORD_FILE = f"{STATE_DIR}/matrix-admin-password"
+MATRIX_ADMIN_LOCALPART = "admin"
+
+# coturn
+COTURN_CERTIFICATE_SCRIPT = "/usr/local/sbin/commonstack-coturn-certificate"
+
+# nextcloud
+NEXTCLOUD_CODE = "/var/www/nextcloud"
+NEXTCLOUD_DATA = "/var/lib/nextcloud/data"
+NEXTCLOUD_ADMIN = "admin"
+NEXTCLOUD_WEB_USER = "www-data"
+
+# discourse
+DISCOURSE_DIR = "/var/discourse"
+DISCOURSE_CONTAINER = "app"
+DISCOURSE_APP_YML = f"{DISCOURSE_DIR}/containers/{DISCOURSE_CONTAINER}.yml"
+DISCOURSE_SOCKET = f"{DISCOURSE_DIR}/shared/standalone/nginx.http.sock"
+DISCOURSE_BUILD_STAMP = f"{STATE_DIR}/discourse-build"  # what the running container was built from

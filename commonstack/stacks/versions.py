@@ -1,0 +1,77 @@
+"""The pinned upstream versions (versions.yaml), loaded once into a validated, typed model."""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from pathlib import Path
+from typing import Annotated
+
+import yaml
+from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
+
+from commonstack.errors import CommonstackError
+
+VERSIONS_FILE = Path(__file__).parent / "versions.yaml"
+
+# pydantic checks patterns with Rust's regex engine, where $ is the very end (no final newline).
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+Commit = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{40}$")]
+Version = Annotated[str, StringConstraints(pattern=r"^[0-9]+(\.[0-9]+)*$")]
+
+
+class Pins(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DebianRelease(Pins):
+    """What a Debian release brings that the kit's configs depend on."""
+
+    php: Version
+    postgresql: Version
+    nextcloud_max_major: int  # the newest Nextcloud major that supports this release's PHP
+    imagemagick_extra: str  # the package of ImageMagick's extra coders (Imagick's SVG support)
+
+
+class SynapsePins(Pins):
+    version: Version
+    sha256: dict[str, Sha256]  # per Debian architecture: the manylinux wheel's hash
+
+
+class NextcloudPins(Pins):
+    version: Version
+    url: str
+    sha256: Sha256 | None
+    gpg_fingerprint: str
+    gpg_key: Path  # relative to versions.yaml
+
+    @property
+    def key_file(self) -> Path:
+        return VERSIONS_FILE.parent / self.gpg_key
+
+
+class DiscourseDockerPins(Pins):
+    repository: str
+    commit: Commit
+    docker_min_version: Version
+
+
+class Versions(Pins):
+    debian: dict[str, DebianRelease]  # by codename
+    synapse: SynapsePins
+    nextcloud: NextcloudPins
+    discourse_docker: DiscourseDockerPins
+
+
+@cache
+def versions() -> Versions:
+    """versions.yaml as a model; a broken file is the kit's own fault, named in one line."""
+    try:
+        return Versions.model_validate(yaml.safe_load(VERSIONS_FILE.read_text()))
+    except (OSError, yaml.YAMLError, ValidationError) as exc:
+        raise CommonstackError(f"{VERSIONS_FILE}: {' '.join(str(exc).split())}") from None
+
+
+def numeric(version: str) -> tuple[int, ...]:
+    """A dotted version's numbers, for comparisons ("20.10.24" is not older than "20.10")."""
+    return tuple(int(part) for part in re.findall(r"\d+", version))
