@@ -323,7 +323,8 @@ def _converge(ctx, group_name: str, hosts, only, apply_changes: bool, assume_yes
 
 def _confirm_purge(planned, assume_yes: bool) -> bool:
     """--purge deletes data: name everything that goes, and ask (--yes says yes for the volunteer)."""
-    doomed = [(r.name, op.name) for r in planned.results for op in r.operations if op.changed and "Purge " in op.name]
+    doomed = [(r.name, op.name) for r in planned.results for op in r.operations
+              if op.changed and "Purge " in op.name and ": delete " in op.name]  # fmt: skip
     if not doomed:
         return True
     click.secho("--purge deletes, for good:", fg="red", bold=True)

@@ -201,7 +201,7 @@ LAYERS: tuple[Layer, ...] = (
         packages=("git", "apparmor"),  # docker.io itself: deploys/docker.py keeps an engine already there
         deploy="docker:docker_engine",
         checks=("docker",),
-        units=("docker",),
+        units=("docker.socket", "docker"),  # the socket would start the daemon again on demand
         data=("/var/lib/docker",),
     ),
     Layer(
