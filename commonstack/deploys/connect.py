@@ -13,13 +13,12 @@ module directly.
 
 from __future__ import annotations
 
-import base64
 import errno
-import hashlib
 import socket
 from pathlib import Path
 from typing import Any
 
+from commonstack.inventories import known_hosts
 from commonstack.inventories.targets import HostTarget
 
 
@@ -47,19 +46,10 @@ def where(target: HostTarget) -> str:
     return f"{target.name} ({target.address}:{target.port})"
 
 
-def known_hosts_entry(target: HostTarget) -> str:
-    """The name OpenSSH and paramiko look a host up under in known_hosts."""
-    if target.port == 22:
-        return target.address
-    return f"[{target.address}]:{target.port}"
-
-
 def fingerprint(key: Any) -> str:
     """``ssh-ed25519 SHA256:...`` for a paramiko PKey (as ``ssh-keygen -l`` shows it)."""
     try:
-        digest = hashlib.sha256(key.asbytes()).digest()
-        fp = "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
-        return f"{key.get_name()} {fp}"
+        return f"{key.get_name()} {known_hosts.fingerprint(key.get_base64())}"
     except Exception:  # pragma: no cover - a key object we do not know
         return "an unknown key"
 
@@ -107,7 +97,7 @@ def describe_connect_error(
     exc = root_cause(error)
     at = where(target)
     known_hosts = display_path(target.known_hosts)
-    entry = known_hosts_entry(target)
+    entry = known_hosts.host_pattern(target.address, target.port)
 
     if isinstance(exc, BadHostKeyException):
         return (

@@ -9,11 +9,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from commonstack.inventories.known_hosts import host_pattern
+
 from . import paths
 from .commands import run
 from .errors import TestHostError
 from .state import TestHost
-
 
 def ssh_key_path() -> Path:
     """The private key (ed25519, mode 0600) that logs in as root on every host of this state dir."""
@@ -45,8 +46,7 @@ def generate_host_key(root: Path, name: str) -> str:
 def known_hosts_line(host: TestHost) -> str:
     """The line that pins ``host``'s key in a known_hosts file (``StrictHostKeyChecking=yes``)."""
     key_type, key = host.host_key.split()[:2]
-    target = host.address if host.port == 22 else f"[{host.address}]:{host.port}"
-    return f"{target} {key_type} {key}"
+    return f"{host_pattern(host.address, host.port)} {key_type} {key}"
 
 
 def wait_for_sshd(host: str, address: str, failure: Callable[[], str | None], timeout: float, port: int = 22) -> None:
