@@ -18,7 +18,8 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from commonstack.inventories import known_hosts
+from commonstack.inventories.known_hosts import fingerprint as key_fingerprint
+from commonstack.inventories.known_hosts import host_pattern
 from commonstack.inventories.targets import HostTarget
 
 
@@ -49,7 +50,7 @@ def where(target: HostTarget) -> str:
 def fingerprint(key: Any) -> str:
     """``ssh-ed25519 SHA256:...`` for a paramiko PKey (as ``ssh-keygen -l`` shows it)."""
     try:
-        return f"{key.get_name()} {known_hosts.fingerprint(key.get_base64())}"
+        return f"{key.get_name()} {key_fingerprint(key.get_base64())}"
     except Exception:  # pragma: no cover - a key object we do not know
         return "an unknown key"
 
@@ -97,7 +98,7 @@ def describe_connect_error(
     exc = root_cause(error)
     at = where(target)
     known_hosts = display_path(target.known_hosts)
-    entry = known_hosts.host_pattern(target.address, target.port)
+    entry = host_pattern(target.address, target.port)
 
     if isinstance(exc, BadHostKeyException):
         return (
