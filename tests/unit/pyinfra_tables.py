@@ -48,7 +48,9 @@ A fact is named as pyinfra names its own, without the package: ``files.File``,
 ``swap.ActiveSwaps``, ``discourse.GitCheckout``. Objects YAML has no word for are built with
 ``!new:module.Name`` followed by a mapping (keyword arguments) or a scalar (one argument), e.g.
 ``!new:io.StringIO "text"`` or ``!new:commonstack.deploys.nextcloud_source.NextcloudRelease
-{...}``; bytes are ``!!binary``.
+{...}``; bytes are ``!!binary``. A case may repeat a mapping with an anchor and ``<<: *name``
+(then keys of its own), but not with a list of them: PyYAML 6.0.4 lets the later mapping of
+``<<: [*a, *b]`` win.
 
 A new operation or fact (``@operation`` or a ``FactBase`` subclass in commonstack/deploys/)
 needs only its folder of cases: tests/unit/test_operations.py and test_facts.py find it, and fail
