@@ -23,7 +23,7 @@ Operations: facts in, commands out
 The fake host answers only from the table: a fact the operation reads that the case does not
 give fails the case, and so does a fact the case gives that the operation never reads.
 
-Every case runs a second time, as pyinfra's runner does: with ``facts_after`` laid over
+Every case runs a second time, as in pyinfra's own operation tests, with ``facts_after`` laid over
 ``facts`` and ``kwargs_after`` over ``kwargs``. It must yield nothing then, or the operation is
 not idempotent. So a case that yields commands says what they change, and says it truthfully:
 the facts as the host would report them after exactly those commands.
