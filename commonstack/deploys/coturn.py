@@ -21,6 +21,9 @@ class CoturnCertificate(FactBase[str]):
         script = CERTIFICATE_SCRIPT
         return f"if [ -x {script} ]; then {script} --check {shlex.quote(hostname)}; else echo unknown; fi"
 
+    def default(self) -> str:
+        return "unknown"
+
     def process(self, output) -> str:
         lines = [line.strip() for line in output if line.strip()]
         return lines[-1] if lines else "unknown"

@@ -191,7 +191,7 @@ def preflight(
 # --- facts ---------------------------------------------------------------------------------------
 
 
-class GitCheckout(FactBase):
+class GitCheckout(FactBase[dict | None]):
     """HEAD and origin of a git checkout, None when there is none (or no git yet)::
 
     {"head": "8e01602a...", "origin": "https://github.com/discourse/discourse_docker.git"}
@@ -213,7 +213,7 @@ class GitCheckout(FactBase):
         return {"head": None if head == "-" else head, "origin": None if origin == "-" else origin}
 
 
-class DockerContainer(FactBase):
+class DockerContainer(FactBase[str | None]):
     """A container's state ("running", "exited"...), "absent", or None when Docker is not
     installed or not running (it cannot be asked)."""
 
@@ -229,8 +229,8 @@ class DockerContainer(FactBase):
         return lines[0] if lines else None
 
 
-class FreeDiskMb(FactBase):
-    """MB free for root on the filesystem holding `path`."""
+class FreeDiskMb(FactBase[int | None]):
+    """MB free for root on the filesystem holding `path` (None: df said nothing, not read)."""
 
     def command(self, path: str) -> str:
         return f"df -Pk {shlex.quote(path)} | awk 'NR == 2 {{print int($4 / 1024)}}'"
@@ -240,18 +240,21 @@ class FreeDiskMb(FactBase):
         return int(text) if text.isdigit() else None
 
 
-class SwapTotalMb(FactBase):
+class SwapTotalMb(FactBase[int]):
     """Swap in use on the host, in MB (a provider's swap partition counts too)."""
 
     def command(self) -> str:
         return "awk '/^SwapTotal:/ {print int($2 / 1024)}' /proc/meminfo"
+
+    def default(self) -> int:
+        return 0
 
     def process(self, output) -> int:
         text = "".join(output).strip()
         return int(text) if text.isdigit() else 0
 
 
-class GitHasCommit(FactBase):
+class GitHasCommit(FactBase[bool]):
     """Whether a checkout has a commit already (then nothing is fetched)."""
 
     def command(self, path: str, commit: str) -> str:
@@ -259,6 +262,9 @@ class GitHasCommit(FactBase):
             f"git -C {shlex.quote(path)} cat-file -e {shlex.quote(commit + '^{commit}')} 2>/dev/null "
             "&& echo yes || echo no"
         )
+
+    def default(self) -> bool:
+        return False
 
     def process(self, output) -> bool:
         return "".join(output).strip() == "yes"
@@ -268,7 +274,7 @@ def _has_commit(path: str, commit: str) -> bool:
     return host.get_fact(GitHasCommit, path=path, commit=commit)
 
 
-class RepositoryAnswers(FactBase):
+class RepositoryAnswers(FactBase[bool]):
     """Whether a git repository answers from the host: `git ls-remote` with a timeout, or --
     before git is installed -- a TCP connection to its server (a directory for a local path)."""
 
@@ -281,6 +287,9 @@ class RepositoryAnswers(FactBase):
             f"if command -v git >/dev/null 2>&1; then {ls_remote} && echo yes || echo no; "
             f"else {_without_git(repository)} && echo yes || echo no; fi"
         )
+
+    def default(self) -> bool:
+        return False  # not None: the preflight reads None as "not probed"
 
     def process(self, output) -> bool:
         return "".join(output).strip() == "yes"

@@ -35,7 +35,7 @@ from commonstack.plan import HostPlan
 from commonstack.stacks.versions import numeric, versions
 
 
-class DockerEngine(FactBase):
+class DockerEngine(FactBase[dict | None]):
     """The Docker engine on the host, None without one::
 
     {"version": "20.10.24", "package": "docker.io"}   # package: docker.io, docker-ce or None

@@ -15,8 +15,9 @@ from commonstack.stacks.sizing import HostFacts, debian_arch
 from commonstack.stacks.versions import versions
 
 
-class UsableMemoryMb(FactBase[int]):
-    """RAM the host may use: MemTotal, or less when a cgroup caps it (containers, LXC VPSes)."""
+class UsableMemoryMb(FactBase[int | None]):
+    """RAM the host may use: MemTotal, or less when a cgroup caps it (containers, LXC VPSes).
+    None when /proc/meminfo says nothing (HostFacts then refuses it)."""
 
     def command(self) -> str:
         return (

@@ -15,6 +15,9 @@ class ActiveSwaps(FactBase[list[str]]):
     def command(self) -> str:
         return "tail -n +2 /proc/swaps | cut -d' ' -f1"
 
+    def default(self) -> list[str]:
+        return []  # no swap in use: /proc/swaps has its header only, and pyinfra gives default()
+
     def process(self, output) -> list[str]:
         return [line.strip() for line in output if line.strip()]
 
@@ -37,15 +40,19 @@ def swapfile(path: str = "/swapfile", size_mb: int = 0):
     if size_mb <= 0:
         host.noop("no swap file wanted")
         return
+    commands = []
     existing = host.get_fact(File, path=path)
     if not existing or existing["size"] != size_mb * 1024 * 1024:
         if existing and path in host.get_fact(ActiveSwaps):
-            yield f"swapoff {path}"
-        yield f"rm -f {path}"
-        yield f"fallocate -l {size_mb}M {path} || dd if=/dev/zero of={path} bs=1M count={size_mb}"
-        yield f"chmod 600 {path}"
-        yield f"mkswap {path}"
+            commands.append(f"swapoff {path}")
+        commands.append(f"rm -f {path}")
+        commands.append(f"fallocate -l {size_mb}M {path} || dd if=/dev/zero of={path} bs=1M count={size_mb}")
+        commands.append(f"chmod 600 {path}")
+        commands.append(f"mkswap {path}")
     if not host.get_fact(FindInFile, path="/etc/fstab", pattern=f"^{path} "):
-        yield f"echo '{path} none swap sw 0 0' >> /etc/fstab"
+        commands.append(f"echo '{path} none swap sw 0 0' >> /etc/fstab")
     if not host.get_fact(InContainer) and path not in host.get_fact(ActiveSwaps):
-        yield f"swapon {path}"
+        commands.append(f"swapon {path}")
+    if not commands:
+        host.noop(f"swap file {path} of {size_mb} MB is in place")
+    yield from commands

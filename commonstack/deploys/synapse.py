@@ -69,6 +69,9 @@ class RecordedServerName(FactBase[str]):
             f"else cd / && runuser -u postgres -- psql -XAtq -d synapse -c {shlex.quote(query)} 2>/dev/null; fi; true"
         )
 
+    def default(self) -> str:
+        return ""  # a new homeserver prints nothing
+
     def process(self, output) -> str:
         lines = [line.strip() for line in output if line.strip()]
         return lines[0] if lines else ""
@@ -81,6 +84,9 @@ class SynapseVersion(FactBase[str]):
         check = "import synapse, psycopg2; print(synapse.__version__)"
         return f"{VENV}/bin/python -c {shlex.quote(check)} 2>/dev/null || true"
 
+    def default(self) -> str:
+        return ""
+
     def process(self, output) -> str:
         lines = [line.strip() for line in output if line.strip()]
         return lines[-1] if lines else ""
@@ -92,6 +98,9 @@ class MatrixUserExists(FactBase[bool]):
     def command(self, user_id: str) -> str:
         query = f"SELECT count(*) FROM users WHERE name = '{user_id}'"
         return f"cd / && runuser -u postgres -- psql -XAtq -d synapse -c {shlex.quote(query)} 2>/dev/null || true"
+
+    def default(self) -> bool:
+        return False
 
     def process(self, output) -> bool:
         lines = [line.strip() for line in output if line.strip()]

@@ -334,185 +334,207 @@ def compute_sizing(
     computed one; values derived from an overridden field follow it (e.g.
     overriding ``php_fpm_max_children`` re-derives the spare servers and
     ``postgres_max_connections`` unless those are overridden too).
+
+    The steps follow the module docstring: the reserves and the pool, Discourse's
+    share, then Redis and the budgets of the host stack, PHP-FPM, Synapse and
+    PostgreSQL within them, and swap. A service that is not on the host keeps
+    the neutral 0 of its fields.
     """
     svc = _normalize_services(services)
     ov = _check_overrides(overrides)
+    _refuse_too_small(facts, svc)
+    shares = _share_out(facts, svc)
+
+    values: dict[str, int | float] = {name: 0.0 if name in _FLOAT_FIELDS else 0 for name in _FIELDS}
+    if "discourse" in svc:
+        values.update(_discourse(shares, ov))
+    if "nextcloud" in svc or "matrix" in svc:
+        stack = _host_stack_budgets(shares)
+        values["redis_maxmemory_mb"] = stack.redis_mb
+        if "nextcloud" in svc:
+            values.update(_php_fpm(shares, stack.app_mb, ov))
+        if "matrix" in svc:
+            values["synapse_cache_factor"] = _synapse_cache_factor(shares, stack.app_mb, ov)
+        values.update(_postgres(svc, stack.postgres_mb, int(values["php_fpm_max_children"]), ov))
+    values["swap_mb"] = _swap_mb(shares)
+    values.update(ov)  # an override stands whether or not its service is on the host
+
+    sizing = Sizing(**values)
+    if "nextcloud" in svc:
+        _check_php_fpm(sizing)
+    return sizing
+
+
+# --------------------------------------------------------------------------
+# the steps of compute_sizing
+# --------------------------------------------------------------------------
+
+
+def _refuse_too_small(facts: HostFacts, svc: frozenset[str]) -> None:
+    """HostTooSmall unless the host's MemTotal fits the services' minimum (10% slack allowed)."""
     needed = minimum_memory_mb(svc, facts.arch)  # raises UnsupportedArchitecture first
-    mem = facts.memory_mb
-    if not fits(mem, needed):
+    if not fits(facts.memory_mb, needed):
         need_word = "needs" if len(svc) <= 1 else "need"
         reason = f"{_describe(svc)} {need_word} at least {needed} MB of RAM"
         if "discourse" in svc and needed == _DISCOURSE_ALONE_MIN_MB:
             reason += " (with 2 GB of swap; Discourse recommends 2 GB)"
-        raise HostTooSmall(reason, needed, mem, _host_hint(needed))
+        raise HostTooSmall(reason, needed, facts.memory_mb, _host_hint(needed))
 
-    def pick(name: str, computed):
-        return ov.get(name, computed)
 
-    has_nc = "nextcloud" in svc
-    has_mx = "matrix" in svc
-    has_dc = "discourse" in svc
-    host_stack = has_nc or has_mx  # shared PostgreSQL + Redis
-    host_class = size_class_gb(mem)
+@dataclass(frozen=True)
+class _Shares:
+    """How the host's RAM is shared out before any service is tuned."""
 
-    # 1. fixed reserves, 2. the pool and its split by minimum-RAM weights
-    fixed = OS_RESERVE_MB + CADDY_MB + (COTURN_MB if "turn" in svc else 0) + (DOCKER_MB if has_dc else 0)
-    pool = mem - fixed
+    facts: HostFacts
+    weights: dict[str, int]  # minimum-RAM weight of each service with one (_weights)
+    discourse_mb: int  # Discourse's budget: its weight's share of the pool (0 without it)
+    stack_mb: int  # the rest of the pool: PostgreSQL, Redis, PHP-FPM and Synapse
+
+    @property
+    def size_class_gb(self) -> int:
+        return size_class_gb(self.facts.memory_mb)
+
+    def equivalent_mb(self, service: str) -> Fraction:
+        """The dedicated host this service's share buys (step 4): host RAM times its weight share."""
+        return Fraction(self.facts.memory_mb * self.weights[service], sum(self.weights.values()))
+
+    def equivalent_cpus(self, service: str) -> int:
+        return max(1, self.facts.cpus * self.weights[service] // sum(self.weights.values()))
+
+
+def _share_out(facts: HostFacts, svc: frozenset[str]) -> _Shares:
+    # 1. The fixed reserves come off the top; 2. the rest, the pool, is split between Discourse
+    # and the host stack by their minimum-RAM weights (a weight is what the service needs alone).
+    fixed = OS_RESERVE_MB + CADDY_MB
+    fixed += (COTURN_MB if "turn" in svc else 0) + (DOCKER_MB if "discourse" in svc else 0)
+    pool = facts.memory_mb - fixed
     weights = _weights(svc)
-    total_w = sum(weights.values())
+    discourse_mb = pool * weights["discourse"] // sum(weights.values()) if "discourse" in svc else 0
+    return _Shares(facts, weights, discourse_mb, pool - discourse_mb)
 
-    def equiv_mb(service: str) -> Fraction:  # the dedicated host this service's share buys
-        return Fraction(mem * weights[service], total_w)
 
-    discourse_budget = pool * weights["discourse"] // total_w if has_dc else 0
-    stack_pool = pool - discourse_budget
-
-    # ---- Discourse --------------------------------------------------------
-    discourse_workers = 0
-    discourse_db_sb = 0
-    if has_dc:
-        # discourse_docker `discourse-setup` scale_ram_and_cpu(), applied to the equivalent host
-        # (avail_gb = its whole GB, avail_cores = its share of the CPUs):
-        #   db_shared_buffers = 128 MB at 1 GB, 256 MB at 2 GB, else 256 MB * GB, max 4096 MB;
-        #   UNICORN_WORKERS   = 2 * GB when GB <= 2, else 2 * cores, max 8.
-        d_gb = max(1, size_class_gb(equiv_mb("discourse")))
-        d_cores = max(1, facts.cpus * weights["discourse"] // total_w)
-        if d_gb == 1:
-            upstream_sb = 128
-        elif d_gb == 2:
-            upstream_sb = 256
-        else:
-            upstream_sb = 256 * d_gb
-        discourse_db_sb = pick("discourse_db_shared_buffers_mb", min(upstream_sb, 4096))
-        upstream_workers = min(2 * d_gb if d_gb <= 2 else 2 * d_cores, _DISCOURSE_WORKERS_CAP)
-        # ...but only as many workers as fit strictly inside Discourse's budget (a 1 GB VPS reporting
-        # 960 MB gets 1, not 2).
-        room = (discourse_budget - 1 - DISCOURSE_BASE_MB - discourse_db_sb) // DISCOURSE_WORKER_MB
-        discourse_workers = pick("discourse_unicorn_workers", max(1, min(upstream_workers, room)))
+def _discourse(shares: _Shares, ov: Mapping[str, int | float]) -> dict[str, int]:
+    # discourse_docker `discourse-setup` scale_ram_and_cpu(), applied to the equivalent host
+    # (avail_gb = its whole GB, avail_cores = its share of the CPUs):
+    #   db_shared_buffers = 128 MB at 1 GB, 256 MB at 2 GB, else 256 MB * GB, max 4096 MB;
+    #   UNICORN_WORKERS   = 2 * GB when GB <= 2, else 2 * cores, max 8.
+    d_gb = max(1, size_class_gb(shares.equivalent_mb("discourse")))
+    d_cores = shares.equivalent_cpus("discourse")
+    if d_gb == 1:
+        upstream_sb = 128
+    elif d_gb == 2:
+        upstream_sb = 256
     else:
-        discourse_db_sb = pick("discourse_db_shared_buffers_mb", 0)
-        discourse_workers = pick("discourse_unicorn_workers", 0)
+        upstream_sb = 256 * d_gb
+    db_shared_buffers = ov.get("discourse_db_shared_buffers_mb", min(upstream_sb, 4096))
+    upstream_workers = min(2 * d_gb if d_gb <= 2 else 2 * d_cores, _DISCOURSE_WORKERS_CAP)
+    # ...but only as many workers as fit strictly inside Discourse's budget (a 1 GB VPS reporting
+    # 960 MB gets 1, not 2).
+    room = (shares.discourse_mb - 1 - DISCOURSE_BASE_MB - db_shared_buffers) // DISCOURSE_WORKER_MB
+    return {
+        "discourse_db_shared_buffers_mb": db_shared_buffers,
+        "discourse_unicorn_workers": ov.get("discourse_unicorn_workers", max(1, min(upstream_workers, room))),
+    }
 
-    # ---- Redis, PostgreSQL budget, app budgets ------------------------------
-    redis_mb = 0
-    pg_budget = 0
-    app_budget = 0
-    if host_stack:
-        # Redis holds Nextcloud's file locks and memcache (and Synapse's replication/cache when used):
-        # a few dozen MB is plenty for a group; 1/16 of the stack pool, 32..256 MB.
-        redis_mb = _clamp(_floor_to(stack_pool // 16, 16), *_REDIS_RANGE)
-        rest = stack_pool - redis_mb - REDIS_OVERHEAD_MB
-        # PostgreSQL's budget (its shared_buffers plus the page cache it leans on) is a third of the rest;
-        # the apps share the remainder equally.
-        pg_budget = rest // 3
-        app_budget = (rest - pg_budget) // (int(has_nc) + int(has_mx))
-    redis_mb = pick("redis_maxmemory_mb", redis_mb)
 
-    # ---- Nextcloud PHP-FPM ------------------------------------------------
-    if has_nc:
-        # OPcache 128 MB is Nextcloud's recommended opcache.memory_consumption (also PHP's default);
-        # 64 MB on a 1 GB host, where every MB counts.
-        opcache = pick("opcache_memory_mb", 64 if host_class <= 1 else 128)
-        # Nextcloud's admin manual (server tuning -> PHP-FPM) sizes pm.max_children as RAM for PHP / average
-        # process size; at least 4 so a sync client plus a browser never queue; capped for a group.
-        children = (app_budget - opcache) // PHP_CHILD_MB
-        max_children = pick("php_fpm_max_children", _clamp(children, 4, _PHP_MAX_CHILDREN_CAP))
-        # Spares follow the pm calculator Nextcloud links to (min 25%, max 75% of max_children), and
-        # php-fpm's own default for start_servers: min_spare + (max_spare - min_spare) / 2.
-        min_spare = pick("php_fpm_min_spare", _clamp(max_children // 4, 1, max(1, max_children)))
-        max_spare = pick("php_fpm_max_spare", min(max(min_spare + 1, max_children * 3 // 4), max(1, max_children)))
-        start = pick("php_fpm_start_servers", min_spare + (max_spare - min_spare) // 2)
+@dataclass(frozen=True)
+class _HostStack:
+    """The stack pool shared out between Redis, PostgreSQL and the apps (step 3)."""
+
+    redis_mb: int
+    postgres_mb: int  # PostgreSQL's budget: its shared_buffers and the page cache it leans on
+    app_mb: int  # each app's budget (PHP-FPM, Synapse)
+
+
+def _host_stack_budgets(shares: _Shares) -> _HostStack:
+    # 3. Redis holds Nextcloud's file locks and memcache (and Synapse's replication/cache when
+    # used): a few dozen MB is plenty for a group; 1/16 of the stack pool, 32..256 MB.
+    redis_mb = _clamp(_floor_to(shares.stack_mb // 16, 16), *_REDIS_RANGE)
+    rest = shares.stack_mb - redis_mb - REDIS_OVERHEAD_MB
+    # PostgreSQL's budget is a third of the rest; the apps on the host share the remainder equally.
+    postgres_mb = rest // 3
+    apps = len({"nextcloud", "matrix"} & shares.weights.keys())
+    return _HostStack(redis_mb, postgres_mb, (rest - postgres_mb) // apps)
+
+
+def _php_fpm(shares: _Shares, app_mb: int, ov: Mapping[str, int | float]) -> dict[str, int]:
+    # OPcache 128 MB is Nextcloud's recommended opcache.memory_consumption (also PHP's default);
+    # 64 MB on a 1 GB host, where every MB counts.
+    opcache = ov.get("opcache_memory_mb", 64 if shares.size_class_gb <= 1 else 128)
+    # Nextcloud's admin manual (server tuning -> PHP-FPM) sizes pm.max_children as RAM for PHP / average
+    # process size; at least 4 so a sync client plus a browser never queue; capped for a group.
+    children = (app_mb - opcache) // PHP_CHILD_MB
+    max_children = ov.get("php_fpm_max_children", _clamp(children, 4, _PHP_MAX_CHILDREN_CAP))
+    # Spares follow the pm calculator Nextcloud links to (min 25%, max 75% of max_children), and
+    # php-fpm's own default for start_servers: min_spare + (max_spare - min_spare) / 2.
+    min_spare = ov.get("php_fpm_min_spare", _clamp(max_children // 4, 1, max(1, max_children)))
+    max_spare = ov.get("php_fpm_max_spare", min(max(min_spare + 1, max_children * 3 // 4), max(1, max_children)))
+    return {
+        "opcache_memory_mb": opcache,
+        "php_fpm_max_children": max_children,
+        "php_fpm_min_spare": min_spare,
+        "php_fpm_max_spare": max_spare,
+        "php_fpm_start_servers": ov.get("php_fpm_start_servers", min_spare + (max_spare - min_spare) // 2),
         # Nextcloud warns below memory_limit = 512M (a per-request ceiling, not the average).
-        memory_limit = pick("php_memory_limit_mb", 512)
-    else:
-        opcache = pick("opcache_memory_mb", 0)
-        max_children = pick("php_fpm_max_children", 0)
-        min_spare = pick("php_fpm_min_spare", 0)
-        max_spare = pick("php_fpm_max_spare", 0)
-        start = pick("php_fpm_start_servers", 0)
-        memory_limit = pick("php_memory_limit_mb", 0)
+        "php_memory_limit_mb": ov.get("php_memory_limit_mb", 512),
+    }
 
-    # ---- Synapse ----------------------------------------------------------
-    if has_mx:
-        # caches.global_factor: Synapse's default is 0.5; 0.5 per GB of the equivalent host gives
-        # 0.5 at 1 GB, 1.0 at 2 GB, 2.0 at >= 4 GB (capped).  Too small a cache costs RAM
-        # too (matrix-org/synapse#3939), so the floor stays at upstream's default.
-        tier = _clamp(0.5 * size_class_gb(equiv_mb("matrix")), *_SYNAPSE_FACTOR_RANGE)
-        # ...stepped down by 0.25 until the caches fit Synapse's budget.
-        while tier > _SYNAPSE_FACTOR_RANGE[0] and (
-            SYNAPSE_BASE_MB + tier * SYNAPSE_MB_PER_CACHE_FACTOR > app_budget
-        ):
-            tier -= 0.25
-        cache_factor = float(pick("synapse_cache_factor", float(tier)))
-    else:
-        cache_factor = float(pick("synapse_cache_factor", 0.0))
 
-    # ---- PostgreSQL (shared by Nextcloud and Synapse) ----------------------
-    if host_stack:
-        # PostgreSQL docs (runtime-config-resource): shared_buffers ~25% of the memory -- here of
-        # PostgreSQL's budget, not of the whole host it shares.
-        shared_buffers = pick(
-            "postgres_shared_buffers_mb", min(_floor_to(pg_budget // 4, 8), _PG_SHARED_BUFFERS_CAP_MB)
-        )
-        # wiki.postgresql.org "Tuning Your PostgreSQL Server": effective_cache_size 50-75% of memory; 75% of the budget.
-        effective_cache = pick("postgres_effective_cache_size_mb", _floor_to(pg_budget * 3 // 4, 8))
-        # Connections: Synapse's pool (cp_max default 10) + one per php-fpm child + 10 spare
-        # (superuser_reserved_connections 3, Nextcloud cron/occ, backups, an admin's psql).
-        max_connections = pick(
-            "postgres_max_connections", (10 if has_mx else 0) + (max_children if has_nc else 0) + 10
-        )
+def _synapse_cache_factor(shares: _Shares, app_mb: int, ov: Mapping[str, int | float]) -> float:
+    # caches.global_factor: Synapse's default is 0.5; 0.5 per GB of the equivalent host gives
+    # 0.5 at 1 GB, 1.0 at 2 GB, 2.0 at >= 4 GB (capped).  Too small a cache costs RAM
+    # too (matrix-org/synapse#3939), so the floor stays at upstream's default.
+    tier = _clamp(0.5 * size_class_gb(shares.equivalent_mb("matrix")), *_SYNAPSE_FACTOR_RANGE)
+    # ...stepped down by 0.25 until the caches fit Synapse's budget.
+    while tier > _SYNAPSE_FACTOR_RANGE[0] and SYNAPSE_BASE_MB + tier * SYNAPSE_MB_PER_CACHE_FACTOR > app_mb:
+        tier -= 0.25
+    return float(ov.get("synapse_cache_factor", float(tier)))
+
+
+def _postgres(
+    svc: frozenset[str], budget_mb: int, php_children: int, ov: Mapping[str, int | float]
+) -> dict[str, int]:
+    """The PostgreSQL that Nextcloud and Synapse share, tuned on its budget."""
+    # PostgreSQL docs (runtime-config-resource): shared_buffers ~25% of the memory -- here of
+    # PostgreSQL's budget, not of the whole host it shares.
+    shared_buffers = ov.get(
+        "postgres_shared_buffers_mb", min(_floor_to(budget_mb // 4, 8), _PG_SHARED_BUFFERS_CAP_MB)
+    )
+    # Connections: Synapse's pool (cp_max default 10) + one per php-fpm child + 10 spare
+    # (superuser_reserved_connections 3, Nextcloud cron/occ, backups, an admin's psql).
+    max_connections = ov.get("postgres_max_connections", (10 if "matrix" in svc else 0) + php_children + 10)
+    return {
+        "postgres_shared_buffers_mb": shared_buffers,
+        # wiki.postgresql.org "Tuning Your PostgreSQL Server": effective_cache_size 50-75% of memory;
+        # 75% of the budget.
+        "postgres_effective_cache_size_mb": ov.get(
+            "postgres_effective_cache_size_mb", _floor_to(budget_mb * 3 // 4, 8)
+        ),
+        "postgres_max_connections": max_connections,
         # pgtune's rule: (RAM - shared_buffers) / (max_connections * 3), on the budget; 2..16 MB.
-        work_mem = pick(
+        "postgres_work_mem_mb": ov.get(
             "postgres_work_mem_mb",
-            _clamp((pg_budget - shared_buffers) // max(1, max_connections * 3), *_PG_WORK_MEM_RANGE),
-        )
+            _clamp((budget_mb - shared_buffers) // max(1, max_connections * 3), *_PG_WORK_MEM_RANGE),
+        ),
         # pgtune uses RAM/16 for maintenance_work_mem; the budget is ~1/3 of RAM, so budget/8.
-        maintenance = pick(
+        "postgres_maintenance_work_mem_mb": ov.get(
             "postgres_maintenance_work_mem_mb",
-            _clamp(_floor_to(pg_budget // 8, 8), *_PG_MAINTENANCE_WORK_MEM_RANGE),
-        )
-    else:
-        shared_buffers = pick("postgres_shared_buffers_mb", 0)
-        effective_cache = pick("postgres_effective_cache_size_mb", 0)
-        max_connections = pick("postgres_max_connections", 0)
-        work_mem = pick("postgres_work_mem_mb", 0)
-        maintenance = pick("postgres_maintenance_work_mem_mb", 0)
+            _clamp(_floor_to(budget_mb // 8, 8), *_PG_MAINTENANCE_WORK_MEM_RANGE),
+        ),
+    }
 
-    # ---- swap -------------------------------------------------------------
+
+def _swap_mb(shares: _Shares) -> int:
     # discourse-setup insists on 2 GB of swap at <= 2 GB of RAM; we keep it up to 4 GB when Discourse
     # is on the host (./launcher rebuild peaks well above steady state).  Other hosts <= 2 GB get 1 GB
     # as an emergency buffer; larger ones none.  The budgets above fit in RAM, so swap only absorbs
     # peaks -- a Raspberry Pi's SD card is never swapped on in steady state (set vm.swappiness=10, as
     # discourse-setup does).
-    if has_dc and host_class <= 4:
-        swap = 2048
-    elif host_class <= 2:
-        swap = 1024
-    else:
-        swap = 0
-    swap = pick("swap_mb", swap)
-
-    sizing = Sizing(
-        postgres_shared_buffers_mb=shared_buffers,
-        postgres_effective_cache_size_mb=effective_cache,
-        postgres_work_mem_mb=work_mem,
-        postgres_maintenance_work_mem_mb=maintenance,
-        postgres_max_connections=max_connections,
-        redis_maxmemory_mb=redis_mb,
-        php_fpm_max_children=max_children,
-        php_fpm_start_servers=start,
-        php_fpm_min_spare=min_spare,
-        php_fpm_max_spare=max_spare,
-        php_memory_limit_mb=memory_limit,
-        opcache_memory_mb=opcache,
-        synapse_cache_factor=cache_factor,
-        discourse_unicorn_workers=discourse_workers,
-        discourse_db_shared_buffers_mb=discourse_db_sb,
-        swap_mb=swap,
-    )
-    if has_nc:
-        _check_php_fpm(sizing)
-    return sizing
+    if "discourse" in shares.weights and shares.size_class_gb <= 4:
+        return 2048
+    if shares.size_class_gb <= 2:
+        return 1024
+    return 0
 
 
 def _check_overrides(overrides: Mapping[str, int | float] | None) -> dict[str, int | float]:

@@ -1,5 +1,6 @@
 """Discourse offline: app.yml per host size against committed fixtures, the preflight's
-refusals, the pinned source and its overrides, the rebuild condition, the facts' parsing.
+refusals, the pinned source and its overrides, the rebuild condition. (Its facts and
+operations have their tables: tests/unit/test_facts.py, test_operations.py.)
 
 fixtures/discourse/stack.yaml is a forum group; app-{1,2,4,8}gb.yml are the app.yml files its
 host must receive at those sizes (reviewed against discourse-setup's scale_ram_and_cpu). After an
@@ -29,7 +30,7 @@ from commonstack.deploys.discourse import (
     preflight,
     rebuild_reason,
 )
-from commonstack.deploys.docker import DockerEngine, engine_problem, keeps_own_engine
+from commonstack.deploys.docker import engine_problem, keeps_own_engine
 from commonstack.deploys.preflight import SourceUnavailable
 from commonstack.errors import ProfileError
 from commonstack.plan import Release, plan_host
@@ -279,36 +280,3 @@ def test_a_rebuild_happens_when_the_container_is_missing_or_its_inputs_changed()
 def test_the_build_stamp_names_the_commit_and_a_digest_not_the_secrets():
     stamp = build_stamp(SOURCE.commit, f"DISCOURSE_SMTP_PASSWORD: {SMTP_PASSWORD}\n")
     assert stamp.startswith(f"discourse_docker={SOURCE.commit} app.yml=sha256:") and SMTP_PASSWORD not in stamp
-
-
-# --- facts -----------------------------------------------------------------------------------
-
-
-def test_facts_parse_what_the_host_says():
-    assert DockerEngine().process(["Docker version 20.10.24+dfsg1, build 297e128", "package docker.io"]) == {
-        "version": "20.10.24",
-        "package": "docker.io",
-    }
-    assert DockerEngine().process(["Docker version 27.3.1, build ce12230"]) == {"version": "27.3.1", "package": None}
-    assert forum.GitCheckout().process([SOURCE.commit, SOURCE.repository]) == {
-        "head": SOURCE.commit,
-        "origin": SOURCE.repository,
-    }
-    assert forum.GitCheckout().process(["-", "-"]) == {"head": None, "origin": None}
-    assert forum.DockerContainer().process(["running"]) == "running"
-    assert forum.FreeDiskMb().process(["40960"]) == 40960
-
-
-@pytest.mark.parametrize(
-    ("repository", "probe"),
-    [
-        ("https://github.com/discourse/discourse_docker.git", "bash -c 'exec 3<>/dev/tcp/github.com/443'"),
-        ("https://127.0.0.1:9/x.git", "bash -c 'exec 3<>/dev/tcp/127.0.0.1/9'"),
-        ("git@github.com:discourse/discourse_docker.git", "bash -c 'exec 3<>/dev/tcp/github.com/22'"),
-        ("file:///srv/stand-in/discourse_docker.git", "test -d /srv/stand-in/discourse_docker.git"),
-        ("/srv/mirror.git", "test -d /srv/mirror.git"),
-    ],
-)
-def test_the_source_is_probed_without_git_before_git_is_installed(repository, probe):
-    command = forum.RepositoryAnswers().command(repository)
-    assert "git ls-remote" in command and probe in command

@@ -1,6 +1,6 @@
-"""Matrix without test hosts: the server-name guard, the facts' parsing, the installer script,
-Element's refusal, the checks' expectations, and the TURN client of the login check against a
-real coturn on loopback."""
+"""Matrix without test hosts: the server-name guard, the installer script, the checks'
+expectations, and the TURN client of the login check against a real coturn on loopback. (Its
+facts and operations have their tables: tests/unit/test_facts.py, test_operations.py.)"""
 
 from __future__ import annotations
 
@@ -18,13 +18,9 @@ import pytest
 
 from commonstack.checks import matrix_login
 from commonstack.checks.context import host_expectations
-from commonstack.deploys.coturn import CoturnCertificate
 from commonstack.deploys.synapse import (
-    MatrixUserExists,
     NoSynapseWheel,
-    RecordedServerName,
     ServerNameChanged,
-    SynapseVersion,
     refuse_changed_server_name,
     require_wheel,
 )
@@ -76,26 +72,6 @@ def test_a_changed_server_name_is_refused_in_one_line_that_says_what_to_do():
     message = str(refused.value)
     assert "\n" not in message and len(message) < 280  # the runner shows 300 characters of it
     assert "set up as example.org" in message and "set matrix.server_name: example.org" in message
-
-
-def test_the_recorded_server_name_comes_from_the_record_or_the_first_account():
-    command = RecordedServerName().command()
-    assert command.startswith("if [ -s /var/lib/commonstack/matrix-server-name ]")
-    assert "ORDER BY creation_ts LIMIT 1" in command and command.endswith("; true")  # never fails a plan
-    assert RecordedServerName().process(["example.org", ""]) == "example.org"
-    assert RecordedServerName().process([]) == ""
-
-
-def test_facts_read_versions_accounts_and_certificate_states():
-    assert SynapseVersion().process(["1.163.2"]) == "1.163.2"
-    assert SynapseVersion().process([]) == ""
-    assert "|| true" in SynapseVersion().command()
-    assert MatrixUserExists().process(["1"]) is True
-    assert MatrixUserExists().process(["0"]) is False
-    assert MatrixUserExists().process([]) is False  # no database yet
-    assert "'@admin:example.org'" in MatrixUserExists().command(user_id="@admin:example.org")
-    assert CoturnCertificate().process(["current"]) == "current"
-    assert CoturnCertificate().process([]) == "unknown"
 
 
 # --- the installer ---------------------------------------------------------------------------

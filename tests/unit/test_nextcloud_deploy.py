@@ -1,4 +1,6 @@
-"""The Nextcloud deploy's decisions, without a host: facts in, settings and commands out."""
+"""The Nextcloud deploy's decisions, without a host: the settings it declares, the install's
+secrets, its packages and what the checks expect. (Its facts and operations have their tables:
+tests/unit/test_facts.py, test_operations.py.)"""
 
 from __future__ import annotations
 
@@ -10,16 +12,7 @@ from commonstack.plan import Release, plan_host
 from commonstack.stacks.model import StackProfile
 from commonstack.stacks.sizing import HostFacts
 from commonstack.stacks.versions import versions
-
-INSTALLED_CONFIG = {  # what `occ config:list system` shows right after maintenance:install
-    "trusted_domains": ["localhost"],
-    "datadirectory": "/var/lib/nextcloud/data",
-    "dbtype": "pgsql",
-    "version": "32.0.2.2",
-    "overwrite.cli.url": "http://localhost",
-    "dbpassword": "***REMOVED SENSITIVE VALUE***",
-    "installed": True,
-}
+from tests.unit.pyinfra_tables import cases
 
 
 def profile(**nextcloud) -> StackProfile:
@@ -45,59 +38,9 @@ def test_settings_follow_the_profile():
     assert wanted["default_phone_region"] == "DE"
     assert isinstance(wanted["maintenance_window_start"], int)
     assert "default_phone_region" not in deploy.wanted_system_config(plan())
-
-
-def test_a_fresh_install_gets_every_setting_typed():
-    wanted = deploy.wanted_system_config(plan(default_phone_region="DE"))
-    commands = deploy.system_config_commands(wanted, INSTALLED_CONFIG)
-    assert ["config:system:delete", "trusted_domains"] in commands
-    assert ["config:system:set", "trusted_domains", "0", "--value=cloud.example.org"] in commands
-    assert ["config:system:set", "redis", "host", "--value=/run/redis/redis-server.sock"] in commands
-    assert ["config:system:set", "redis", "port", "--type=integer", "--value=0"] in commands
-    assert ["config:system:set", "maintenance_window_start", "--type=integer", "--value=1"] in commands
-    assert ["config:system:set", "memcache.locking", "--value=\\OC\\Memcache\\Redis"] in commands
-    assert ["config:system:set", "overwrite.cli.url", "--value=https://cloud.example.org"] in commands
-    assert not any(c[0] == "config:system:delete" and c[1] == "redis" for c in commands), "nothing to delete yet"
-
-
-def test_settings_already_in_place_give_no_command():
-    wanted = deploy.wanted_system_config(plan(default_phone_region="DE"))
-    assert deploy.system_config_commands(wanted, {**INSTALLED_CONFIG, **wanted}) == []
-
-
-def test_only_what_drifted_is_set_again():
-    wanted = deploy.wanted_system_config(plan())
-    drifted = {**INSTALLED_CONFIG, **wanted, "redis": {"host": "127.0.0.1", "port": 6379}}
-    drifted["maintenance_window_start"] = 3
-    assert deploy.system_config_commands(wanted, drifted) == [
-        ["config:system:delete", "redis"],
-        ["config:system:set", "redis", "host", "--value=/run/redis/redis-server.sock"],
-        ["config:system:set", "redis", "port", "--type=integer", "--value=0"],
-        ["config:system:set", "maintenance_window_start", "--type=integer", "--value=1"],
-    ]
-
-
-def test_state_fact_reads_a_fresh_host_and_an_installed_one():
-    fact = deploy.NextcloudState()
-    assert fact.process([]) == deploy.NextcloudOnHost()
-    state = fact.process(
-        ["version=32.0.2", "installed=yes", 'system={"system": {"installed": true, "trusted_domains": ["x"]}}',
-         "background_jobs=cron"]
-    )  # fmt: skip
-    assert (state.version, state.installed, state.background_jobs) == ("32.0.2", True, "cron")
-    assert state.system == {"installed": True, "trusted_domains": ["x"]}
-    broken = fact.process(["version=32.0.2", "installed=yes", "system=An unhandled exception has been thrown"])
-    assert broken.system is None and "unhandled exception" in broken.occ_problem
-
-
-def test_download_fact_gives_the_reason_or_nothing():
-    fact = deploy.DownloadProblem()
-    assert fact.process([]) == ""
-    assert fact.process(["curl: (6) Could not resolve host: download.nextcloud.com", "failed"]) == (
-        "curl: (6) Could not resolve host: download.nextcloud.com"
-    )
-    assert fact.process(["failed"]) == "no answer"
-    assert "curl -fsSI" in fact.command("https://download.nextcloud.com/x.tar.bz2")
+    # ...and they are the settings the operation's table is written for.
+    table = next(case for case in cases("operations") if case.id == "nextcloud.nextcloud_system_config/after_the_install")
+    assert table.load()["kwargs"]["wanted"] == wanted
 
 
 def test_the_install_secrets_are_a_file_shell_can_read(tmp_path):
