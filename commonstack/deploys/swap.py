@@ -41,17 +41,19 @@ def swapfile(path: str = "/swapfile", size_mb: int = 0):
         host.noop("no swap file wanted")
         return
     commands = []
+    active = path in host.get_fact(ActiveSwaps)
     existing = host.get_fact(File, path=path)
     if not existing or existing["size"] != size_mb * 1024 * 1024:
-        if existing and path in host.get_fact(ActiveSwaps):
+        if existing and active:
             commands.append(f"swapoff {path}")
+            active = False  # switched off to be made again: it must be switched on again below
         commands.append(f"rm -f {path}")
         commands.append(f"fallocate -l {size_mb}M {path} || dd if=/dev/zero of={path} bs=1M count={size_mb}")
         commands.append(f"chmod 600 {path}")
         commands.append(f"mkswap {path}")
     if not host.get_fact(FindInFile, path="/etc/fstab", pattern=f"^{path} "):
         commands.append(f"echo '{path} none swap sw 0 0' >> /etc/fstab")
-    if not host.get_fact(InContainer) and path not in host.get_fact(ActiveSwaps):
+    if not host.get_fact(InContainer) and not active:
         commands.append(f"swapon {path}")
     if not commands:
         host.noop(f"swap file {path} of {size_mb} MB is in place")
