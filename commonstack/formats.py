@@ -14,6 +14,8 @@ from __future__ import annotations
 import re
 import shlex
 
+from commonstack.errors import CommonstackError
+
 _CADDY_BARE = re.compile(r"[A-Za-z0-9._~:/@%+=,-]+")
 _CADDY_PLACEHOLDER = re.compile(r"\{[$A-Za-z_]")  # {$ENV} at load time, {http.request...} at runtime
 _SYSTEMD_BARE = re.compile(r"[A-Za-z0-9._:/@+=,-]+")
@@ -21,9 +23,9 @@ _SSH_BARE = re.compile(r"[A-Za-z0-9._/@:+,~%-]+")
 _SUDOERS_USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 
 
-class UnsafeValue(ValueError):
-    """A value that cannot be written into its format as one value. Its message never quotes the
-    value, which may be a secret."""
+class UnsafeValue(CommonstackError, ValueError):
+    """A value that cannot be written into its format as one value (exit 2, bad input). Its
+    message never quotes the value, which may be a secret."""
 
 
 def one_line(value: str, where: str = "a config file") -> str:
@@ -88,11 +90,13 @@ def sudoers_user(value: str) -> str:
     return value
 
 
-def ssh_config(value: str, tokens: bool = False) -> str:
-    """An ssh_config argument; with `tokens`, for keywords that expand %d, %h, ... (paths)."""
+def ssh_config(value: str, tokens: bool = False, suffix: str = "") -> str:
+    """An ssh_config argument; with `tokens`, for keywords that expand %d, %h, ... (paths), whose
+    own `suffix` of tokens (e.g. /%n) is kept."""
     one_line(value, "an ssh_config")
     if '"' in value:
         raise UnsafeValue("a value with a double quote cannot be written into an ssh_config")
     if tokens:
         value = value.replace("%", "%%")
+    value += suffix
     return value if _SSH_BARE.fullmatch(value) else f'"{value}"'
