@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 import yaml.composer
+import yaml.reader
 from yaml.composer import Composer
 from yaml.constructor import SafeConstructor
 from yaml.events import AliasEvent
@@ -122,6 +123,10 @@ def load_yaml(text: str, quote: bool = True) -> tuple[Any, Node | None]:
                         line=exc.problem_mark.line + 1) from None
     except yaml.MarkedYAMLError as exc:
         raise _malformed(exc, quote) from None
+    except yaml.reader.ReaderError as exc:  # a control character, which YAML does not allow
+        line = text.count("\n", 0, exc.position) + 1
+        raise ReadError(f"malformed YAML: a control character (code {exc.character:#x}); YAML allows none",
+                        line=line) from None
     except yaml.YAMLError as exc:
         raise ReadError(f"malformed YAML: {exc}" if quote else "malformed YAML") from None
     except (ValueError, OverflowError):  # a constructor's: a date like 2024-13-45, a 5000-digit number
