@@ -18,6 +18,7 @@ from commonstack.errors import CommonstackError
 
 _CADDY_BARE = re.compile(r"[A-Za-z0-9._~:/@%+=,-]+")
 _CADDY_PLACEHOLDER = re.compile(r"\{[$A-Za-z_]")  # {$ENV} at load time, {http.request...} at runtime
+_CADDY_ADDRESS = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?")
 _SYSTEMD_BARE = re.compile(r"[A-Za-z0-9._:/@+=,-]+")
 _SSH_BARE = re.compile(r"[A-Za-z0-9._/@:+,~%-]+")
 _SUDOERS_USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
@@ -45,6 +46,14 @@ def caddy(value: str) -> str:
     if "`" in value:
         raise UnsafeValue("a value with a backquote cannot be written into a Caddyfile")
     return f"`{value}`"
+
+
+def caddy_address(value: str) -> str:
+    """A Caddyfile site address: only a host name (Caddy gets it a certificate), never quoted."""
+    one_line(value, "a Caddyfile")
+    if not _CADDY_ADDRESS.fullmatch(value):
+        raise UnsafeValue("only a host name can be a site address in a Caddyfile")
+    return value
 
 
 def systemd(value: str) -> str:

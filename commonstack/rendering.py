@@ -195,11 +195,13 @@ def _environment() -> jinja2.Environment:
     # One filter per format a value is written into (see formats.py); YAML and JSON use tojson.
     environment.filters.update({
         "caddy": formats.caddy,
+        "caddy_address": formats.caddy_address,
         "systemd": formats.systemd,
         "systemd_arg": formats.systemd_arg,
         "systemd_env": formats.systemd_env,
         "shell": formats.shell,
         "conf": formats.conf,
+        "line": formats.one_line,
         "sudoers_user": formats.sudoers_user,
     })
     return environment
