@@ -40,7 +40,9 @@ MAX_PATH = 1024
 
 
 def text(value: str, max_length: int = MAX_TEXT) -> str:
-    """Free text (a note, a user name at a mail relay): printable, one line, bounded."""
+    """Free text (a note, a user name at a mail relay): printable, one line, bounded, not empty."""
+    if not value.strip():
+        raise ValueError("is empty; write a value or leave the key out")
     if len(value) > max_length:
         raise ValueError(f"longer than {max_length} characters: {excerpt(value)}")
     if not value.isprintable():
