@@ -8,7 +8,7 @@ import logging
 import socket
 from pathlib import Path
 
-from commonstack.errors import CommonstackError
+from commonstack.errors import CommonstackError, HostError
 from commonstack.stacks.reading import ReadError, read_text
 
 
@@ -34,7 +34,7 @@ def scan_host_key(address: str, port: int, timeout: float = 10.0) -> tuple[str, 
     try:
         sock = socket.create_connection((address, port), timeout=timeout)
     except OSError as exc:
-        raise CommonstackError(f"cannot reach {address}:{port}: {exc.strerror or exc} — is the host up?") from None
+        raise HostError(f"cannot reach {address}:{port}: {exc.strerror or exc} — is the host up?") from None
     transport = paramiko.Transport(sock)
     # The transport's thread logs the traceback of a failed handshake, which Python's last-resort
     # handler would print; the one line raised below says it all.
@@ -44,7 +44,7 @@ def scan_host_key(address: str, port: int, timeout: float = 10.0) -> tuple[str, 
         key = transport.get_remote_server_key()
         return key.get_name(), key.get_base64()
     except (paramiko.SSHException, EOFError, OSError) as exc:
-        raise CommonstackError(f"{address}:{port} did not speak SSH ({exc or type(exc).__name__}) — is it the SSH port?") from None
+        raise HostError(f"{address}:{port} did not speak SSH ({exc or type(exc).__name__}) — is it the SSH port?") from None
     finally:
         transport.close()
 
