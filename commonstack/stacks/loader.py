@@ -110,7 +110,7 @@ def _read_yaml(path: Path) -> tuple[dict, yaml.Node | None]:
 
 def _first_error(exc, path, group_data, group_tree, preset, preset_tree) -> ProfileError:
     error = exc.errors()[0]
-    loc = tuple(error["loc"])
+    loc = _written(tuple(error["loc"]), deep_merge(preset.profile, group_data) if preset else group_data)
     key = _key_path(loc)
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
@@ -126,6 +126,15 @@ def _first_error(exc, path, group_data, group_tree, preset, preset_tree) -> Prof
     if preset and not in_group and _lookup(preset.profile, loc) is not _MISSING:
         return ProfileError(preset.path, message, key=key, line=_line_of(preset_tree, loc))
     return ProfileError(path, message, key=key, line=_line_of(group_tree, loc))
+
+
+def _written(loc: tuple, data: Any) -> tuple:
+    """`loc` without what pydantic adds past a value (the member of a union it tried: 'int', 'float')."""
+    for depth in range(len(loc)):
+        if data is not _MISSING and not isinstance(data, (dict, list)):
+            return loc[:depth]
+        data = _lookup(data, loc[depth : depth + 1])
+    return loc
 
 
 def _key_path(loc: tuple) -> str:

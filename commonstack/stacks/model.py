@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from commonstack.stacks import values
+from commonstack.stacks.reading import excerpt
 
 # Reserved Unix users: Debian's system accounts and the ones the layers create. An admin user of
 # that name would hand a service's account a login shell and sudo.
@@ -32,7 +33,7 @@ def _path(check):
 
     def parse(value: Any) -> Any:
         if not isinstance(value, str):
-            raise ValueError(f"expected a file path, got {values.excerpt(value)}")
+            raise ValueError(f"expected a file path, got {excerpt(value)}")
         return check(value)
 
     return BeforeValidator(parse)
@@ -49,6 +50,8 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 LocalPath = Annotated[Path, _path(values.local_path)]
 GroupFile = Annotated[Path, _path(values.group_file)]
 SshPublicKey = Annotated[str, AfterValidator(values.ssh_public_key)]
+# A tuning value: a count, megabytes or a factor; 10^6 MB is a terabyte, past any host of a group.
+SizingValue = Annotated[int, Field(ge=0, le=10**6)] | Annotated[float, Field(ge=0, le=10**6, allow_inf_nan=False)]
 Arch = Literal["amd64", "arm64", "armhf"]
 # Hosts and keys a group could ever have; a list longer than this is a mistake, not a group.
 MAX_HOSTS = 64
@@ -81,7 +84,7 @@ class Host(Settings):
     )
     cpus: int | None = Field(None, ge=1, le=1024, description="CPU hint for offline rendering.")
     arch: Arch | None = Field(None, description="Architecture hint for offline rendering.")
-    sizing: dict[Annotated[str, AfterValidator(values.setting_name)], int | float] = Field(
+    sizing: dict[Annotated[str, AfterValidator(values.setting_name)], SizingValue] = Field(
         default_factory=dict,
         max_length=32,
         description="Overrides of computed tuning, e.g. {php_fpm_max_children: 8}.",

@@ -435,8 +435,8 @@ def test_bad_sizing_overrides_are_profile_errors(tmp_path: Path):
     path = tmp_path / "stack.yaml"
     for sizing in ({"bogus_field": 1}, {"php_fpm_max_children": -5}):
         path.write_text(yaml.safe_dump({**VALID, "hosts": [{**VALID["hosts"][0], "sizing": sizing}]}))
-        profile = load_profile(path)
-        try:
+        try:  # refused by the model (a negative number) or by sizing (a name it does not know)
+            profile = load_profile(path)
             plan_group(Group("g", tmp_path), profile, redacted(profile))
         except ProfileError as error:
             assert "hosts[0].sizing" in str(error)
