@@ -9,9 +9,10 @@ anything else in it is refused, naming what was found.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
+if TYPE_CHECKING:  # cryptography is imported when a profile names certificates, not by every command
+    from cryptography import x509
 
 # A CA bundle of a whole operating system is about 200 kB.
 MAX_BYTES = 512_000
@@ -28,6 +29,7 @@ def ca_certificates(text: str) -> str:
 
     Read line by line (a PEM file is lines): blank lines between blocks, and nothing else.
     """
+    from cryptography.hazmat.primitives.serialization import Encoding
     found: list[x509.Certificate] = []
     kind, start, body = None, 0, []
     for number, line in enumerate(text.splitlines(), start=1):
@@ -62,6 +64,7 @@ def ca_certificates(text: str) -> str:
 
 
 def _certificate(body: list[str], line: int) -> x509.Certificate:
+    from cryptography import x509
     pem = "-----BEGIN CERTIFICATE-----\n" + "\n".join(body) + "\n-----END CERTIFICATE-----\n"
     try:
         return x509.load_pem_x509_certificate(pem.encode("ascii"))
