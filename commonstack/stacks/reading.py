@@ -39,16 +39,16 @@ EXCERPT = 40
 
 try:  # libyaml's parser: a profile of MAX_BYTES is parsed in a fraction of a second.
     from yaml.cyaml import CParser as _Parser
-except ImportError:  # pragma: no cover - PyYAML built without libyaml
-    from yaml.parser import Parser as _Parser  # type: ignore[assignment]
+except ImportError:  # a PyYAML built without libyaml: Python's parser, about five times slower
+    from yaml.parser import Parser
     from yaml.reader import Reader
     from yaml.scanner import Scanner
 
-    class _Parser(Reader, Scanner, _Parser):  # type: ignore[no-redef]
+    class _Parser(Reader, Scanner, Parser):  # type: ignore[no-redef]
         def __init__(self, stream):
             Reader.__init__(self, stream)
             Scanner.__init__(self)
-            _Parser.__init__(self)
+            Parser.__init__(self)
 
 
 class ReadError(Exception):
