@@ -4,7 +4,9 @@ special files. Before issue 17 these took 10-20 s or more, past 1 GB, or never e
 
 Run: .venv/bin/python bench/bench_profiles.py [--runs N]. Each run is a fresh process, as a volunteer
 starts it; prints the median wall time, the CPU time and the peak RSS of the process, and the ratio
-to validating a normal profile (target: every one under a second).
+to validating a normal profile (target: every one under a second). A second table times the
+loader alone, in this process (CPU time and traced memory peak: what the profile itself costs,
+without the interpreter's start and imports).
 """
 
 from __future__ import annotations
@@ -76,6 +78,46 @@ def main() -> None:
     print(f"{'profile':44} {'wall':>7} {'CPU':>7} {'peak RSS':>9} {'exit':>5}  {'x normal':>8}")
     for what, wall, cpu, rss, status in rows:
         print(f"{what:44} {wall:6.2f}s {cpu:6.2f}s {rss / 1024:7.0f}MB {status:5}  {wall / baseline:7.2f}x")
+    print()
+    print(f"{'profile (load_profile in process)':44} {'CPU':>8} {'traced peak':>12}")
+    for what, cpu, peak in in_process(runs):
+        print(f"{what:44} {cpu * 1000:6.1f}ms {peak / 1e6:10.1f}MB")
+
+
+def in_process(runs: int) -> list[tuple[str, float, int]]:
+    """(case, median CPU s, traced memory peak) of loading each profile in this process."""
+    import tracemalloc
+
+    from commonstack.errors import ProfileError
+    from commonstack.stacks.loader import load_profile
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for number, (what, text) in enumerate(CASES.items()):
+            stack = Path(tmp) / f"stack{number}.yaml"
+            if text is None:
+                os.mkfifo(stack)
+            elif text.startswith("/dev/"):
+                stack.symlink_to(text)
+            else:
+                stack.write_text(text)
+            spent = []
+            for _ in range(runs):
+                start = time.process_time()
+                try:
+                    load_profile(stack)
+                except ProfileError:
+                    pass
+                spent.append(time.process_time() - start)
+            tracemalloc.start()
+            try:
+                load_profile(stack)
+            except ProfileError:
+                pass
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+            rows.append((what, statistics.median(spent), peak))
+    return rows
 
 
 if __name__ == "__main__":
