@@ -30,17 +30,25 @@ class _Commands(click.Group):
         from commonstack.errors import CommonstackError
 
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
+            sys.stdout.flush()  # here, so that a reader gone away is caught below, not at exit
+            return result
+        except BrokenPipeError:
+            # The reader of the output went away (`commonstack presets | head -1`): stop quietly,
+            # as cat does, with nothing more written to the closed pipe.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(1)
         except CommonstackError as exc:
-            click.secho(f"error: {exc}", fg="red", err=True)
+            click.secho(f"error: {' '.join(str(exc).split())}", fg="red", err=True)
             sys.exit(exc.exit_code)
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit, KeyboardInterrupt):
             raise
         except Exception as exc:  # a bug: still one line, the traceback only on request
             if os.environ.get("COMMONSTACK_DEBUG"):
                 raise
+            said = " ".join(str(exc).split())
             click.secho(
-                f"internal error: {type(exc).__name__}: {exc} "
+                f"internal error: {type(exc).__name__}: {said[:300]} "
                 "(please report it; COMMONSTACK_DEBUG=1 shows the traceback)",
                 fg="red",
                 err=True,
@@ -288,13 +296,13 @@ def _converge(ctx, group_name: str, hosts, only, apply_changes: bool, assume_yes
     if not apply_changes:
         sys.exit(1 if planned.failed else 0)
     if len(planned.failed) == len(planned.results):
-        click.secho("Nothing was deployed: no host could be planned.", fg="red")
+        click.secho("Nothing was deployed: no host could be reached or planned.", fg="red")
         sys.exit(1)
     if planned.failed and not assume_yes and not click.confirm("Some hosts cannot be deployed. Deploy the others?"):
         sys.exit(1)
     failed = {r.name for r in planned.failed}
     if not planned.pending:
-        click.secho("Nothing to change.", fg="green")
+        click.secho("Nothing to change" + (" on the other hosts." if failed else "."), fg="green")
     else:
         if purge and not _confirm_purge(planned, assume_yes):
             click.echo("Nothing changed.")

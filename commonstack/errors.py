@@ -27,3 +27,9 @@ class SecretsError(CommonstackError):
 
 class GroupError(CommonstackError):
     """A group folder that does not exist, or exists when it should not."""
+
+
+class HostError(CommonstackError):
+    """A host that cannot be reached or does not answer as it should: its fault, not the input's."""
+
+    exit_code = 1

@@ -13,10 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from commonstack.errors import ProfileError
+from commonstack.formats import UnsafeValue
 from commonstack.inventories.groups import Group
 from commonstack.rendering import ConfigFile, render_layer
+from commonstack.stacks.certificates import MAX_BYTES, NotCertificates, ca_certificates
 from commonstack.stacks.layers import firewall_ports, layer, layers_on
 from commonstack.stacks.model import Host, StackProfile
+from commonstack.stacks.reading import ReadError, read_text
 from commonstack.stacks.sizing import HostFacts, HostTooSmall, Sizing, UnsupportedArchitecture, compute_sizing
 from commonstack.stacks.sizing import minimum_memory_mb
 from commonstack.stacks.versions import DebianRelease, versions
@@ -127,6 +130,8 @@ def plan_one(
         plan = plan_host(profile, host, secrets, release)
     except (HostTooSmall, UnsupportedArchitecture) as exc:
         raise ProfileError(group.stack_file, str(exc), key=f"hosts[{index}] ({host.name})") from None
+    except UnsafeValue as exc:  # a value the grammars let through but a format cannot hold
+        raise ProfileError(group.stack_file, f"{exc}; check the values written for host {host.name}") from None
     except ValueError as exc:  # the only other ValueError of sizing: a bad override
         raise ProfileError(group.stack_file, str(exc), key=f"hosts[{index}].sizing") from None
     for number, path in enumerate(profile.extra_ca_certificates):
@@ -139,12 +144,17 @@ def plan_one(
 
 
 def _read_pem(group: Group, path: Path, key: str) -> str:
-    """A PEM file named in the profile, relative to the group's folder."""
+    """The certificates of a PEM file in the group's folder (the profile's grammar keeps the path
+    inside it; a link out of it is refused before it is followed to a file)."""
     full = group.folder / path
     try:
-        text = full.read_text()
-    except OSError as exc:
-        raise ProfileError(group.stack_file, f"cannot read {full}: {exc.strerror}", key=key) from None
-    if "-----BEGIN CERTIFICATE-----" not in text:
-        raise ProfileError(group.stack_file, f"{full} is not a PEM certificate", key=key)
-    return text
+        inside = full.resolve().is_relative_to(group.folder.resolve())
+    except (OSError, RuntimeError):  # a loop of links (RuntimeError before Python 3.13)
+        raise ProfileError(group.stack_file, f"{full}: a loop of symbolic links", key=key) from None
+    if not inside:
+        raise ProfileError(group.stack_file, f"{path} leads outside the group's folder {group.folder}; "
+                           "copy the certificate into that folder", key=key)  # fmt: skip
+    try:
+        return ca_certificates(read_text(full, limit=MAX_BYTES))
+    except (ReadError, NotCertificates) as exc:
+        raise ProfileError(group.stack_file, f"{full}: {exc}", key=key) from None

@@ -15,6 +15,8 @@ from typing import Any
 import jinja2
 import yaml
 
+from commonstack import formats
+
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 
 
@@ -49,13 +51,38 @@ def _file_meta(layer: str) -> dict[str, dict[str, str]]:
     return {path: {k: str(v) for k, v in attrs.items()} for path, attrs in yaml.safe_load(meta_file.read_text()).items()}
 
 
+@jinja2.pass_context
+def _one_value(context: jinja2.runtime.Context, value: Any) -> Any:
+    """Every {{ ... }} of every template: a number, or text of one line (whatever filter it went
+    through), never None or a boolean (a template bug that would write 'None' into a config)."""
+    if isinstance(value, str):
+        return formats.one_line(value, context.name.removesuffix(".j2"))
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    raise formats.UnsafeValue(f"{context.name}: a template wrote {type(value).__name__}, not text or a number")
+
+
 @cache
 def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
+    environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,
         lstrip_blocks=True,
         autoescape=False,
+        finalize=_one_value,
     )
+    # One filter per format a value is written into (see formats.py); YAML and JSON use tojson.
+    environment.filters.update({
+        "caddy": formats.caddy,
+        "caddy_address": formats.caddy_address,
+        "systemd": formats.systemd,
+        "systemd_arg": formats.systemd_arg,
+        "systemd_env": formats.systemd_env,
+        "shell": formats.shell,
+        "conf": formats.conf,
+        "line": formats.one_line,
+        "sudoers_user": formats.sudoers_user,
+    })
+    return environment

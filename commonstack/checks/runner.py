@@ -17,6 +17,7 @@ from pathlib import Path
 
 from commonstack.checks.expect import NOT_HERE
 from commonstack.errors import CommonstackError
+from commonstack.formats import ssh_config as ssh_config_value
 from commonstack.inventories.secrets import redact
 from commonstack.inventories.targets import HostTarget
 from commonstack.stacks.layers import check_modules
@@ -46,12 +47,14 @@ def ssh_config(hosts: list[HostTarget], control_dir: Path | None = None) -> str:
     """
     blocks = []
     for h in hosts:
+        # Each value quoted for ssh_config (formats.py): none can end its line and start another
+        # keyword (a ProxyCommand would run a local command).
         lines = [
-            f"Host {h.name}",
-            f"  HostName {h.address}",
-            f"  Port {h.port}",
-            f"  User {h.user}",
-            f"  UserKnownHostsFile {h.known_hosts.resolve()}",
+            f"Host {ssh_config_value(h.name)}",
+            f"  HostName {ssh_config_value(h.address)}",
+            f"  Port {int(h.port)}",
+            f"  User {ssh_config_value(h.user)}",
+            f"  UserKnownHostsFile {ssh_config_value(str(h.known_hosts.resolve()), tokens=True)}",
             "  GlobalKnownHostsFile /dev/null",
             "  StrictHostKeyChecking yes",
             "  BatchMode yes",
@@ -60,10 +63,11 @@ def ssh_config(hosts: list[HostTarget], control_dir: Path | None = None) -> str:
             "  ServerAliveInterval 15",
         ]
         if h.key_path:
-            lines += [f"  IdentityFile {h.key_path.resolve()}", "  IdentitiesOnly yes"]
+            lines += [f"  IdentityFile {ssh_config_value(str(h.key_path.resolve()), tokens=True)}", "  IdentitiesOnly yes"]
         if control_dir:
             # %n, the host's name here, keeps the socket's path short (a unix socket's is limited).
-            lines += [f"  ControlPath {control_dir}/%n", "  ControlMaster auto", "  ControlPersist 120"]
+            control_path = ssh_config_value(str(control_dir), tokens=True, suffix="/%n")
+            lines += [f"  ControlPath {control_path}", "  ControlMaster auto", "  ControlPersist 120"]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from io import StringIO
+
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import apt, files, server, systemd
@@ -14,6 +16,9 @@ from commonstack.stacks.paths import STATE_DIR
 
 # apt-daily refreshes the lists every day; only a staler cache warrants an update of our own.
 APT_CACHE_SECONDS = 2 * 24 * 3600
+SUDOERS = "/etc/sudoers.d/commonstack-admin"
+# sudo reads every file of /etc/sudoers.d: the drop-in is checked by visudo here, outside it, first.
+STAGED_SUDOERS = f"{STATE_DIR}/sudoers-commonstack-admin"
 
 
 @deploy("Base system")
@@ -27,7 +32,24 @@ def base(plan: HostPlan) -> None:
     """
     apt.update(name="Refresh the package lists (when older than two days)", cache_time=APT_CACHE_SECONDS)
     apt.packages(name="Install base packages", packages=plan.packages_of(("base",)), no_recommends=True)
+    files.directory(name="Kit state folder", path=STATE_DIR, mode="0700")
 
+    # A broken sudoers drop-in breaks sudo for everyone: visudo checks it before it is put in place.
+    # A refused file is removed from the staging place, so the next deploy checks it again.
+    sudoers = next(f for f in plan.files_of("base") if f.path == SUDOERS)
+    staged = files.put(
+        name="Stage the sudoers drop-in",
+        src=StringIO(sudoers.content),
+        dest=STAGED_SUDOERS,
+        mode=sudoers.mode,
+        user="root",
+        group="root",
+    )
+    server.shell(
+        name="Check the sudoers drop-in with visudo before it is used",
+        commands=[f"visudo -c -f {STAGED_SUDOERS} || {{ rm -f {STAGED_SUDOERS}; exit 1; }}"],
+        _if=changed([staged]),
+    )
     configs = put_configs(plan, "base")
     by_path = {op_path: op for op_path, op in zip((f.path for f in plan.files_of("base")), configs)}
     ca_files = [op for path, op in by_path.items() if path.startswith(CA_FOLDER)]
@@ -74,4 +96,3 @@ def base(plan: HostPlan) -> None:
         running=not host.get_fact(InContainer),
         enabled=True,
     )
-    files.directory(name="Kit state folder", path=STATE_DIR, mode="0700")

@@ -26,6 +26,7 @@ from functools import cache
 from pathlib import Path
 
 from commonstack.errors import CommonstackError
+from commonstack.stacks.reading import ReadError, read_text
 from commonstack.stacks.versions import VERSIONS_FILE, versions
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -211,12 +212,12 @@ def _sha256_of(path: Path, size: int, mtime_ns: int) -> str:
 
 def published_sha256(checksum_file: Path) -> str | None:
     """The hash in a `.sha256` file (`HASH  NAME`), None when there is no such file."""
-    try:
-        words = checksum_file.read_text().split()
-    except FileNotFoundError:
+    if not checksum_file.exists():
         return None
-    except OSError as exc:
-        raise NextcloudSourceError(f"{checksum_file}: cannot read it ({exc.strerror})") from None
+    try:  # bounded: a FIFO or a huge file in its place is refused, not read
+        words = read_text(checksum_file, limit=4096).split()
+    except ReadError as exc:
+        raise NextcloudSourceError(f"{checksum_file}: {exc.message}") from None
     if not words or not _HEX64.match(words[0].lower()):
         raise NextcloudSourceError(f"{checksum_file}: not a sha256 checksum file")
     return words[0].lower()

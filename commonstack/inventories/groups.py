@@ -9,12 +9,24 @@ from pathlib import Path
 
 import yaml
 
-from commonstack.errors import GroupError
-from commonstack.stacks.loader import load_preset, load_profile
-from commonstack.stacks.model import StackProfile
+from pydantic import TypeAdapter, ValidationError
 
-_GROUP_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
-_HOST_RE = re.compile(r"^(?:(?P<name>[a-z][a-z0-9-]*)=)?(?:(?P<user>[^@\s]+)@)?(?P<address>[^@:\s]+)(?::(?P<port>\d+))?$")
+from commonstack.errors import GroupError
+from commonstack.stacks import values
+from commonstack.stacks.loader import load_preset, load_profile
+from commonstack.stacks.model import Port as PortType
+from commonstack.stacks.model import StackProfile
+from commonstack.stacks.reading import excerpt
+
+Port = TypeAdapter(PortType)
+
+_GROUP_RE = re.compile(r"[a-z][a-z0-9-]{0,30}")
+# [NAME=][USER@]ADDRESS[:PORT]; an IPv6 address with a port goes in brackets: [2001:db8::7]:2222.
+_HOST_RE = re.compile(
+    r"(?:(?P<name>[^=@]*)=)?(?:(?P<user>[^=@]*)@)?"
+    r"(?:\[(?P<bracketed>[0-9A-Fa-f:.]+)\]|(?P<address>[^=@\[\]:]+|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*))"
+    r"(?::(?P<port>\d{1,5}))?"
+)
 
 
 def inventories_root() -> Path:
@@ -43,7 +55,7 @@ class Group:
         return self.folder / "known_hosts"
 
     def load(self) -> StackProfile:
-        if not self.stack_file.is_file():
+        if not self.stack_file.exists():
             raise GroupError(
                 f"{self.stack_file}: no such group profile; create it with "
                 f"`commonstack init {self.name} --preset small-group --domain example.org --host root@ADDRESS`"
@@ -52,7 +64,7 @@ class Group:
 
 
 def group(name: str, root: Path | None = None) -> Group:
-    if not _GROUP_RE.match(name):
+    if not _GROUP_RE.fullmatch(name):
         raise GroupError(
             f"{name!r} is not a group name: use lowercase letters, digits and '-', starting with a letter"
         )
@@ -60,15 +72,26 @@ def group(name: str, root: Path | None = None) -> Group:
 
 
 def parse_host(spec: str, default_name: str) -> dict:
-    """'[NAME=][USER@]ADDRESS[:PORT]' -> a hosts entry of stack.yaml."""
-    match = _HOST_RE.match(spec.strip())
+    """'[NAME=][USER@]ADDRESS[:PORT]' -> a hosts entry of stack.yaml, each part checked as the
+    profile checks it (so `Server=root@...` is a bad host name, not the user 'Server=root')."""
+    usage = "expected [NAME=][USER@]ADDRESS[:PORT], e.g. vps=root@203.0.113.7"
+    match = _HOST_RE.fullmatch(spec.strip())
     if not match:
-        raise GroupError(f"--host {spec!r}: expected [NAME=][USER@]ADDRESS[:PORT], e.g. vps=root@203.0.113.7")
-    entry = {"name": match["name"] or default_name, "address": match["address"]}
-    if match["user"]:
+        raise GroupError(f"--host {excerpt(spec)}: {usage}")
+    entry: dict = {"name": default_name if match["name"] is None else match["name"],
+                   "address": match["bracketed"] or match["address"]}
+    if match["user"] is not None:
         entry["user"] = match["user"]
     if match["port"]:
         entry["port"] = int(match["port"])
+    checks = {"name": values.slug, "user": values.unix_user, "address": values.address, "port": Port.validate_python}
+    for part, check in checks.items():
+        if part in entry:
+            try:
+                entry[part] = check(entry[part])
+            except (ValueError, ValidationError) as exc:
+                why = "expected a port number 1-65535" if part == "port" else str(exc)
+                raise GroupError(f"--host {excerpt(spec)}: the host's {part}: {why}") from None
     return entry
 
 

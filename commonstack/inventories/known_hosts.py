@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import socket
 from pathlib import Path
 
-from commonstack.errors import CommonstackError
+from commonstack.errors import CommonstackError, HostError
+from commonstack.stacks.reading import ReadError, read_text
+
+
+_SCAN_LOG = logging.getLogger("commonstack.known_hosts.scan")
+_SCAN_LOG.addHandler(logging.NullHandler())
+_SCAN_LOG.propagate = False
 
 
 def host_pattern(address: str, port: int) -> str:
@@ -27,14 +34,17 @@ def scan_host_key(address: str, port: int, timeout: float = 10.0) -> tuple[str, 
     try:
         sock = socket.create_connection((address, port), timeout=timeout)
     except OSError as exc:
-        raise CommonstackError(f"cannot reach {address}:{port}: {exc.strerror or exc} — is the host up?") from None
+        raise HostError(f"cannot reach {address}:{port}: {exc.strerror or exc} — is the host up?") from None
     transport = paramiko.Transport(sock)
+    # The transport's thread logs the traceback of a failed handshake, which Python's last-resort
+    # handler would print; the one line raised below says it all.
+    transport.set_log_channel(_SCAN_LOG.name)
     try:
         transport.start_client(timeout=timeout)
         key = transport.get_remote_server_key()
         return key.get_name(), key.get_base64()
-    except paramiko.SSHException as exc:
-        raise CommonstackError(f"{address}:{port} did not speak SSH: {exc}") from None
+    except (paramiko.SSHException, EOFError, OSError) as exc:
+        raise HostError(f"{address}:{port} did not speak SSH ({exc or type(exc).__name__}) — is it the SSH port?") from None
     finally:
         transport.close()
 
@@ -42,7 +52,10 @@ def scan_host_key(address: str, port: int, timeout: float = 10.0) -> tuple[str, 
 def pin(known_hosts: Path, address: str, port: int, key_type: str, key_base64: str) -> bool:
     """Add a host's key; False if already pinned. A different pinned key is an error, never replaced."""
     pattern = host_pattern(address, port)
-    lines = known_hosts.read_text().splitlines() if known_hosts.exists() else []
+    try:
+        lines = read_text(known_hosts).splitlines() if known_hosts.exists() else []
+    except ReadError as exc:
+        raise CommonstackError(f"{known_hosts}: {exc.message}") from None
     for line in lines:
         fields = line.split()
         if len(fields) >= 3 and pattern in fields[0].split(","):

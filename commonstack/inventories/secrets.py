@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import stat
 from collections.abc import Iterable, Iterator, Mapping
@@ -13,6 +14,10 @@ import yaml
 from commonstack.errors import SecretsError
 from commonstack.stacks.layers import generated_secrets
 from commonstack.stacks.model import StackProfile
+from commonstack.stacks.reading import ReadError, load_yaml, read_text
+
+_NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+MAX_SECRET = 4096
 
 
 def provided_secrets(profile: StackProfile) -> dict[str, str]:
@@ -86,19 +91,38 @@ def require_provided(path: Path, profile: StackProfile, values: Mapping[str, str
 
 
 def read_secrets(path: Path) -> dict[str, str]:
-    if not path.exists():
+    """The secrets file's `name: value` lines. No error repeats anything written in it."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
         return {}
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & 0o077:
+    except OSError as exc:
+        raise SecretsError(f"{path}: cannot read ({exc.strerror})") from None
+    mode = stat.S_IMODE(info.st_mode)
+    if stat.S_ISREG(info.st_mode) and mode & 0o077:
         raise SecretsError(f"{path}: readable by other users (mode {mode:04o}); run `chmod 600 {path}`")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark else ""
-        raise SecretsError(f"{path}{where}: malformed YAML; fix it by hand (values are not shown)") from None
-    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
-        raise SecretsError(f"{path}: expected `name: value` lines with text values")
+        data, tree = load_yaml(read_text(path), quote=False)
+    except ReadError as exc:
+        where = f":{exc.line}" if exc.line else ""
+        raise SecretsError(f"{path}{where}: {exc.message}; fix it by hand (values are not shown)") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SecretsError(f"{path}: expected `name: value` lines, one secret per line")
+    lines = {key.value: key.start_mark.line + 1 for key, _ in tree.value if isinstance(key.value, str)}
+    for name, value in data.items():
+        where = f"{path}:{lines[name]}" if isinstance(name, str) and name in lines else str(path)
+        if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+            raise SecretsError(f"{where}: expected a secret's name (lowercase letters, digits, '_') before ':'")
+        if not isinstance(value, str):
+            what = "nothing" if value is None else f"a {type(value).__name__}"
+            raise SecretsError(f"{where}: {name}: expected text, got {what}; put the value in quotes")
+        if len(value) > MAX_SECRET or not value.isprintable():
+            raise SecretsError(
+                f"{where}: {name}: a secret is one line of at most {MAX_SECRET} printable characters "
+                "(this one has a line break, a control character or is too long; value not shown)"
+            )
     return data
 
 

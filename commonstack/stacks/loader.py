@@ -15,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from commonstack.errors import ProfileError
 from commonstack.stacks.model import StackProfile
+from commonstack.stacks.reading import EXCERPT, ReadError, excerpt, load_yaml, read_text
 
 PRESETS_DIR = Path(__file__).parent / "presets"
 
@@ -50,14 +51,16 @@ def preset_names() -> list[str]:
 
 
 def load_preset(name: str, referenced_from: Path | None = None) -> Preset:
-    path = PRESETS_DIR / f"{name}.yaml"
-    if not path.is_file():
-        hint = _did_you_mean(name, preset_names())
+    """One of the kit's presets, by name only: a name is never a path to another file."""
+    names = preset_names()
+    if name not in names:
+        hint = _did_you_mean(name, names) if len(name) <= EXCERPT else ""
         raise ProfileError(
             referenced_from or "preset",
-            f"unknown preset {name!r}{hint}; available: {', '.join(preset_names())}",
+            f"unknown preset {excerpt(name)}{hint}; available: {', '.join(names)}",
             key="preset" if referenced_from else None,
         )
+    path = PRESETS_DIR / f"{name}.yaml"
     data, _ = _read_yaml(path)
     return Preset(
         name=name,
@@ -78,8 +81,7 @@ def load_profile(path: Path) -> StackProfile:
             raise ProfileError(path, "expected a preset name like small-group", key="preset",
                                line=_line_of(group_tree, ("preset",)))
         preset = load_preset(group_data["preset"], referenced_from=path)
-        _, preset_tree = _read_yaml(preset.path)
-        preset_tree = _child(preset_tree, "profile")
+        preset_tree = _child(_read_yaml(preset.path)[1], "profile")
         merged = deep_merge(preset.profile, group_data)
     try:
         return StackProfile.model_validate(merged)
@@ -100,23 +102,11 @@ def deep_merge(base: dict, override: dict) -> dict:
 
 def _read_yaml(path: Path) -> tuple[dict, yaml.Node | None]:
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ProfileError(path, "file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ProfileError(path, f"cannot read: {exc}") from None
-    try:
-        tree = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        message = f"malformed YAML: {exc.problem or exc.context}"
-        if exc.context and exc.problem and exc.context_mark:  # e.g. where an unclosed bracket opened
-            message += f" ({exc.context} that starts at line {exc.context_mark.line + 1})"
-        raise ProfileError(where, message) from None
-    except yaml.YAMLError as exc:
-        raise ProfileError(path, f"malformed YAML: {exc}") from None
+        data, tree = load_yaml(read_text(path))
+    except ReadError as exc:
+        if exc.column:  # path:line:column, as compilers say it, for editors to jump to
+            raise ProfileError(f"{path}:{exc.line}:{exc.column}", exc.message) from None
+        raise ProfileError(path, exc.message, line=exc.line) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -126,7 +116,7 @@ def _read_yaml(path: Path) -> tuple[dict, yaml.Node | None]:
 
 def _first_error(exc, path, group_data, group_tree, preset, preset_tree) -> ProfileError:
     error = exc.errors()[0]
-    loc = tuple(error["loc"])
+    loc = _written(tuple(error["loc"]), deep_merge(preset.profile, group_data) if preset else group_data)
     key = _key_path(loc)
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
@@ -134,7 +124,7 @@ def _first_error(exc, path, group_data, group_tree, preset, preset_tree) -> Prof
     elif error["type"] == "missing":
         message = f"required but missing: add '{loc[-1]}:'"
     elif "input" in error and error["type"] not in ("value_error", "assertion_error"):
-        message = f"{message} (got {error['input']!r})"
+        message = f"{message} (got {excerpt(error['input'])})"
     if not loc:  # a whole-profile rule: its message names its own key
         key = None
     # Blame the file where the value was written: the group's, unless only the preset has it.
@@ -144,18 +134,29 @@ def _first_error(exc, path, group_data, group_tree, preset, preset_tree) -> Prof
     return ProfileError(path, message, key=key, line=_line_of(group_tree, loc))
 
 
+def _written(loc: tuple, data: Any) -> tuple:
+    """`loc` without what pydantic adds past a value (the member of a union it tried: 'int', 'float')."""
+    for depth in range(len(loc)):
+        if data is not _MISSING and not isinstance(data, (dict, list)):
+            return loc[:depth]
+        data = _lookup(data, loc[depth : depth + 1])
+    return loc
+
+
 def _key_path(loc: tuple) -> str:
     parts = []
     for part in loc:
         if isinstance(part, int):
             parts[-1] = f"{parts[-1]}[{part}]" if parts else f"[{part}]"
-        else:
-            parts.append(str(part))
+        elif isinstance(part, str) and part.isidentifier() and len(part) <= EXCERPT:
+            parts.append(part)
+        else:  # a key as written in the file, however odd: quoted short, on one line
+            parts.append(excerpt(part))
     return ".".join(parts)
 
 
 def _unknown_key_message(loc: tuple) -> str:
-    name = str(loc[-1])
+    name = str(loc[-1])[: EXCERPT + 1]
     full = _key_path(loc)
     if full in RETIRED_KEYS:
         return f"unknown key: {RETIRED_KEYS[full]}"

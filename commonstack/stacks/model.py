@@ -2,77 +2,69 @@
 
 from __future__ import annotations
 
-import ipaddress
-import re
+from collections import Counter
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-_LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
-_DOMAIN_RE = re.compile(rf"^(?:{_LABEL}\.)+[a-z]{{2,63}}$")
-_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_SLUG_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
-_ADDRESS_RE = re.compile(rf"^(?:{_LABEL}\.)*{_LABEL}$")
+from commonstack.stacks import values
+from commonstack.stacks.reading import excerpt
+
+# Reserved Unix users: Debian's system accounts and the ones the layers create. An admin user of
+# that name would hand a service's account a login shell and sudo.
+SYSTEM_USERS = frozenset({
+    "root", "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail", "news", "uucp", "proxy",
+    "www-data", "backup", "list", "irc", "gnats", "nobody", "_apt", "messagebus", "sshd",
+    "systemd-network", "systemd-resolve", "systemd-timesync", "postgres", "redis", "caddy",
+    "matrix-synapse", "turnserver", "docker",
+})
 
 
-def _domain(value: str) -> str:
-    value = value.strip().lower().rstrip(".")
-    if not _DOMAIN_RE.match(value):
-        raise ValueError(f"expected a DNS name like example.org, got {value!r}")
+def _admin_user(value: str) -> str:
+    values.unix_user(value)
+    if value in SYSTEM_USERS or value.startswith("systemd-"):
+        raise ValueError(f"{value!r} is a system account on the hosts; choose another name, e.g. admin")
     return value
 
 
-def _email(value: str) -> str:
-    if not _EMAIL_RE.match(value):
-        raise ValueError(f"expected an email address like admin@example.org, got {value!r}")
-    return value
+def _path(check):
+    """A path type: the text is checked before it becomes a Path (strict models take no str as a Path)."""
+
+    def parse(value: Any) -> Any:
+        if not isinstance(value, str):
+            raise ValueError(f"expected a file path, got {excerpt(value)}")
+        return check(value)
+
+    return BeforeValidator(parse)
 
 
-def _slug(value: str) -> str:
-    if not _SLUG_RE.match(value):
-        raise ValueError(
-            f"expected a short lowercase name (letters, digits, '-'; starting with a letter), got {value!r}"
-        )
-    return value
-
-
-def _address(value: str) -> str:
-    try:
-        return str(ipaddress.ip_address(value))
-    except ValueError:
-        pass
-    if not _ADDRESS_RE.match(value.lower()):
-        raise ValueError(f"expected an IP address or a DNS name, got {value!r}")
-    return value.lower()
-
-
-def _commit(value: str) -> str:
-    if not re.fullmatch(r"[0-9a-f]{40}", value):
-        raise ValueError(f"expected a full 40-character git commit hash (lowercase hex), got {value[:50]!r}")
-    return value
-
-
-def _public_ipv4(value: str) -> str:
-    try:
-        return str(ipaddress.IPv4Address(value))
-    except ValueError:
-        raise ValueError(f"expected an IPv4 address like 203.0.113.7, got {value!r}") from None
-
-
-Domain = Annotated[str, AfterValidator(_domain)]
-Email = Annotated[str, AfterValidator(_email)]
-Slug = Annotated[str, AfterValidator(_slug)]
-Address = Annotated[str, AfterValidator(_address)]
-IPv4 = Annotated[str, AfterValidator(_public_ipv4)]
-Commit = Annotated[str, AfterValidator(_commit)]
+Domain = Annotated[str, AfterValidator(values.domain)]
+Email = Annotated[str, AfterValidator(values.email)]
+Slug = Annotated[str, AfterValidator(values.slug)]
+Address = Annotated[str, AfterValidator(values.address)]
+IPv4 = Annotated[str, AfterValidator(values.public_ipv4)]
+UnixUser = Annotated[str, AfterValidator(values.unix_user)]
+Text = Annotated[str, AfterValidator(values.text)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+LocalPath = Annotated[Path, _path(values.local_path)]
+GroupFile = Annotated[Path, _path(values.group_file)]
+SshPublicKey = Annotated[str, AfterValidator(values.ssh_public_key)]
+Commit = Annotated[str, AfterValidator(values.commit)]
+# A tuning value: a count, megabytes or a factor; 10^6 MB is a terabyte, past any host of a group.
+SizingValue = Annotated[int, Field(ge=0, le=10**6)] | Annotated[float, Field(ge=0, le=10**6, allow_inf_nan=False)]
 Arch = Literal["amd64", "arm64", "armhf"]
+# Hosts and keys a group could ever have; a list longer than this is a mistake, not a group.
+MAX_HOSTS = 64
+MAX_KEYS = 64
+MAX_CERTIFICATES = 16
 
 
 class Settings(BaseModel):
     """Base of every profile section: unknown keys are errors, not silently ignored."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: a port is a number and `enabled` a boolean; YAML's `true` is not a port, "22" not a number.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class Host(Settings):
@@ -80,20 +72,23 @@ class Host(Settings):
 
     name: Slug = Field(description="Short name used to place services, e.g. 'vps' or 'pi'.")
     address: Address = Field(description="IP address or DNS name the controller connects to.")
-    user: str = Field("root", description="SSH user; a non-root user needs passwordless sudo.")
-    port: int = Field(22, ge=1, le=65535, description="SSH port.")
-    ssh_key: Path | None = Field(None, description="Private key file; default: your SSH agent/keys.")
-    role: str | None = Field(None, description="Free-form note, e.g. 'Raspberry Pi 4 at home'.")
+    user: UnixUser = Field("root", description="SSH user; a non-root user needs passwordless sudo.")
+    port: Port = Field(22, description="SSH port.")
+    ssh_key: LocalPath | None = Field(None, description="Private key file; default: your SSH agent/keys.")
+    role: Text | None = Field(None, description="Free-form note, e.g. 'Raspberry Pi 4 at home'.")
     memory_mb: int | None = Field(
         None,
         ge=256,
+        le=16 * 1024 * 1024,
         description="RAM to size for: offline, the host's RAM; on deploy, a cap below the real RAM "
         "(to leave room for other uses).",
     )
-    cpus: int | None = Field(None, ge=1, description="CPU hint for offline rendering.")
+    cpus: int | None = Field(None, ge=1, le=1024, description="CPU hint for offline rendering.")
     arch: Arch | None = Field(None, description="Architecture hint for offline rendering.")
-    sizing: dict[str, int | float] = Field(
-        default_factory=dict, description="Overrides of computed tuning, e.g. {php_fpm_max_children: 8}."
+    sizing: dict[Annotated[str, AfterValidator(values.setting_name)], SizingValue] = Field(
+        default_factory=dict,
+        max_length=32,
+        description="Overrides of computed tuning, e.g. {php_fpm_max_children: 8}.",
     )
 
 
@@ -109,7 +104,7 @@ Install = Literal["full", "prerequisites"]
 
 class NextcloudSettings(Placed):
     hostname: Domain | None = Field(None, description="Default: cloud.DOMAIN.")
-    archive: Path | None = Field(
+    archive: LocalPath | None = Field(
         None, description="Local Nextcloud tarball for offline installs (verified like a download)."
     )
     install: Install = Field(
@@ -117,16 +112,16 @@ class NextcloudSettings(Placed):
         description="prerequisites: deploy everything around Nextcloud (PHP-FPM, database, Redis, its "
         "site) but not Nextcloud itself, e.g. while its release cannot be fetched; full: install it too.",
     )
-    default_phone_region: str | None = Field(
-        None, pattern=r"^[A-Z]{2}$", description="ISO 3166-1 country code, e.g. DE."
+    default_phone_region: Annotated[str, AfterValidator(values.country_code)] | None = Field(
+        None, description="ISO 3166-1 country code, e.g. DE."
     )
 
 
 class TurnSettings(Settings):
     enabled: bool = True
     external_ip: IPv4 | None = Field(None, description="Public IPv4 when the host is behind NAT.")
-    min_port: int = Field(49160, ge=1024, le=65535, description="First UDP relay port.")
-    max_port: int = Field(49200, ge=1024, le=65535, description="Last UDP relay port.")
+    min_port: Port = Field(49160, ge=1024, description="First UDP relay port.")
+    max_port: Port = Field(49200, ge=1024, description="Last UDP relay port.")
 
     @model_validator(mode="after")
     def _port_range(self) -> TurnSettings:
@@ -149,7 +144,7 @@ class MatrixSettings(Placed):
 class LauncherSource(Settings):
     """Where the host fetches discourse_docker (the official launcher) from."""
 
-    repository: str | None = Field(
+    repository: Text | None = Field(
         None, description="A git URL or path the host can reach, e.g. a mirror. Default: versions.yaml's."
     )
     commit: Commit | None = Field(None, description="The full commit to check out. Default: versions.yaml's.")
@@ -169,8 +164,8 @@ class SmtpSettings(Settings):
     """A mail relay; its password lives in secrets.yaml as smtp_password."""
 
     host: Address
-    port: int = Field(587, ge=1, le=65535)
-    username: str | None = None
+    port: Port = 587
+    username: Text | None = None
     from_address: Email | None = Field(None, description="Default: noreply@DOMAIN.")
     starttls: bool = True
 
@@ -180,10 +175,12 @@ class TlsSettings(Settings):
         "acme", description="acme: public certificates (Let's Encrypt by default); internal: Caddy's own CA."
     )
     email: Email | None = Field(None, description="ACME account email. Default: admin_email.")
-    acme_ca: str | None = Field(
-        None, pattern=r"^https://", description="ACME directory URL of another CA (https://...)."
+    acme_ca: Annotated[str, AfterValidator(values.https_url)] | None = Field(
+        None, description="ACME directory URL of another CA (https://...)."
     )
-    acme_ca_root: Path | None = Field(None, description="PEM root certificate of that CA.")
+    acme_ca_root: GroupFile | None = Field(
+        None, description="PEM root certificate of that CA, a file in the group's folder."
+    )
 
     @model_validator(mode="after")
     def _ca_pair(self) -> TlsSettings:
@@ -195,15 +192,19 @@ class TlsSettings(Settings):
 
 
 class Retention(Settings):
-    daily: int = Field(7, ge=0)
-    weekly: int = Field(4, ge=0)
-    monthly: int = Field(6, ge=0)
+    daily: int = Field(7, ge=0, le=10_000)
+    weekly: int = Field(4, ge=0, le=10_000)
+    monthly: int = Field(6, ge=0, le=10_000)
 
 
 class BackupSettings(Settings):
     enabled: bool = False
-    repository: str | None = Field(None, description="restic repository, e.g. sftp:user@host:/srv/restic.")
-    schedule: str = Field("*-*-* 03:30:00", description="systemd OnCalendar expression.")
+    repository: Annotated[str, AfterValidator(values.restic_repository)] | None = Field(
+        None, description="restic repository, e.g. sftp:user@host:/srv/restic."
+    )
+    schedule: Annotated[str, AfterValidator(values.calendar)] = Field(
+        "*-*-* 03:30:00", description="systemd OnCalendar expression."
+    )
     retention: Retention = Field(default_factory=Retention)
 
     @model_validator(mode="after")
@@ -214,8 +215,12 @@ class BackupSettings(Settings):
 
 
 class AdminSettings(Settings):
-    user: Slug = Field("admin", description="Unix user with sudo created on every host.")
-    ssh_keys: list[str] = Field(default_factory=list, description="Public keys allowed to log in.")
+    user: Annotated[str, AfterValidator(_admin_user)] = Field(
+        "admin", description="Unix user with sudo created on every host."
+    )
+    ssh_keys: list[SshPublicKey] = Field(
+        default_factory=list, max_length=MAX_KEYS, description="Public keys allowed to log in (lines of .pub files)."
+    )
 
 
 class StackProfile(Settings):
@@ -225,7 +230,7 @@ class StackProfile(Settings):
     group: Slug
     domain: Domain
     admin_email: Email
-    hosts: list[Host] = Field(min_length=1)
+    hosts: list[Host] = Field(min_length=1, max_length=MAX_HOSTS)
     admin: AdminSettings = Field(default_factory=AdminSettings)
     nextcloud: NextcloudSettings = Field(default_factory=NextcloudSettings)
     matrix: MatrixSettings = Field(default_factory=MatrixSettings)
@@ -233,8 +238,11 @@ class StackProfile(Settings):
     smtp: SmtpSettings | None = None
     tls: TlsSettings = Field(default_factory=TlsSettings)
     backup: BackupSettings = Field(default_factory=BackupSettings)
-    extra_ca_certificates: list[Path] = Field(
-        default_factory=list, description="PEM files to trust on every host (TLS-intercepting networks)."
+    extra_ca_certificates: list[GroupFile] = Field(
+        default_factory=list,
+        max_length=MAX_CERTIFICATES,
+        description="PEM certificates to trust on every host (TLS-intercepting networks), files in the "
+        "group's folder.",
     )
     offline: bool = Field(
         False,
@@ -246,7 +254,7 @@ class StackProfile(Settings):
     @model_validator(mode="after")
     def _coherent(self) -> StackProfile:
         names = [h.name for h in self.hosts]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
+        duplicates = sorted(n for n, count in Counter(names).items() if count > 1)
         if duplicates:
             raise ValueError(f"hosts: the name {duplicates[0]!r} is declared twice; host names must be unique")
         for service in ("nextcloud", "matrix", "discourse"):

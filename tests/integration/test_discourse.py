@@ -154,7 +154,7 @@ def test_an_unreachable_repository_fails_plan_and_deploy_before_any_change(serve
 
     attempt = cli(forum, "deploy", GROUP, "--yes")
     assert attempt.returncode == 1, attempt.stdout + attempt.stderr
-    assert "Nothing was deployed: no host could be planned." in attempt.stdout, attempt.stdout
+    assert "Nothing was deployed: no host could be reached or planned." in attempt.stdout, attempt.stdout
     untouched = testhost_ssh(
         server, "for p in /swapfile /etc/nftables.conf /var/lib/commonstack /var/discourse /usr/bin/docker; "
         "do test -e $p && echo $p; done; true"

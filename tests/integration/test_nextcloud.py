@@ -160,7 +160,7 @@ def test_an_unreachable_download_fails_the_plan_and_changes_nothing(site, ssh):
         line = host_line(result)
         assert ": failed — " in line and release.url in line and "set nextcloud.archive in stack.yaml" in line, line
         assert "Traceback" not in result.stdout + result.stderr
-    assert "Nothing was deployed: no host could be planned." in deployed.stdout
+    assert "Nothing was deployed: no host could be reached or planned." in deployed.stdout
     nothing_of_nextcloud_on(ssh)
 
 

@@ -19,6 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "commonstack"
 LEVELS = {
     "commonstack": 0,  # the package itself (empty)
     "commonstack.errors": 0,
+    "commonstack.formats": 1,  # quoting values for config formats: pure functions
     "commonstack.stacks": 1,
     "commonstack.inventories": 2,
     "commonstack.rendering": 3,
