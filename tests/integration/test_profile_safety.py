@@ -25,9 +25,9 @@ BROKEN = "admin ALL=(ALL:ALL NOPASSWD ALL\n"  # a missing ')' and ':'
 # `commonstack deploy` with a renderer that breaks the sudoers drop-in (see the module docstring).
 BREAKING_DEPLOY = f"""
 import dataclasses, sys
-import commonstack.rendering as rendering
-render_layer = rendering._render_layer
-rendering._render_layer = lambda layer, context: [
+import commonstack.plan as plan
+render_layer = plan.render_layer
+plan.render_layer = lambda layer, context: [
     dataclasses.replace(f, content={BROKEN!r}) if f.path == {SUDOERS!r} else f for f in render_layer(layer, context)]
 from commonstack.cli import main
 sys.argv = ["commonstack", *sys.argv[1:]]
