@@ -53,6 +53,13 @@ def _commit(value: str) -> str:
     return value
 
 
+def _app_id(value: str) -> str:
+    """Nextcloud's app ids, as its app store has them: lowercase letters, digits and '_'."""
+    if not re.fullmatch(r"[a-z][a-z0-9_]{0,63}", value):
+        raise ValueError(f"expected a Nextcloud app id like calendar (lowercase letters, digits, '_'), got {value!r}")
+    return value
+
+
 def _public_ipv4(value: str) -> str:
     try:
         return str(ipaddress.IPv4Address(value))
@@ -66,6 +73,7 @@ Slug = Annotated[str, AfterValidator(_slug)]
 Address = Annotated[str, AfterValidator(_address)]
 IPv4 = Annotated[str, AfterValidator(_public_ipv4)]
 Commit = Annotated[str, AfterValidator(_commit)]
+AppId = Annotated[str, AfterValidator(_app_id)]
 Arch = Literal["amd64", "arm64", "armhf"]
 
 
@@ -120,6 +128,28 @@ class NextcloudSettings(Placed):
     default_phone_region: str | None = Field(
         None, pattern=r"^[A-Z]{2}$", description="ISO 3166-1 country code, e.g. DE."
     )
+    apps: list[AppId] = Field(
+        default_factory=lambda: ["calendar", "contacts"],
+        description="Apps from Nextcloud's app store the group gets, installed and enabled (calendars and "
+        "address books: calendar, contacts). Apps installed otherwise are left alone.",
+    )
+    app_archives: dict[AppId, Path] = Field(
+        default_factory=dict,
+        description="Offline: a local archive per app (e.g. calendar: calendar-v6.0.2.tar.gz), of the release "
+        "pinned in versions.yaml; relative to the group's folder.",
+    )
+
+    @model_validator(mode="after")
+    def _archives_of_listed_apps(self) -> NextcloudSettings:
+        duplicates = sorted({app for app in self.apps if self.apps.count(app) > 1})
+        if duplicates:
+            raise ValueError(f"apps: {duplicates[0]!r} is listed twice")
+        unlisted = sorted(set(self.app_archives) - set(self.apps))
+        if unlisted:
+            raise ValueError(
+                f"app_archives: {unlisted[0]!r} is not in nextcloud.apps: add it there or remove its archive"
+            )
+        return self
 
 
 class TurnSettings(Settings):
