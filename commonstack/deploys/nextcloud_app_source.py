@@ -78,8 +78,8 @@ def offline_message(app: str) -> str:
 def unreachable_store_message(app: str, host_name: str, reason: str) -> str:
     """One short line (the runner keeps 300 characters): what, from where, and the way out."""
     reason = " ".join(reason.split()) or "no answer"
-    if len(reason) > 60:
-        reason = reason[:59] + "…"
+    if len(reason) > 40:
+        reason = reason[:39] + "…"
     store = versions().nextcloud_apps.store
     pin = pinned_app(app)
     copy = f"a copy of {pin.filename}" if pin else f"a local archive of {app}"

@@ -22,6 +22,7 @@ One host for the module, deployed through the CLI as a volunteer would. In order
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -35,7 +36,7 @@ import yaml
 from commonstack import testhosts
 from commonstack.deploys.nextcloud_source import file_sha256, pinned_release
 from tests.integration.conftest import new_host_name
-from tests.integration.nextcloud_stand_in import build_release, run_cli
+from tests.integration.nextcloud_stand_in import STAND_IN_STORE, STAND_IN_STORE_URL, app_archive, build_apps, build_release, run_cli
 from tests.integration.stacks import failed_checks, write_group
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -45,7 +46,12 @@ HOST = "server"
 REAL_ARCHIVE_ENV = "COMMONSTACK_NEXTCLOUD_ARCHIVE"
 LAYERS = ("--only", "base", "--only", "postgres", "--only", "redis", "--only", "caddy", "--only", "nextcloud")
 OVERRIDES = {"matrix": {"enabled": False}, "nextcloud": {"default_phone_region": "DE"}}
-NEEDS_INSTALL = ("status php", "occ status", "redis does the file locking", "background jobs ran", "admin webdav")
+NEEDS_INSTALL = ("status php", "occ status", "redis does the file locking", "background jobs ran", "admin webdav",
+                 "the groups apps are enabled", "caldav answers", "carddav answers", "nextcloud setup checks")
+APP_CHECKS = ("the groups apps are enabled", "caldav answers for the admin", "carddav answers for the admin",
+              "nextcloud setup checks report no error")
+OCC = "runuser -u www-data -- php /var/www/nextcloud/occ"
+APP_STORE_ENV = "COMMONSTACK_NEXTCLOUD_APP_STORE"  # "reachable" where apps.nextcloud.com is
 PREREQUISITES = {"install": "prerequisites"}
 
 
@@ -85,8 +91,8 @@ def ssh(site, testhost_ssh):
     return run
 
 
-def profile_with(site, **nextcloud) -> None:
-    overrides = {**OVERRIDES, "nextcloud": {**OVERRIDES["nextcloud"], **nextcloud}}
+def profile_with(site, offline: bool = False, **nextcloud) -> None:
+    overrides = {**OVERRIDES, "offline": offline, "nextcloud": {**OVERRIDES["nextcloud"], **nextcloud}}
     write_group(site["inventories"], GROUP, "small-group", {HOST: site["host"]}, overrides=overrides)
 
 
@@ -112,7 +118,7 @@ def test_prerequisites_deploy_and_pass_their_checks(site, ssh):
                  "site redirects dav discovery", "site never serves code configuration or data"):  # fmt: skip
         assert nextcloud[name]["outcome"] == "passed", nextcloud[name]
     skipped = [r for name, r in nextcloud.items() if name.startswith(NEEDS_INSTALL)]
-    assert len(skipped) == 5 and all(r["outcome"] == "skipped" and "not installed" in r["message"] for r in skipped)
+    assert len(skipped) == 9 and all(r["outcome"] == "skipped" and "not installed" in r["message"] for r in skipped)
     assert ssh("id -nG www-data").split() == ["www-data", "redis"]
 
 
@@ -167,27 +173,66 @@ def test_an_archive_with_another_checksum_is_refused_before_anything(site, ssh):
 
 @pytest.fixture(scope="module")
 def stand_in(site, tmp_path_factory) -> dict:
+    """The stand-in release and stand-in archives of calendar and contacts, in the group's folder."""
     if not shutil.which("gpg"):
         pytest.skip("needs gpg on this machine to sign the stand-in release (package gnupg)")
-    built = build_release(site["inventories"] / GROUP / "stand-in", tmp_path_factory.mktemp("stand-in"))
-    return {"archive": built.archive, "pinned": built.pinned, "other": built.other, "release": built.pins}
+    folder = site["inventories"] / GROUP / "stand-in"
+    built = build_release(folder, tmp_path_factory.mktemp("stand-in"))
+    apps = build_apps(folder)
+    return {"archive": built.archive, "pinned": built.pinned, "other": built.other, "release": built.pins,
+            "apps": apps.pins, "app_archives": {app: f"stand-in/{a.name}" for app, a in apps.archives.items()}}  # fmt: skip
+
+
+def with_stand_in(site, stand_in, **settings) -> None:
+    """The profile with the stand-in release and app archives (relative: the group's folder)."""
+    profile_with(site, **{"archive": "stand-in/nextcloud-32.0.2.tar.bz2", "app_archives": stand_in["app_archives"],
+                          **settings})  # fmt: skip
+
+
+def run_with_stand_in(site, stand_in, *args: str, apps: dict | None = None):
+    return run_cli(site["inventories"], *args, release=stand_in["release"], apps=apps or stand_in["apps"])
 
 
 def test_a_release_signed_by_another_key_is_refused_on_the_host_before_extraction(site, ssh, stand_in):
     stand_in["other"].sign(stand_in["archive"])
-    profile_with(site, archive="stand-in/nextcloud-32.0.2.tar.bz2")
-    result = run_cli(site["inventories"], "deploy", GROUP, "--yes", *LAYERS, release=stand_in["release"])
+    with_stand_in(site, stand_in)
+    result = run_with_stand_in(site, stand_in, "deploy", GROUP, "--yes", *LAYERS)
     assert result.returncode == 1, result.stdout
     line = host_line(result)
     assert "Nextcloud 32.0.2: fetch, verify (sha256, GPG) and unpack" in line and "does not verify" in line, line
     assert ssh("ls -A /var/www /var/lib/commonstack/nextcloud") == "/var/lib/commonstack/nextcloud:\n\n/var/www:\n"
 
 
+def test_an_offline_profile_without_app_archives_is_refused_before_any_change(site, ssh, stand_in):
+    stand_in["pinned"].sign(stand_in["archive"])
+    with_stand_in(site, stand_in, offline=True, app_archives={"contacts": stand_in["app_archives"]["contacts"]})
+    try:
+        result = run_with_stand_in(site, stand_in, "deploy", GROUP, "--yes", *LAYERS)
+    finally:
+        with_stand_in(site, stand_in)
+    assert result.returncode == 1, result.stdout
+    line = host_line(result)
+    assert "offline: true, so calendar is not fetched" in line and "set nextcloud.app_archives.calendar" in line, line
+    assert "Nothing was deployed" in result.stdout and "Traceback" not in result.stdout + result.stderr
+    nothing_of_nextcloud_on(ssh)
+
+
+def test_an_app_release_unsuited_to_the_nextcloud_major_is_refused_in_one_line(site, ssh, stand_in):
+    apps = json.loads(json.dumps(stand_in["apps"]))
+    apps["releases"]["calendar"].update(min_major=33, max_major=34)  # the pin, not the archive, says so
+    result = run_with_stand_in(site, stand_in, "deploy", GROUP, "--yes", *LAYERS, apps=apps)
+    assert result.returncode == 1, result.stdout
+    line = host_line(result)
+    assert "nextcloud.apps: calendar 6.0.2 does not suit Nextcloud 32 (it supports Nextcloud 33 to 34)" in line, line
+    assert "Nothing was deployed" in result.stdout
+    nothing_of_nextcloud_on(ssh)
+
+
 @pytest.fixture(scope="module")
 def installed(site, stand_in):
     stand_in["pinned"].sign(stand_in["archive"])
-    profile_with(site, archive="stand-in/nextcloud-32.0.2.tar.bz2")
-    result = run_cli(site["inventories"], "deploy", GROUP, "--yes", *LAYERS, release=stand_in["release"])
+    with_stand_in(site, stand_in)
+    result = run_with_stand_in(site, stand_in, "deploy", GROUP, "--yes", *LAYERS)
     assert result.returncode == 0, f"deploy failed:\n{result.stdout}\n{result.stderr}"
     return result
 
@@ -202,7 +247,17 @@ def test_the_verified_release_is_installed_and_configured(site, ssh, installed):
     assert system["datadirectory"] == "/var/lib/nextcloud/data"
     owners = ssh("stat -c '%U %a' /var/www/nextcloud /var/www/nextcloud/occ").split()
     assert owners == ["www-data", "755", "www-data", "644"]
-    assert ssh("ls -A /var/lib/commonstack/nextcloud") == "", "the archive and the install's secrets are gone"
+    assert ssh("ls -A /var/lib/commonstack/nextcloud") == "", "the archives and the install's secrets are gone"
+
+
+def test_the_groups_apps_are_unpacked_from_their_archives_and_enabled(ssh, installed):
+    for app, version in (("calendar", "6.0.2"), ("contacts", "8.0.4")):
+        assert f"Nextcloud | Nextcloud app {app} {version}: copy, verify (sha256) and unpack" in installed.stdout
+    listing = json.loads(ssh(f"{OCC} app:list --output=json"))
+    assert {"calendar": "6.0.2", "contacts": "8.0.4"}.items() <= listing["enabled"].items(), listing
+    owners = ssh("stat -c '%U %n' /var/www/nextcloud/apps/calendar/appinfo/info.xml /var/www/nextcloud/apps/contacts")
+    assert [line.split()[0] for line in owners.splitlines()] == ["www-data", "www-data"]
+    assert ssh("ls -A /var/www/nextcloud/apps") == "calendar\ncontacts\n", "no staging folder is left"
 
 
 def test_secrets_never_appear_in_output(site, installed):
@@ -217,6 +272,23 @@ def test_every_check_passes_on_the_installed_release(site, installed):
     nextcloud = [r for r in results if r["layer"] == "nextcloud"]
     not_passed = [r for r in nextcloud if r["outcome"] != "passed"]
     assert nextcloud and not not_passed, not_passed
+    assert {r["check"] for r in nextcloud} >= set(APP_CHECKS), "the apps, CalDAV, CardDAV and setup checks ran"
+
+
+def test_a_failing_setup_check_is_reported_with_its_hint(site, ssh, installed):
+    # The stand-in's own "Cron last run" check fails once background jobs have not run for an hour.
+    edit = "import json; f='/var/lib/nextcloud/data/appconfig.json'; a=json.load(open(f)); a['lastcron']=1; json.dump(a, open(f, 'w'))"
+    ssh(f"runuser -u www-data -- python3 -c \"{edit}\"")
+    try:
+        results = {r["check"]: r for r in checks(site["inventories"]) if r["layer"] == "nextcloud"}
+    finally:
+        ssh("systemctl start nextcloud-cron.service")  # runs cron.php: lastcron is now again
+    setup = results["nextcloud setup checks report no error"]
+    assert setup["outcome"] == "failed", setup
+    assert "Nextcloud's setup checks (Administration settings > Overview) report: Cron last run: Last background job " \
+           "execution ran" in setup["message"] and "Something seems wrong." in setup["message"], setup["message"]
+    after = {r["check"]: r for r in checks(site["inventories"]) if r["layer"] == "nextcloud"}
+    assert after["nextcloud setup checks report no error"]["outcome"] == "passed"
 
 
 def test_a_large_upload_and_pretty_urls_reach_php_through_caddy(site, testhost_ssh, installed):
@@ -238,10 +310,34 @@ def test_a_large_upload_and_pretty_urls_reach_php_through_caddy(site, testhost_s
 
 
 def test_a_second_deploy_changes_nothing(site, installed, stand_in):
-    planned = run_cli(site["inventories"], "plan", GROUP, *LAYERS, release=stand_in["release"])
+    planned = run_with_stand_in(site, stand_in, "plan", GROUP, *LAYERS)
     assert re.search(r": unchanged — 0 of \d+ operations would change", host_line(planned)), planned.stdout
-    again = run_cli(site["inventories"], "deploy", GROUP, "--yes", *LAYERS, release=stand_in["release"])
+    again = run_with_stand_in(site, stand_in, "deploy", GROUP, "--yes", *LAYERS)
     assert again.returncode == 0 and "Nothing to change." in again.stdout, again.stdout
+
+
+def test_an_app_without_an_archive_comes_from_the_app_store_once_it_answers(site, ssh, tmp_path, installed, stand_in):
+    # The online path, against the STAND-IN app store (a folder on the host; the kit probes its
+    # apps.json, a file URL): `occ app:install` of the stand-in installs from there.
+    archive = app_archive(tmp_path / "tasks.tar.gz", "tasks", "0.16.1", (32, 32))
+    with_stand_in(site, stand_in, apps=["calendar", "contacts", "tasks"])
+    try:
+        refused = run_with_stand_in(site, stand_in, "deploy", GROUP, "--yes", *LAYERS)
+        payload = base64.b64encode(archive.read_bytes()).decode()
+        ssh(f"mkdir -p {STAND_IN_STORE} && echo {payload} | base64 -d > {STAND_IN_STORE}/tasks.tar.gz "
+            f"&& echo '[]' > {STAND_IN_STORE}/apps.json && chmod -R a+rX {STAND_IN_STORE}")  # fmt: skip
+        first = run_with_stand_in(site, stand_in, "deploy", GROUP, "--yes", *LAYERS)
+        again = run_with_stand_in(site, stand_in, "plan", GROUP, *LAYERS)
+    finally:
+        with_stand_in(site, stand_in)
+        ssh(f"rm -rf {STAND_IN_STORE}")
+    line = host_line(refused)
+    assert refused.returncode == 1 and f"cannot reach {STAND_IN_STORE_URL}" in line, line
+    assert "to install tasks; set nextcloud.app_archives.tasks to a local archive of tasks" in line, line
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "Nextcloud | Nextcloud app tasks: install from the app store (occ app:install) and enable" in first.stdout
+    assert json.loads(ssh(f"{OCC} app:list --output=json"))["enabled"].get("tasks") == "0.16.1"
+    assert re.search(r": unchanged — 0 of \d+ operations would change", host_line(again)), again.stdout
 
 
 # --- 4. the real release, when a copy is at hand ----------------------------------------------
@@ -257,7 +353,9 @@ def test_the_real_release_installs_and_passes_every_check(site, ssh, installed):
     # Make room: the stand-in goes, with everything it wrote (the database keeps only its test table).
     ssh("rm -rf /var/www/nextcloud && find /var/lib/nextcloud/data -mindepth 1 -delete")
     ssh("runuser -u postgres -- psql -q -d nextcloud -c 'DROP TABLE IF EXISTS oc_standin'")
-    profile_with(site, archive=str(Path(path).resolve()))
+    # Apps from the real app store where it answers; else none (the stand-ins played them above).
+    apps = ["calendar", "contacts"] if os.environ.get(APP_STORE_ENV) == "reachable" else []
+    profile_with(site, archive=str(Path(path).resolve()), apps=apps)
     first = run_cli(site["inventories"], "deploy", GROUP, "--yes", *LAYERS, timeout=1800)
     assert first.returncode == 0, f"deploy failed:\n{first.stdout}\n{first.stderr}"
     results = checks(site["inventories"])
@@ -265,3 +363,14 @@ def test_the_real_release_installs_and_passes_every_check(site, ssh, installed):
     assert all(r["outcome"] == "passed" for r in results if r["layer"] == "nextcloud")
     again = run_cli(site["inventories"], "deploy", GROUP, "--yes", *LAYERS)
     assert "Nothing to change." in again.stdout, again.stdout
+
+
+def test_the_real_app_store_gives_calendar_and_contacts(site, ssh):
+    if not os.environ.get(REAL_ARCHIVE_ENV) or os.environ.get(APP_STORE_ENV) != "reachable":
+        pytest.skip(
+            f"apps.nextcloud.com (and github.com, where its downloads are) is not reachable from this machine: "
+            f"set {APP_STORE_ENV}=reachable and {REAL_ARCHIVE_ENV} where they are"
+        )
+    # After the real release's test, which deployed them from the store: Nextcloud's own listing.
+    listing = json.loads(ssh(f"{OCC} app:list --output=json"))
+    assert {"calendar", "contacts"} <= set(listing["enabled"]), listing
