@@ -67,6 +67,8 @@ def run_cli(inventories: Path, *args: str, release: dict | None = None, apps: di
 
 STAND_IN = {
     "version.php": "<?php\n$OC_Version = array(32, 0, 2, 2);\n$OC_VersionString = '{version}';\n",
+    # The real tarball ships its own apps in apps/, where the app store puts the others too.
+    "apps/README.md": "commonstack TEST STAND-IN: Nextcloud's shipped apps would be here.\n",
     "lib/standin.php": r"""<?php
 // commonstack TEST STAND-IN, not Nextcloud: just enough of occ (apps and setup checks too), status.php,
 // cron.php, WebDAV, CalDAV and CardDAV for the kit's deploy and health checks (tests/integration/test_nextcloud.py).

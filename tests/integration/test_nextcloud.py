@@ -8,16 +8,22 @@ One host for the module, deployed through the CLI as a volunteer would. In order
 2. Refusals, each changing nothing: an unreachable download (the host's DNS is pointed at
    loopback, so nothing leaves the host), a local archive whose sha256 is not the published one,
    and (on the host, before extraction) an archive whose signature is not by the pinned key.
-3. A STAND-IN release (tests/integration/nextcloud_stand_in.py): a few PHP files that play occ,
-   status.php, cron.php and WebDAV well enough for the deploy and the checks, signed by a
-   THROWAWAY key that the test pins in place of Nextcloud's (versions.yaml is patched in the
-   CLI's process only). It runs the whole release
-   path for real — upload, sha256 + gpgv on the host, unpack, occ maintenance:install against the
-   real PostgreSQL role, settings, cron, Caddy -> PHP-FPM, a 100 MB upload — then every check,
-   then a deploy that changes nothing. It is not Nextcloud.
+3. A STAND-IN release (tests/integration/nextcloud_stand_in.py): a few PHP files that play occ
+   (apps and setup checks too), status.php, cron.php, WebDAV, CalDAV and CardDAV well enough for
+   the deploy and the checks, signed by a THROWAWAY key that the test pins in place of
+   Nextcloud's, and STAND-IN archives of the Calendar and Contacts apps pinned in their place
+   (versions.yaml is patched in the CLI's process only). Refused first, each changing nothing: an
+   offline profile without app archives, an app release unsuited to the Nextcloud major. Then the
+   whole path for real — upload, sha256 + gpgv on the host, unpack, occ maintenance:install
+   against the real PostgreSQL role, settings, cron, the apps checked, copied, unpacked and
+   enabled, Caddy -> PHP-FPM, a 100 MB upload — then every check (a failing setup check reported
+   with its hint), a deploy that changes nothing, and an app from the STAND-IN app store (a
+   folder on the host) through `occ app:install`. None of it is Nextcloud.
 4. The real release, when a copy is available (COMMONSTACK_NEXTCLOUD_ARCHIVE=/path/to/
-   nextcloud-32.0.2.tar.bz2, its .asc next to it): install, every check, zero-change re-deploy.
-   download.nextcloud.com is not reachable from the development machines: skipped there.
+   nextcloud-32.0.2.tar.bz2, its .asc next to it): install, every check, zero-change re-deploy;
+   its apps from the real app store where it answers (COMMONSTACK_NEXTCLOUD_APP_STORE=reachable).
+   download.nextcloud.com and apps.nextcloud.com are not reachable from the development
+   machines: skipped there.
 """
 
 from __future__ import annotations
@@ -257,7 +263,7 @@ def test_the_groups_apps_are_unpacked_from_their_archives_and_enabled(ssh, insta
     assert {"calendar": "6.0.2", "contacts": "8.0.4"}.items() <= listing["enabled"].items(), listing
     owners = ssh("stat -c '%U %n' /var/www/nextcloud/apps/calendar/appinfo/info.xml /var/www/nextcloud/apps/contacts")
     assert [line.split()[0] for line in owners.splitlines()] == ["www-data", "www-data"]
-    assert ssh("ls -A /var/www/nextcloud/apps") == "calendar\ncontacts\n", "no staging folder is left"
+    assert ssh("ls -A /var/www/nextcloud/apps").split() == ["README.md", "calendar", "contacts"], "no staging is left"
 
 
 def test_secrets_never_appear_in_output(site, installed):
