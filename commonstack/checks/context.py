@@ -42,6 +42,7 @@ def host_expectations(plan: HostPlan, layers: tuple[str, ...] | None = None) -> 
             "version": versions().nextcloud.version,
             "admin_user": NEXTCLOUD_ADMIN,
             "admin_password": plan.secrets.get("nextcloud_admin_password"),
+            "apps": list(profile.nextcloud.apps),  # installed and enabled by the deploy
         }
         if "nextcloud" in services
         else None,

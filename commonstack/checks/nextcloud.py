@@ -1,5 +1,7 @@
 """Health checks of Nextcloud: PHP-FPM and its pool, the Caddy site seen from outside, and once
-Nextcloud is installed, status.php, occ, Redis locking, cron and a WebDAV round trip by its admin.
+Nextcloud is installed, status.php, occ, Redis locking, cron, a WebDAV round trip by its admin, the
+group's apps (calendar, contacts) enabled, CalDAV and CardDAV answering for the admin, and
+Nextcloud's own setup checks (`occ setupchecks`: what its admin overview shows) without an error.
 
 The checks that need an installed Nextcloud skip, saying why, on a host where only the
 prerequisites were deployed (no release archive was available).
@@ -12,7 +14,9 @@ import re
 import secrets
 import ssl
 import time
+import xml.etree.ElementTree as ElementTree
 from base64 import b64encode
+from urllib.parse import unquote
 
 import pytest
 
@@ -252,3 +256,103 @@ def test_admin_webdav_upload_comes_back_intact(stack, visitor, installed):
         assert status == 200 and body == content, f"the file uploaded by WebDAV came back as {status}, not intact"
     finally:
         _request(stack, visitor, "DELETE", path, headers=auth)  # to the trash bin, which expires it
+
+
+# --- the group's apps, calendars and address books --------------------------------------------
+
+# What a calendar or contacts client asks first: the collections in the user's home (RFC 4918 PROPFIND).
+PROPFIND_BODY = (
+    b'<?xml version="1.0"?><d:propfind xmlns:d="DAV:"><d:prop><d:resourcetype/><d:displayname/></d:prop></d:propfind>'
+)
+DAV_HINTS = {
+    401: "the admin password in secrets.yaml is not Nextcloud's",
+    404: "Nextcloud's dav app is disabled or the Caddyfile does not route /remote.php",
+    405: "the web server does not pass PROPFIND to PHP",
+}
+
+
+def _admin_auth(stack: dict) -> dict:
+    user, password = stack["nextcloud"]["admin_user"], stack["nextcloud"]["admin_password"]
+    return {"Authorization": "Basic " + b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def multistatus_hrefs(body: bytes) -> list[str]:
+    """The hrefs of a WebDAV multistatus answer (RFC 4918, 13), decoded; [] when it is not one."""
+    try:
+        root = ElementTree.fromstring(body)
+    except ElementTree.ParseError:
+        return []
+    if root.tag != "{DAV:}multistatus":
+        return []
+    return [unquote(href.text or "") for href in root.iter("{DAV:}href")]
+
+
+def _dav_home_answers(stack: dict, visitor: ssl.SSLContext, protocol: str, home: str) -> None:
+    headers = {**_admin_auth(stack), "Depth": "1", "Content-Type": "application/xml; charset=utf-8"}
+    status, _, body = _request(stack, visitor, "PROPFIND", home, body=PROPFIND_BODY, headers=headers)
+    hint = DAV_HINTS.get(status, f"`journalctl -u php{stack['php_version']}-fpm`")
+    assert status == 207, f"{protocol}: PROPFIND {home} as {stack['nextcloud']['admin_user']} answered {status}: {hint}"
+    hrefs = multistatus_hrefs(body)
+    assert home in hrefs, f"{protocol}: PROPFIND {home} answered 207 without that collection in it: not Nextcloud's DAV server?"
+
+
+def test_the_groups_apps_are_enabled(host, stack, installed):
+    result = host.run(f"{OCC} app:list --output=json")
+    try:
+        listing = json.loads(result.stdout.strip().splitlines()[-1])
+        enabled = listing["enabled"]
+    except (ValueError, IndexError, KeyError, TypeError):
+        output = (result.stdout + result.stderr).strip().splitlines()
+        pytest.fail(f"occ app:list does not answer: {output[-1] if output else 'no output'}")
+    missing = [app for app in stack["nextcloud"]["apps"] if app not in enabled]
+    assert not missing, (
+        f"{', '.join(missing)} not enabled (nextcloud.apps): `commonstack deploy`, or `occ app:enable {missing[0]}`"
+    )
+
+
+def test_caldav_answers_for_the_admin(stack, visitor, installed):
+    user = stack["nextcloud"]["admin_user"]
+    _dav_home_answers(stack, visitor, "CalDAV", f"/remote.php/dav/calendars/{user}/")
+
+
+def test_carddav_answers_for_the_admin(stack, visitor, installed):
+    user = stack["nextcloud"]["admin_user"]
+    _dav_home_answers(stack, visitor, "CardDAV", f"/remote.php/dav/addressbooks/users/{user}/")
+
+
+def setup_check_errors(output: str) -> list[str]:
+    """`occ setupchecks --output=json` -> "NAME: DESCRIPTION" of each check whose severity is error.
+
+    Its JSON: {category: {check class: {name, severity, description, descriptionParameters,
+    linkToDoc}}}; a description's {placeholders} name rich objects of descriptionParameters.
+    Raises ValueError when the output holds no such JSON.
+    """
+    lines = output.strip().splitlines()
+    results = json.loads(lines[-1]) if lines else None
+    if not isinstance(results, dict):
+        raise ValueError("not the JSON of occ setupchecks")
+    errors = []
+    for checks in results.values():
+        for check_class, check in (checks or {}).items():
+            if check.get("severity") != "error":
+                continue
+            description = check.get("description") or ""
+            for key, parameter in (check.get("descriptionParameters") or {}).items():
+                description = description.replace(f"{{{key}}}", str(parameter.get("name", "")))
+            name = check.get("name") or check_class
+            link = f" (see {check['linkToDoc']})" if check.get("linkToDoc") else ""
+            errors.append(f"{name}: {' '.join(description.split())}{link}" if description else f"{name}{link}")
+    return errors
+
+
+def test_nextcloud_setup_checks_report_no_error(host, installed):
+    # Exit 1 when any check is not a success (warnings too): the JSON says which.
+    result = host.run_expect([0, 1], f"{OCC} setupchecks --output=json")
+    try:
+        errors = setup_check_errors(result.stdout)
+    except ValueError:
+        output = (result.stdout + result.stderr).strip().splitlines()
+        pytest.fail(f"occ setupchecks does not answer: {output[-1] if output else 'no output'}")
+    assert not errors, (
+        "Nextcloud's setup checks (Administration settings > Overview) report: " + "; ".join(errors)
+    )

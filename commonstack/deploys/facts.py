@@ -78,3 +78,31 @@ def gather_release() -> Release:
         arch=debian_arch(machine),
     )
     return Release(facts=facts, codename=codename)
+
+
+class DownloadProblem(FactBase[str]):
+    """'' when the host gets an answer for URL (HTTP HEAD), else the reason it does not: whether it can
+    download a release (Nextcloud's tarball) or reach a store (Nextcloud's app store) before any change."""
+
+    def command(self, url: str) -> str:
+        quoted = shlex.quote(url)
+        probe = (
+            "import sys, urllib.request; "
+            "urllib.request.urlopen(urllib.request.Request(sys.argv[1], method='HEAD'), timeout=30)"
+        )
+        return (
+            "if command -v curl >/dev/null 2>&1; then "
+            f"curl -fsSI --connect-timeout 10 --max-time 30 -o /dev/null {quoted} 2>&1 || echo failed; "
+            "elif command -v python3 >/dev/null 2>&1; then "
+            f"python3 -c {shlex.quote(probe)} {quoted} 2>&1 | tail -n 1; "
+            "fi; true"
+        )
+
+    def default(self) -> str:
+        return ""  # an answer: curl -s prints nothing then
+
+    def process(self, output) -> str:
+        lines = [line.strip() for line in output if line.strip() and line.strip() != "failed"]
+        if not lines and any(line.strip() == "failed" for line in output):
+            return "no answer"
+        return " ".join(lines)

@@ -20,6 +20,9 @@ What a deploy of this layer does, in order:
    layer), then the system settings (trusted_domains, overwrite.cli.url, APCu + Redis,
    default_phone_region, maintenance_window_start) set only where they differ, background
    jobs run by the systemd timer.
+5. The apps the group gets (``nextcloud.apps``: calendar and contacts by default), from the app
+   store or from local archives, installed and enabled: deploys/nextcloud_apps.py. Their
+   preflight runs with step 1's.
 
 Secrets never appear in a command line of the deploy: they reach the host in a root-only file
 that the install removes; the admin password is set through ``OC_PASS`` (the install itself
@@ -52,6 +55,8 @@ from pyinfra.api import FactBase, FileUploadCommand, QuoteString, StringCommand,
 from pyinfra.operations import apt, files, server, systemd
 
 from commonstack.deploys.configs import changed, put_configs
+from commonstack.deploys.facts import DownloadProblem
+from commonstack.deploys.nextcloud_apps import nextcloud_apps, nextcloud_apps_preflight
 from commonstack.deploys.nextcloud_source import (
     LocalArchive,
     NextcloudRelease,
@@ -126,33 +131,6 @@ class NextcloudState(FactBase[NextcloudOnHost]):
             background_jobs=values.get("background_jobs") or None,
             occ_problem=problem,
         )
-
-
-class DownloadProblem(FactBase[str]):
-    """'' when the host gets an answer for URL (HTTP HEAD), else the reason it does not."""
-
-    def command(self, url: str) -> str:
-        quoted = shlex.quote(url)
-        probe = (
-            "import sys, urllib.request; "
-            "urllib.request.urlopen(urllib.request.Request(sys.argv[1], method='HEAD'), timeout=30)"
-        )
-        return (
-            "if command -v curl >/dev/null 2>&1; then "
-            f"curl -fsSI --connect-timeout 10 --max-time 30 -o /dev/null {quoted} 2>&1 || echo failed; "
-            "elif command -v python3 >/dev/null 2>&1; then "
-            f"python3 -c {shlex.quote(probe)} {quoted} 2>&1 | tail -n 1; "
-            "fi; true"
-        )
-
-    def default(self) -> str:
-        return ""  # an answer: curl -s prints nothing then
-
-    def process(self, output) -> str:
-        lines = [line.strip() for line in output if line.strip() and line.strip() != "failed"]
-        if not lines and any(line.strip() == "failed" for line in output):
-            return "no answer"
-        return " ".join(lines)
 
 
 # --- operations ------------------------------------------------------------------------------
@@ -380,6 +358,7 @@ def nextcloud_preflight(plan: HostPlan) -> None:
         return
     _source(plan, release, host.get_fact(NextcloudState))
     release_keyring(release)
+    nextcloud_apps_preflight(plan)
 
 
 @deploy("Nextcloud")
@@ -428,6 +407,7 @@ def nextcloud(plan: HostPlan) -> None:
         commands=["systemctl start nextcloud-cron.service"],
         _if=changed([installed]),
     )
+    nextcloud_apps(plan)  # calendar, contacts...: nextcloud_apps.py
 
 
 def _prerequisites(plan: HostPlan) -> None:

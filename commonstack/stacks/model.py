@@ -51,6 +51,7 @@ LocalPath = Annotated[Path, _path(values.local_path)]
 GroupFile = Annotated[Path, _path(values.group_file)]
 SshPublicKey = Annotated[str, AfterValidator(values.ssh_public_key)]
 Commit = Annotated[str, AfterValidator(values.commit)]
+AppId = Annotated[str, AfterValidator(values.app_id)]
 # A tuning value: a count, megabytes or a factor; 10^6 MB is a terabyte, past any host of a group.
 SizingValue = Annotated[int, Field(ge=0, le=10**6)] | Annotated[float, Field(ge=0, le=10**6, allow_inf_nan=False)]
 Arch = Literal["amd64", "arm64", "armhf"]
@@ -58,6 +59,7 @@ Arch = Literal["amd64", "arm64", "armhf"]
 MAX_HOSTS = 64
 MAX_KEYS = 64
 MAX_CERTIFICATES = 16
+MAX_APPS = 64
 
 
 class Settings(BaseModel):
@@ -115,6 +117,30 @@ class NextcloudSettings(Placed):
     default_phone_region: Annotated[str, AfterValidator(values.country_code)] | None = Field(
         None, description="ISO 3166-1 country code, e.g. DE."
     )
+    apps: list[AppId] = Field(
+        default_factory=lambda: ["calendar", "contacts"],
+        max_length=MAX_APPS,
+        description="Apps from Nextcloud's app store the group gets, installed and enabled (calendars and "
+        "address books: calendar, contacts). Apps installed otherwise are left alone.",
+    )
+    app_archives: dict[AppId, LocalPath] = Field(
+        default_factory=dict,
+        max_length=MAX_APPS,
+        description="Offline: a local archive per app (e.g. calendar: calendar-v6.0.2.tar.gz), of the release "
+        "pinned in versions.yaml; relative to the group's folder.",
+    )
+
+    @model_validator(mode="after")
+    def _archives_of_listed_apps(self) -> NextcloudSettings:
+        duplicates = sorted({app for app in self.apps if self.apps.count(app) > 1})
+        if duplicates:
+            raise ValueError(f"apps: {duplicates[0]!r} is listed twice")
+        unlisted = sorted(set(self.app_archives) - set(self.apps))
+        if unlisted:
+            raise ValueError(
+                f"app_archives: {unlisted[0]!r} is not in nextcloud.apps: add it there or remove its archive"
+            )
+        return self
 
 
 class TurnSettings(Settings):

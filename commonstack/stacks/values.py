@@ -63,6 +63,13 @@ def commit(value: str) -> str:
     return value
 
 
+def app_id(value: str) -> str:
+    """Nextcloud's app ids, as its app store has them: lowercase letters, digits and '_'."""
+    if not re.fullmatch(r"[a-z][a-z0-9_]{0,63}", value):
+        raise ValueError(f"expected a Nextcloud app id like calendar (lowercase letters, digits, '_'), got {excerpt(value)}")
+    return value
+
+
 def slug(value: str) -> str:
     if not _SLUG_RE.fullmatch(value):
         raise ValueError(

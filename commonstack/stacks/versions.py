@@ -50,6 +50,28 @@ class NextcloudPins(Pins):
         return VERSIONS_FILE.parent / self.gpg_key
 
 
+class NextcloudAppPin(Pins):
+    """One release of a Nextcloud app, for installs from a local archive (nextcloud.app_archives)."""
+
+    version: Version
+    url: str  # where the app store's download of this release points
+    sha256: Sha256 | None  # of the archive; None: not pinned yet, so no local archive is accepted
+    min_major: int  # the Nextcloud majors it supports (its appinfo/info.xml <nextcloud .../>)
+    max_major: int
+
+    @property
+    def filename(self) -> str:
+        return self.url.rsplit("/", 1)[-1]
+
+    def suits(self, major: int) -> bool:
+        return self.min_major <= major <= self.max_major
+
+
+class NextcloudAppsPins(Pins):
+    store: str  # what the host must reach to install apps from Nextcloud's app store
+    releases: dict[str, NextcloudAppPin]  # by app id
+
+
 class DiscourseDockerPins(Pins):
     repository: str
     commit: Commit
@@ -60,6 +82,7 @@ class Versions(Pins):
     debian: dict[str, DebianRelease]  # by codename
     synapse: SynapsePins
     nextcloud: NextcloudPins
+    nextcloud_apps: NextcloudAppsPins
     discourse_docker: DiscourseDockerPins
 
 

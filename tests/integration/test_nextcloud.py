@@ -8,26 +8,31 @@ One host for the module, deployed through the CLI as a volunteer would. In order
 2. Refusals, each changing nothing: an unreachable download (the host's DNS is pointed at
    loopback, so nothing leaves the host), a local archive whose sha256 is not the published one,
    and (on the host, before extraction) an archive whose signature is not by the pinned key.
-3. A STAND-IN release: a few PHP files that play occ, status.php, cron.php and WebDAV well enough
-   for the deploy and the checks, signed by a THROWAWAY key that the test pins in place of
-   Nextcloud's (versions.yaml is patched in the CLI's process only). It runs the whole release
-   path for real — upload, sha256 + gpgv on the host, unpack, occ maintenance:install against the
-   real PostgreSQL role, settings, cron, Caddy -> PHP-FPM, a 100 MB upload — then every check,
-   then a deploy that changes nothing. It is not Nextcloud.
+3. A STAND-IN release (tests/integration/nextcloud_stand_in.py): a few PHP files that play occ
+   (apps and setup checks too), status.php, cron.php, WebDAV, CalDAV and CardDAV well enough for
+   the deploy and the checks, signed by a THROWAWAY key that the test pins in place of
+   Nextcloud's, and STAND-IN archives of the Calendar and Contacts apps pinned in their place
+   (versions.yaml is patched in the CLI's process only). Refused first, each changing nothing: an
+   offline profile without app archives, an app release unsuited to the Nextcloud major. Then the
+   whole path for real — upload, sha256 + gpgv on the host, unpack, occ maintenance:install
+   against the real PostgreSQL role, settings, cron, the apps checked, copied, unpacked and
+   enabled, Caddy -> PHP-FPM, a 100 MB upload — then every check (a failing setup check reported
+   with its hint), a deploy that changes nothing, and an app from the STAND-IN app store (a
+   folder on the host) through `occ app:install`. None of it is Nextcloud.
 4. The real release, when a copy is available (COMMONSTACK_NEXTCLOUD_ARCHIVE=/path/to/
-   nextcloud-32.0.2.tar.bz2, its .asc next to it): install, every check, zero-change re-deploy.
-   download.nextcloud.com is not reachable from the development machines: skipped there.
+   nextcloud-32.0.2.tar.bz2, its .asc next to it): install, every check, zero-change re-deploy;
+   its apps from the real app store where it answers (COMMONSTACK_NEXTCLOUD_APP_STORE=reachable).
+   download.nextcloud.com and apps.nextcloud.com are not reachable from the development
+   machines: skipped there.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
 import shutil
-import subprocess
-import sys
-import tarfile
 import time
 from pathlib import Path
 
@@ -37,6 +42,7 @@ import yaml
 from commonstack import testhosts
 from commonstack.deploys.nextcloud_source import file_sha256, pinned_release
 from tests.integration.conftest import new_host_name
+from tests.integration.nextcloud_stand_in import STAND_IN_STORE, STAND_IN_STORE_URL, app_archive, build_apps, build_release, run_cli
 from tests.integration.stacks import failed_checks, write_group
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -46,27 +52,13 @@ HOST = "server"
 REAL_ARCHIVE_ENV = "COMMONSTACK_NEXTCLOUD_ARCHIVE"
 LAYERS = ("--only", "base", "--only", "postgres", "--only", "redis", "--only", "caddy", "--only", "nextcloud")
 OVERRIDES = {"matrix": {"enabled": False}, "nextcloud": {"default_phone_region": "DE"}}
-NEEDS_INSTALL = ("status php", "occ status", "redis does the file locking", "background jobs ran", "admin webdav")
-# Patches the pinned release in the CLI's own process (never on disk), then runs the CLI.
-# (The CLI imports the rest of the kit lazily: every module it loads binds the patched versions().)
-WITH_RELEASE = (
-    "import json, sys\n"
-    "from commonstack.stacks import versions as pins\n"
-    "pinned = pins.versions()\n"
-    "patched = pinned.model_copy(update={'nextcloud': pinned.nextcloud.model_copy(update=json.loads(sys.argv[1]))})\n"
-    "pins.versions = lambda: patched\n"
-    "from commonstack.cli import main\n"
-    "main(sys.argv[2:], prog_name='commonstack')\n"
-)
+NEEDS_INSTALL = ("status php", "occ status", "redis does the file locking", "background jobs ran", "admin webdav",
+                 "the groups apps are enabled", "caldav answers", "carddav answers", "nextcloud setup checks")
+APP_CHECKS = ("the groups apps are enabled", "caldav answers for the admin", "carddav answers for the admin",
+              "nextcloud setup checks report no error")
+OCC = "runuser -u www-data -- php /var/www/nextcloud/occ"
+APP_STORE_ENV = "COMMONSTACK_NEXTCLOUD_APP_STORE"  # "reachable" where apps.nextcloud.com is
 PREREQUISITES = {"install": "prerequisites"}
-
-
-def run_cli(inventories: Path, *args: str, release: dict | None = None, timeout=1200):
-    env = dict(os.environ, COMMONSTACK_INVENTORIES=str(inventories))
-    command = [sys.executable, "-m", "commonstack", *args]
-    if release is not None:
-        command = [sys.executable, "-c", WITH_RELEASE, json.dumps(release), *args]
-    return subprocess.run(command, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=timeout)
 
 
 def host_line(result) -> str:
@@ -105,8 +97,8 @@ def ssh(site, testhost_ssh):
     return run
 
 
-def profile_with(site, **nextcloud) -> None:
-    overrides = {**OVERRIDES, "nextcloud": {**OVERRIDES["nextcloud"], **nextcloud}}
+def profile_with(site, offline: bool = False, **nextcloud) -> None:
+    overrides = {**OVERRIDES, "offline": offline, "nextcloud": {**OVERRIDES["nextcloud"], **nextcloud}}
     write_group(site["inventories"], GROUP, "small-group", {HOST: site["host"]}, overrides=overrides)
 
 
@@ -132,7 +124,7 @@ def test_prerequisites_deploy_and_pass_their_checks(site, ssh):
                  "site redirects dav discovery", "site never serves code configuration or data"):  # fmt: skip
         assert nextcloud[name]["outcome"] == "passed", nextcloud[name]
     skipped = [r for name, r in nextcloud.items() if name.startswith(NEEDS_INSTALL)]
-    assert len(skipped) == 5 and all(r["outcome"] == "skipped" and "not installed" in r["message"] for r in skipped)
+    assert len(skipped) == 9 and all(r["outcome"] == "skipped" and "not installed" in r["message"] for r in skipped)
     assert ssh("id -nG www-data").split() == ["www-data", "redis"]
 
 
@@ -184,197 +176,69 @@ def test_an_archive_with_another_checksum_is_refused_before_anything(site, ssh):
 
 # --- 3. a stand-in release, signed by a throwaway key ----------------------------------------
 
-STAND_IN = {
-    "version.php": "<?php\n$OC_Version = array(32, 0, 2, 2);\n$OC_VersionString = '{version}';\n",
-    "lib/standin.php": r"""<?php
-// commonstack TEST STAND-IN, not Nextcloud: just enough of occ, status.php, cron.php and WebDAV for
-// the kit's deploy and health checks (tests/integration/test_nextcloud.py).
-const CODE = __DIR__ . '/..';
-function config_file(): string { return CODE . '/config/config.php'; }
-function load_config(): array { $CONFIG = []; if (is_file(config_file())) { include config_file(); } return $CONFIG; }
-function save_config(array $c): void {
-    @mkdir(CODE . '/config', 0750);
-    file_put_contents(config_file(), "<?php\n\$CONFIG = " . var_export($c, true) . ";\n");
-}
-function data_dir(): string { return load_config()['datadirectory'] ?? '/nonexistent'; }
-function app_config(): array { $f = data_dir() . '/appconfig.json'; return is_file($f) ? json_decode(file_get_contents($f), true) : []; }
-function save_app_config(array $a): void { file_put_contents(data_dir() . '/appconfig.json', json_encode($a)); }
-function status(): array {
-    include CODE . '/version.php';
-    $c = load_config();
-    return ['installed' => (bool)($c['installed'] ?? false), 'version' => implode('.', $OC_Version),
-            'versionstring' => $OC_VersionString, 'edition' => '', 'maintenance' => (bool)($c['maintenance'] ?? false),
-            'needsDbUpgrade' => false, 'productname' => 'commonstack stand-in', 'extendedSupport' => false];
-}
-""",
-    "occ": r"""<?php
-require __DIR__ . '/lib/standin.php';
-$args = array_slice($argv, 1);
-$command = array_shift($args);
-$options = []; $positional = [];
-foreach ($args as $a) {
-    if (str_starts_with($a, '--')) { $kv = explode('=', substr($a, 2), 2); $options[$kv[0]] = $kv[1] ?? true; }
-    elseif ($a === '-e') { $options['exit-code'] = true; }
-    else { $positional[] = $a; }
-}
-function fail(string $message): never { fwrite(STDERR, "$message\n"); exit(1); }
-switch ($command) {
-case 'status':
-    if (isset($options['exit-code'])) { exit(status()['maintenance'] ? 1 : 0); }
-    echo json_encode(status()), "\n"; exit(0);
-case 'maintenance:install':
-    if (status()['installed']) { fail('Command "maintenance:install" is not defined.'); }
-    $db = @pg_connect(sprintf("host=%s dbname=%s user=%s password='%s'", $options['database-host'],
-        $options['database-name'], $options['database-user'], $options['database-pass']));
-    if (!$db || !pg_query($db, 'CREATE TABLE IF NOT EXISTS oc_standin (id int)')) { fail('cannot use the PostgreSQL database'); }
-    $data = $options['data-dir'];
-    if (!is_dir($data) || !is_writable($data)) { fail("Cannot write into \"$data\""); }
-    touch("$data/.ocdata");
-    save_config(['instanceid' => 'standin', 'passwordsalt' => 'x', 'secret' => 'x', 'trusted_domains' => ['localhost'],
-        'datadirectory' => $data, 'dbtype' => $options['database'], 'version' => status()['version'],
-        'overwrite.cli.url' => 'http://localhost', 'dbname' => $options['database-name'], 'dbhost' => $options['database-host'],
-        'dbuser' => $options['database-user'], 'dbpassword' => $options['database-pass'], 'installed' => true]);
-    file_put_contents("$data/admin.user", $options['admin-user']);
-    file_put_contents("$data/admin.password", password_hash($options['admin-pass'], PASSWORD_DEFAULT));
-    echo "Nextcloud was successfully installed\n"; exit(0);
-case 'user:resetpassword':
-    $password = getenv('OC_PASS');
-    if (!isset($options['password-from-env']) || !$password) { fail('--password-from-env given, but OC_PASS is empty!'); }
-    file_put_contents(data_dir() . '/admin.password', password_hash($password, PASSWORD_DEFAULT));
-    echo "Successfully reset password for {$positional[0]}\n"; exit(0);
-case 'config:list':
-    $c = load_config();
-    foreach (['dbpassword', 'passwordsalt', 'secret'] as $k) { if (isset($c[$k])) { $c[$k] = '***REMOVED SENSITIVE VALUE***'; } }
-    echo json_encode(['system' => $c]), "\n"; exit(0);
-case 'config:system:get':
-    $v = load_config();
-    foreach ($positional as $k) { if (!is_array($v) || !array_key_exists($k, $v)) { exit(1); } $v = $v[$k]; }
-    echo is_array($v) ? json_encode($v) : (is_bool($v) ? ($v ? 'true' : 'false') : $v), "\n"; exit(0);
-case 'config:system:set':
-    $value = $options['value'] ?? '';
-    $type = $options['type'] ?? 'string';
-    $value = $type === 'integer' ? (int)$value : ($type === 'boolean' ? $value === 'true' : $value);
-    $c = load_config(); $ref = &$c; $last = count($positional) - 1;
-    foreach ($positional as $i => $k) { if ($i < $last && !is_array($ref[$k] ?? null)) { $ref[$k] = []; } $ref = &$ref[$k]; }
-    $ref = $value; unset($ref); save_config($c);
-    echo 'System config value ' . implode(' => ', $positional) . ' set to ' . json_encode($value) . "\n"; exit(0);
-case 'config:system:delete':
-    $c = load_config(); unset($c[$positional[0]]); save_config($c);
-    echo "System config value {$positional[0]} deleted\n"; exit(0);
-case 'config:app:get':
-    $a = app_config();
-    if (!array_key_exists($positional[1], $a)) { exit(1); }
-    echo $a[$positional[1]], "\n"; exit(0);
-case 'background:cron':
-    $a = app_config(); $a['backgroundjobs_mode'] = 'cron'; save_app_config($a);
-    echo "Set mode for background jobs to 'cron'\n"; exit(0);
-default:
-    fail("Command \"$command\" is not defined.");
-}
-""",
-    "cron.php": r"""<?php
-require __DIR__ . '/lib/standin.php';
-if (php_sapi_name() !== 'cli' || !status()['installed']) { exit(0); }
-$a = app_config(); $a['lastcron'] = time(); save_app_config($a);
-""",
-    "status.php": r"""<?php
-require __DIR__ . '/lib/standin.php';
-header('Content-Type: application/json');
-echo json_encode(status());
-""",
-    "remote.php": r"""<?php
-require __DIR__ . '/lib/standin.php';
-$auth = $_SERVER['HTTP_AUTHORIZATION'] ?? '';
-[$user, $password] = array_pad(explode(':', (string)base64_decode(substr($auth, 6)), 2), 2, '');
-$data = data_dir();
-if (!str_starts_with($auth, 'Basic ') || $user !== @file_get_contents("$data/admin.user")
-    || !password_verify($password, (string)@file_get_contents("$data/admin.password"))) {
-    http_response_code(401); header('WWW-Authenticate: Basic realm="Nextcloud"'); exit;
-}
-$prefix = "/dav/files/$user/";
-$path = $_SERVER['PATH_INFO'] ?? '';
-if (!str_starts_with($path, $prefix)) { http_response_code(404); exit; }
-@mkdir("$data/$user/files", 0750, true);
-$file = "$data/$user/files/" . basename($path);
-switch ($_SERVER['REQUEST_METHOD']) {
-case 'PUT': $existed = is_file($file); file_put_contents($file, fopen('php://input', 'r')); http_response_code($existed ? 204 : 201); break;
-case 'GET': if (!is_file($file)) { http_response_code(404); break; } readfile($file); break;
-case 'DELETE': @unlink($file); http_response_code(204); break;
-default: http_response_code(405);
-}
-""",
-    "index.php": r"""<?php
-require __DIR__ . '/lib/standin.php';
-header('Content-Type: application/json');
-$redis = false;
-try { $r = new Redis(); $redis = $r->connect('/run/redis/redis-server.sock') && $r->ping(); } catch (Throwable $e) {}
-echo json_encode([
-    'path' => $_SERVER['PATH_INFO'] ?? '', 'https' => $_SERVER['HTTPS'] ?? '',
-    'front_controller_active' => getenv('front_controller_active'), 'modHeadersAvailable' => getenv('modHeadersAvailable'),
-    'user' => posix_getpwuid(posix_geteuid())['name'], 'apcu' => function_exists('apcu_enabled') && apcu_enabled(),
-    'redis' => (bool)$redis, 'opcache' => (bool)(opcache_get_status(false)['opcache_enabled'] ?? false),
-    'uploads' => array_map(fn($f) => ['size' => $f['size'], 'error' => $f['error']], $_FILES),
-]);
-""",
-}
-
-
-class ThrowawayKey:
-    """A signing key made for this test run only, in its own GnuPG home: never Nextcloud's."""
-
-    def __init__(self, home: Path, uid: str):
-        home.mkdir(mode=0o700)
-        self.home = home
-        self.gpg("--pinentry-mode", "loopback", "--passphrase", "", "--quick-gen-key", uid, "ed25519", "sign", "never")
-        listing = self.gpg("--with-colons", "--list-keys").splitlines()
-        self.fingerprint = next(line.split(":")[9] for line in listing if line.startswith("fpr:"))
-        self.public = home / "public.asc"
-        self.public.write_text(self.gpg("--armor", "--export", self.fingerprint))
-
-    def gpg(self, *args: str) -> str:
-        done = subprocess.run(["gpg", "--homedir", str(self.home), "--batch", *args], capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr
-        return done.stdout
-
-    def sign(self, archive: Path) -> None:
-        self.gpg("--yes", "--armor", "--detach-sign", "--output", f"{archive}.asc", str(archive))
-
 
 @pytest.fixture(scope="module")
 def stand_in(site, tmp_path_factory) -> dict:
+    """The stand-in release and stand-in archives of calendar and contacts, in the group's folder."""
     if not shutil.which("gpg"):
         pytest.skip("needs gpg on this machine to sign the stand-in release (package gnupg)")
-    work = tmp_path_factory.mktemp("stand-in")
-    pinned = ThrowawayKey(work / "pinned", "commonstack test fixture: pinned <pinned@commonstack.invalid>")
-    other = ThrowawayKey(work / "other", "commonstack test fixture: other <other@commonstack.invalid>")
-    tree = work / "tree" / "nextcloud"
-    for name, content in STAND_IN.items():
-        (tree / name).parent.mkdir(parents=True, exist_ok=True)
-        (tree / name).write_text(content.replace("{version}", pinned_release().version))
     folder = site["inventories"] / GROUP / "stand-in"
-    folder.mkdir()
-    archive = folder / "nextcloud-32.0.2.tar.bz2"
-    with tarfile.open(archive, "w:bz2") as tar:
-        tar.add(tree, arcname="nextcloud")
-    release = {"sha256": file_sha256(archive), "gpg_fingerprint": pinned.fingerprint, "gpg_key": str(pinned.public)}
-    return {"archive": archive, "pinned": pinned, "other": other, "release": release}
+    built = build_release(folder, tmp_path_factory.mktemp("stand-in"))
+    apps = build_apps(folder)
+    return {"archive": built.archive, "pinned": built.pinned, "other": built.other, "release": built.pins,
+            "apps": apps.pins, "app_archives": {app: f"stand-in/{a.name}" for app, a in apps.archives.items()}}  # fmt: skip
+
+
+def with_stand_in(site, stand_in, **settings) -> None:
+    """The profile with the stand-in release and app archives (relative: the group's folder)."""
+    profile_with(site, **{"archive": "stand-in/nextcloud-32.0.2.tar.bz2", "app_archives": stand_in["app_archives"],
+                          **settings})  # fmt: skip
+
+
+def run_with_stand_in(site, stand_in, *args: str, apps: dict | None = None):
+    return run_cli(site["inventories"], *args, release=stand_in["release"], apps=apps or stand_in["apps"])
 
 
 def test_a_release_signed_by_another_key_is_refused_on_the_host_before_extraction(site, ssh, stand_in):
     stand_in["other"].sign(stand_in["archive"])
-    profile_with(site, archive="stand-in/nextcloud-32.0.2.tar.bz2")
-    result = run_cli(site["inventories"], "deploy", GROUP, "--yes", *LAYERS, release=stand_in["release"])
+    with_stand_in(site, stand_in)
+    result = run_with_stand_in(site, stand_in, "deploy", GROUP, "--yes", *LAYERS)
     assert result.returncode == 1, result.stdout
     line = host_line(result)
     assert "Nextcloud 32.0.2: fetch, verify (sha256, GPG) and unpack" in line and "does not verify" in line, line
     assert ssh("ls -A /var/www /var/lib/commonstack/nextcloud") == "/var/lib/commonstack/nextcloud:\n\n/var/www:\n"
 
 
+def test_an_offline_profile_without_app_archives_is_refused_before_any_change(site, ssh, stand_in):
+    stand_in["pinned"].sign(stand_in["archive"])
+    with_stand_in(site, stand_in, offline=True, app_archives={"contacts": stand_in["app_archives"]["contacts"]})
+    try:
+        result = run_with_stand_in(site, stand_in, "deploy", GROUP, "--yes", *LAYERS)
+    finally:
+        with_stand_in(site, stand_in)
+    assert result.returncode == 1, result.stdout
+    line = host_line(result)
+    assert "offline: true, so calendar is not fetched" in line and "set nextcloud.app_archives.calendar" in line, line
+    assert "Nothing was deployed" in result.stdout and "Traceback" not in result.stdout + result.stderr
+    nothing_of_nextcloud_on(ssh)
+
+
+def test_an_app_release_unsuited_to_the_nextcloud_major_is_refused_in_one_line(site, ssh, stand_in):
+    apps = json.loads(json.dumps(stand_in["apps"]))
+    apps["releases"]["calendar"].update(min_major=33, max_major=34)  # the pin, not the archive, says so
+    result = run_with_stand_in(site, stand_in, "deploy", GROUP, "--yes", *LAYERS, apps=apps)
+    assert result.returncode == 1, result.stdout
+    line = host_line(result)
+    assert "nextcloud.apps: calendar 6.0.2 does not suit Nextcloud 32 (it supports Nextcloud 33 to 34)" in line, line
+    assert "Nothing was deployed" in result.stdout
+    nothing_of_nextcloud_on(ssh)
+
+
 @pytest.fixture(scope="module")
 def installed(site, stand_in):
     stand_in["pinned"].sign(stand_in["archive"])
-    profile_with(site, archive="stand-in/nextcloud-32.0.2.tar.bz2")
-    result = run_cli(site["inventories"], "deploy", GROUP, "--yes", *LAYERS, release=stand_in["release"])
+    with_stand_in(site, stand_in)
+    result = run_with_stand_in(site, stand_in, "deploy", GROUP, "--yes", *LAYERS)
     assert result.returncode == 0, f"deploy failed:\n{result.stdout}\n{result.stderr}"
     return result
 
@@ -389,7 +253,17 @@ def test_the_verified_release_is_installed_and_configured(site, ssh, installed):
     assert system["datadirectory"] == "/var/lib/nextcloud/data"
     owners = ssh("stat -c '%U %a' /var/www/nextcloud /var/www/nextcloud/occ").split()
     assert owners == ["www-data", "755", "www-data", "644"]
-    assert ssh("ls -A /var/lib/commonstack/nextcloud") == "", "the archive and the install's secrets are gone"
+    assert ssh("ls -A /var/lib/commonstack/nextcloud") == "", "the archives and the install's secrets are gone"
+
+
+def test_the_groups_apps_are_unpacked_from_their_archives_and_enabled(ssh, installed):
+    for app, version in (("calendar", "6.0.2"), ("contacts", "8.0.4")):
+        assert f"Nextcloud | Nextcloud app {app} {version}: copy, verify (sha256) and unpack" in installed.stdout
+    listing = json.loads(ssh(f"{OCC} app:list --output=json"))
+    assert {"calendar": "6.0.2", "contacts": "8.0.4"}.items() <= listing["enabled"].items(), listing
+    owners = ssh("stat -c '%U %n' /var/www/nextcloud/apps/calendar/appinfo/info.xml /var/www/nextcloud/apps/contacts")
+    assert [line.split()[0] for line in owners.splitlines()] == ["www-data", "www-data"]
+    assert ssh("ls -A /var/www/nextcloud/apps").split() == ["README.md", "calendar", "contacts"], "no staging is left"
 
 
 def test_secrets_never_appear_in_output(site, installed):
@@ -404,6 +278,23 @@ def test_every_check_passes_on_the_installed_release(site, installed):
     nextcloud = [r for r in results if r["layer"] == "nextcloud"]
     not_passed = [r for r in nextcloud if r["outcome"] != "passed"]
     assert nextcloud and not not_passed, not_passed
+    assert {r["check"] for r in nextcloud} >= set(APP_CHECKS), "the apps, CalDAV, CardDAV and setup checks ran"
+
+
+def test_a_failing_setup_check_is_reported_with_its_hint(site, ssh, installed):
+    # The stand-in's own "Cron last run" check fails once background jobs have not run for an hour.
+    edit = "import json; f='/var/lib/nextcloud/data/appconfig.json'; a=json.load(open(f)); a['lastcron']=1; json.dump(a, open(f, 'w'))"
+    ssh(f"runuser -u www-data -- python3 -c \"{edit}\"")
+    try:
+        results = {r["check"]: r for r in checks(site["inventories"]) if r["layer"] == "nextcloud"}
+    finally:
+        ssh("systemctl start nextcloud-cron.service")  # runs cron.php: lastcron is now again
+    setup = results["nextcloud setup checks report no error"]
+    assert setup["outcome"] == "failed", setup
+    assert "Nextcloud's setup checks (Administration settings > Overview) report: Cron last run: Last background job " \
+           "execution ran" in setup["message"] and "Something seems wrong." in setup["message"], setup["message"]
+    after = {r["check"]: r for r in checks(site["inventories"]) if r["layer"] == "nextcloud"}
+    assert after["nextcloud setup checks report no error"]["outcome"] == "passed"
 
 
 def test_a_large_upload_and_pretty_urls_reach_php_through_caddy(site, testhost_ssh, installed):
@@ -425,10 +316,34 @@ def test_a_large_upload_and_pretty_urls_reach_php_through_caddy(site, testhost_s
 
 
 def test_a_second_deploy_changes_nothing(site, installed, stand_in):
-    planned = run_cli(site["inventories"], "plan", GROUP, *LAYERS, release=stand_in["release"])
+    planned = run_with_stand_in(site, stand_in, "plan", GROUP, *LAYERS)
     assert re.search(r": unchanged — 0 of \d+ operations would change", host_line(planned)), planned.stdout
-    again = run_cli(site["inventories"], "deploy", GROUP, "--yes", *LAYERS, release=stand_in["release"])
+    again = run_with_stand_in(site, stand_in, "deploy", GROUP, "--yes", *LAYERS)
     assert again.returncode == 0 and "Nothing to change." in again.stdout, again.stdout
+
+
+def test_an_app_without_an_archive_comes_from_the_app_store_once_it_answers(site, ssh, tmp_path, installed, stand_in):
+    # The online path, against the STAND-IN app store (a folder on the host; the kit probes its
+    # apps.json, a file URL): `occ app:install` of the stand-in installs from there.
+    archive = app_archive(tmp_path / "tasks.tar.gz", "tasks", "0.16.1", (32, 32))
+    with_stand_in(site, stand_in, apps=["calendar", "contacts", "tasks"])
+    try:
+        refused = run_with_stand_in(site, stand_in, "deploy", GROUP, "--yes", *LAYERS)
+        payload = base64.b64encode(archive.read_bytes()).decode()
+        ssh(f"mkdir -p {STAND_IN_STORE} && echo {payload} | base64 -d > {STAND_IN_STORE}/tasks.tar.gz "
+            f"&& echo '[]' > {STAND_IN_STORE}/apps.json && chmod -R a+rX {STAND_IN_STORE}")  # fmt: skip
+        first = run_with_stand_in(site, stand_in, "deploy", GROUP, "--yes", *LAYERS)
+        again = run_with_stand_in(site, stand_in, "plan", GROUP, *LAYERS)
+    finally:
+        with_stand_in(site, stand_in)
+        ssh(f"rm -rf {STAND_IN_STORE}")
+    line = host_line(refused)
+    assert refused.returncode == 1 and f"cannot reach {STAND_IN_STORE_URL}" in line, line
+    assert "to install tasks; set nextcloud.app_archives.tasks to a local archive of tasks" in line, line
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "Nextcloud | Nextcloud app tasks: install from the app store (occ app:install) and enable" in first.stdout
+    assert json.loads(ssh(f"{OCC} app:list --output=json"))["enabled"].get("tasks") == "0.16.1"
+    assert re.search(r": unchanged — 0 of \d+ operations would change", host_line(again)), again.stdout
 
 
 # --- 4. the real release, when a copy is at hand ----------------------------------------------
@@ -444,7 +359,9 @@ def test_the_real_release_installs_and_passes_every_check(site, ssh, installed):
     # Make room: the stand-in goes, with everything it wrote (the database keeps only its test table).
     ssh("rm -rf /var/www/nextcloud && find /var/lib/nextcloud/data -mindepth 1 -delete")
     ssh("runuser -u postgres -- psql -q -d nextcloud -c 'DROP TABLE IF EXISTS oc_standin'")
-    profile_with(site, archive=str(Path(path).resolve()))
+    # Apps from the real app store where it answers; else none (the stand-ins played them above).
+    apps = ["calendar", "contacts"] if os.environ.get(APP_STORE_ENV) == "reachable" else []
+    profile_with(site, archive=str(Path(path).resolve()), apps=apps)
     first = run_cli(site["inventories"], "deploy", GROUP, "--yes", *LAYERS, timeout=1800)
     assert first.returncode == 0, f"deploy failed:\n{first.stdout}\n{first.stderr}"
     results = checks(site["inventories"])
@@ -452,3 +369,14 @@ def test_the_real_release_installs_and_passes_every_check(site, ssh, installed):
     assert all(r["outcome"] == "passed" for r in results if r["layer"] == "nextcloud")
     again = run_cli(site["inventories"], "deploy", GROUP, "--yes", *LAYERS)
     assert "Nothing to change." in again.stdout, again.stdout
+
+
+def test_the_real_app_store_gives_calendar_and_contacts(site, ssh):
+    if not os.environ.get(REAL_ARCHIVE_ENV) or os.environ.get(APP_STORE_ENV) != "reachable":
+        pytest.skip(
+            f"apps.nextcloud.com (and github.com, where its downloads are) is not reachable from this machine: "
+            f"set {APP_STORE_ENV}=reachable and {REAL_ARCHIVE_ENV} where they are"
+        )
+    # After the real release's test, which deployed them from the store: Nextcloud's own listing.
+    listing = json.loads(ssh(f"{OCC} app:list --output=json"))
+    assert {"calendar", "contacts"} <= set(listing["enabled"]), listing
