@@ -105,25 +105,56 @@ def presets() -> None:
     help="[NAME=][USER@]ADDRESS[:PORT]; repeat for several hosts (split: home=..., vps=...).",
 )
 @click.option("--admin-email", help="Where certificates and services send admin mail. Default: admin@DOMAIN.")
+@click.option("--smtp-host", help="The mail relay the services send through, e.g. smtp.example.org.")
+@click.option("--smtp-port", type=click.IntRange(1, 65535), help="Its port. Default: 587 (STARTTLS).")
+@click.option("--smtp-user", help="The login at the relay, if it needs one.")
+@click.option("--smtp-from", help="The sender address of the services' mail. Default: noreply@DOMAIN.")
+@click.option(
+    "--smtp-password-file",
+    type=click.File("r"),
+    help="A file holding the relay password ('-': standard input); it is copied into secrets.yaml "
+    "(mode 0600). Without it the password is asked, hidden.",
+)
+@click.option("--no-email", is_flag=True, help="No outgoing email (not for the forum preset: see below).")
 @click.option("--force", is_flag=True, help="Replace an existing stack.yaml (secrets are kept).")
 @click.pass_context
-def init(ctx, group_name, preset, domain, hosts, admin_email, force) -> None:
+def init(ctx, group_name, preset, domain, hosts, admin_email, smtp_host, smtp_port, smtp_user, smtp_from,
+         smtp_password_file, no_email, force) -> None:
     """Create inventories/GROUP/ with a stack profile and freshly generated secrets.
 
     Missing options are asked for when run in a terminal. An existing group is
-    never overwritten without --force, and its secrets are always kept.
+    never overwritten without --force, and its secrets are always kept. A failed
+    init leaves nothing behind.
+
+    Email: Discourse cannot work without it (sign-ups, password resets), so the
+    forum preset needs an SMTP relay. With --no-email, full and split leave the
+    forum out (written disabled in stack.yaml, with why); Nextcloud and Matrix
+    work without email (no notifications or password resets by mail). The relay
+    password never goes on a command line: it is asked hidden or read from
+    --smtp-password-file, and stored only in secrets.yaml.
 
     \b
     Examples:
-      commonstack init tenants --preset small-group --domain tenants.example.org \\
+      commonstack init tenants --preset small-group --domain tenants.example.org \
           --host root@203.0.113.7
-      commonstack init coop --preset split --domain coop.example.org \\
-          --host home=pi@192.168.1.20 --host vps=root@203.0.113.7
+      commonstack init neighbours --preset forum --domain neighbours.example.org \
+          --host root@203.0.113.8 --smtp-host smtp.example.org \
+          --smtp-user forum@neighbours.example.org --smtp-password-file ~/relay-password
+      commonstack init coop --preset split --domain coop.example.org \
+          --host home=pi@192.168.1.20 --host vps=root@203.0.113.7 --no-email
     """
     from commonstack.errors import GroupError
-    from commonstack.inventories.groups import parse_host, required_host_names, stack_document
-    from commonstack.inventories.secrets import ensure_secrets
-    from commonstack.stacks.loader import load_preset, load_profile, preset_names
+    from commonstack.inventories.groups import (
+        NEEDS_EMAIL,
+        create_group,
+        parse_host,
+        preset_services,
+        required_host_names,
+        services_needing_email,
+        stack_document,
+    )
+    from commonstack.inventories.secrets import read_secrets
+    from commonstack.stacks.loader import load_preset, preset_names
 
     group = _group(ctx, group_name)
     if group.stack_file.exists() and not force:
@@ -149,18 +180,71 @@ def init(ctx, group_name, preset, domain, hosts, admin_email, force) -> None:
     entries = [parse_host(spec, default_name=names[min(i, len(names) - 1)]) for i, spec in enumerate(hosts)]
     admin_email = admin_email or f"admin@{domain}"
 
-    # Validate the new profile before writing it, so a typo leaves nothing behind.
-    group.folder.mkdir(parents=True, exist_ok=True)
-    draft = group.folder / ".stack.yaml.new"
-    draft.write_text(stack_document(group_name, preset, domain, admin_email, entries))
-    try:
-        profile = load_profile(draft)
-    except Exception:
-        draft.unlink()
-        raise
-    draft.replace(group.stack_file)
-    ensure_secrets(group.secrets_file, profile)
+    # Email: what the preset's services need, what the volunteer gave, and what to ask.
+    given = {"--smtp-port": smtp_port, "--smtp-user": smtp_user, "--smtp-from": smtp_from,
+             "--smtp-password-file": smtp_password_file}
+    if no_email and (smtp_host or any(given.values())):
+        option = "--smtp-host" if smtp_host else next(o for o, v in given.items() if v)
+        raise GroupError(f"--no-email and {option} exclude each other: give a relay, or no email")
+    if not smtp_host and any(given.values()):
+        raise GroupError(f"{next(o for o, v in given.items() if v)} needs --smtp-host (the relay it belongs to)")
+    if smtp_password_file and not smtp_user:
+        raise GroupError("--smtp-password-file needs --smtp-user (the login that password is for)")
+    needing = services_needing_email(preset)
+    why = "; ".join(NEEDS_EMAIL[s] for s in needing)
+    alone = bool(needing) and set(needing) == set(preset_services(preset))
+    if no_email and alone:
+        raise GroupError(
+            f"--no-email: the {preset} preset cannot run without email ({why}); give --smtp-host "
+            "(and --smtp-user with --smtp-password-file if the relay needs a login)"
+        )
+    wants_email = bool(smtp_host)
+    if not wants_email and not no_email:
+        if interactive:
+            if alone:
+                wants_email = True
+            elif needing:
+                wants_email = click.confirm(f"{why}. Set up an SMTP relay now (no: the forum is left out)?", default=True)
+            else:
+                wants_email = click.confirm("Send email (notifications, password resets) through an SMTP relay?",
+                                            default=False)
+        elif needing:
+            hint = "" if alone else ", or --no-email to leave the forum out"
+            raise GroupError(f"--smtp-host is required: {why} (no terminal to ask on{hint})")
+    smtp, smtp_password = None, None
+    if wants_email:
+        if not smtp_host:  # on a terminal, without SMTP options: ask for each
+            smtp_host = click.prompt("SMTP relay (e.g. smtp.example.org)")
+            smtp_port = click.prompt("SMTP port", type=click.IntRange(1, 65535), default=587)
+            smtp_user = click.prompt("SMTP login (blank if the relay needs none)", default="", show_default=False)
+            smtp_from = click.prompt("Sender address", default=f"noreply@{domain}")
+        smtp = {"host": smtp_host}
+        smtp.update({k: v for k, v in (("port", smtp_port), ("username", smtp_user or None),
+                                      ("from_address", smtp_from)) if v})
+        if smtp_user:
+            if smtp_password_file:
+                smtp_password = smtp_password_file.read().rstrip("\r\n")
+                if not smtp_password:
+                    raise GroupError(f"--smtp-password-file {smtp_password_file.name}: the file is empty")
+            elif interactive:
+                smtp_password = click.prompt(f"Password of {smtp_user} at {smtp_host} (hidden)", hide_input=True,
+                                             confirmation_prompt=True)
+            elif not read_secrets(group.secrets_file).get("smtp_password"):
+                raise GroupError(
+                    f"--smtp-password-file is required with --smtp-user (a file holding the password of "
+                    f"{smtp_user}; it is copied into secrets.yaml, mode 0600)"
+                )
+    left_out = {}
+    if not smtp:
+        left_out = {s: f"{s} is left out: {NEEDS_EMAIL[s]}, and this group has no SMTP relay (init --no-email). "
+                       "To add it: give smtp (host, username) here, smtp_password in secrets.yaml, and set "
+                       "enabled: true." for s in needing}
+
+    document = stack_document(group_name, preset, domain, admin_email, entries, smtp, left_out)
+    create_group(group, document, {"smtp_password": smtp_password} if smtp_password else None)
     click.echo(f"Created {group.stack_file} (preset {preset}) and {group.secrets_file} (mode 0600).")
+    for service in left_out:
+        click.secho(f"Left out {service}: it cannot work without email (see stack.yaml).", fg="yellow")
     click.echo(f"Next: commonstack validate {group_name}")
 
 

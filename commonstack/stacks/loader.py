@@ -62,9 +62,13 @@ def load_preset(name: str, referenced_from: Path | None = None) -> Preset:
     )
 
 
-def load_profile(path: Path) -> StackProfile:
-    """Read a group's stack.yaml, merge it over its preset and validate the result."""
-    group_data, group_tree = _read_yaml(path)
+def load_profile(path: Path, text: str | None = None) -> StackProfile:
+    """Read a group's stack.yaml, merge it over its preset and validate the result.
+
+    With `text`, that is validated as the content of `path` without reading or writing it
+    (`init` checks a new profile before it creates anything).
+    """
+    group_data, group_tree = _read_yaml(path, text)
     preset, preset_tree = None, None
     merged = group_data
     if "preset" in group_data:
@@ -92,9 +96,9 @@ def deep_merge(base: dict, override: dict) -> dict:
     return merged
 
 
-def _read_yaml(path: Path) -> tuple[dict, yaml.Node | None]:
+def _read_yaml(path: Path, text: str | None = None) -> tuple[dict, yaml.Node | None]:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8") if text is None else text
     except FileNotFoundError:
         raise ProfileError(path, "file not found") from None
     except (OSError, UnicodeDecodeError) as exc:

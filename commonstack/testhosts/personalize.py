@@ -22,13 +22,15 @@ HostKey /etc/ssh/ssh_host_ed25519_key
 
 # Test hosts under qemu-user emulation only, never real hosts: qemu cannot give a service a
 # user namespace or systemd's credentials mount, so units asking for them fail (217/USER,
-# 243/CREDENTIALS: Debian's redis-server, systemd-tmpfiles-setup, systemd-sysusers...).
+# 243/CREDENTIALS: Debian's redis-server, systemd-tmpfiles-setup, systemd-sysusers...; on trixie,
+# systemd 257 also imports credentials in journald, sysctl, logind and getty: ImportCredential=).
 _EMULATION = """\
 # commonstack: a limit of qemu-user emulation on this test host; not for real hosts
 [Service]
 PrivateUsers=no
 LoadCredential=
 SetCredential=
+ImportCredential=
 """
 
 
