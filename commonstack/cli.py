@@ -618,43 +618,74 @@ def hosts_list() -> None:
 @click.option("--online", is_flag=True,
               help="Let the test hosts fetch upstream releases (download.nextcloud.com, github.com). "
                    "Without it they reach only the package mirrors, and what needs more is left out.")
+@click.option("--name", default="try", show_default=True,
+              help="The group and its test host(s): NAME, or NAME-HOST for a preset of several hosts.")
 @click.pass_context
-def try_preset(ctx, preset, suite, arch, memory, online) -> None:
+def try_preset(ctx, preset, suite, arch, memory, online, name) -> None:
     """See a preset work on this machine before renting anything.
 
     Boots local Debian test hosts (systemd-nspawn; needs root), writes the group
     'try' for them (domain try.test, certificates from Caddy's own CA), deploys
-    the preset, runs the health checks and tells you where everything is. Run it
-    again to re-deploy; `commonstack hosts down try` removes the host.
+    the preset, runs the health checks and tells you where everything is.
+
+    A service whose source the test hosts cannot reach (offline, Nextcloud's and
+    Discourse's downloads) is left out before anything is deployed, and written
+    disabled in inventories/try/stack.yaml with the reason: the group describes
+    what runs, so `commonstack plan try`, `deploy try` and `check try` work on it
+    like on any group. Run it again to re-deploy; `commonstack hosts down try`
+    removes the host.
 
     \b
     Examples:
       sudo commonstack try
-      sudo commonstack try chat --suite trixie
+      sudo commonstack try chat --suite trixie --name trychat
     """
     from commonstack.checks.group import check_group
     from commonstack.deploys.converge import GroupConverger
+    from commonstack.errors import CommonstackError
+    from commonstack.inventories.groups import group as named_group
     from commonstack.stacks.loader import load_preset
     from commonstack.testhosts import up
-    from commonstack.trial import trial_hosts, write_try_group
+    from commonstack.trial import services_left_out, trial_hosts, write_try_group
 
     load_preset(preset)
+    named_group(name, ctx.obj)  # a bad name: a clear error before any host is booted
     ctx.invoke(hosts)  # progress of the test hosts on stderr
-    trial = trial_hosts(preset, memory)
+    trial = trial_hosts(preset, memory, name)
     running = []
     for host in trial:
         click.echo(f"Starting test host {host.testhost} ({suite}, {arch}, {host.memory_mb} MB)...")
         running.append((host, up(host.testhost, suite=suite, arch=arch, memory=f"{host.memory_mb}M",
                                  trust_controller_ca=True)))
-    group = write_try_group(ctx.obj, preset, running, overrides={"offline": not online})
-    converger = GroupConverger(group, on_progress=_progress, skip_unavailable=True)
+    overrides = {"offline": not online}
+    group = write_try_group(ctx.obj, preset, running, name=name, overrides=overrides)
+    # What the test hosts cannot get is found before any change (each layer's preflight), and the
+    # group is written without it: then it describes exactly what this deploys.
+    click.echo(f"Planning the {preset} preset...")
+    planned = GroupConverger(group, on_progress=_progress, skip_unavailable=True).plan()
+    if planned.failed:
+        _print_results(planned, planned=True)
+        sys.exit(1)
+    left_out = services_left_out(planned.unavailable, group.load())
+    if left_out:
+        if set(left_out) == set(group.load().enabled_services()):
+            why = "; ".join(f"{service}: {reason}" for service, reason in left_out.items())
+            raise CommonstackError(
+                f"nothing of the {preset} preset can be deployed on these test hosts ({why}); "
+                f"`commonstack try {preset} --online` where they can reach it. "
+                f"`commonstack hosts down {running[0][1].name}` removes the host."
+            )
+        group = write_try_group(ctx.obj, preset, running, name=name, overrides=overrides, left_out=left_out)
+        for service, reason in left_out.items():
+            click.secho(f"Left out {service}: {reason}", fg="yellow")
+    converger = GroupConverger(group, on_progress=_progress)
     click.echo(f"Deploying the {preset} preset (first run: a few minutes of package installs)...")
     applied = converger.apply()
     _print_results(applied, planned=False)
     if applied.failed:
         sys.exit(1)
     click.echo("Health checks:")
-    healthy = _print_checks(check_group(converger, applied.deployed_plans()))
+    healthy = _print_checks(check_group(converger, applied.plans))
     profile = converger.profile
     click.echo("")
     for trial_host, testhost in running:
@@ -664,6 +695,8 @@ def try_preset(ctx, preset, suite, arch, memory, online) -> None:
             click.echo(f"Sites on {testhost.address}: add `{testhost.address} {names}` to /etc/hosts to browse them")
     click.echo(f"Logins and passwords: {group.secrets_file} (mode 0600)")
     click.echo(f"Connect: ssh -i {running[0][1].key_path} root@{running[0][1].address}")
+    click.echo(f"Next: commonstack plan {name} (nothing to change), commonstack check {name}, "
+               f"commonstack runbook {name}")
     click.echo("Clean up: " + " && ".join(f"commonstack hosts down {t.name}" for _, t in running)
                + f" && rm -r {group.folder}")
     sys.exit(0 if healthy else 1)

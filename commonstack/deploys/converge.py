@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from commonstack.deploys import runner  # first: it patches gevent before pyinfra loads
 from commonstack.deploys.stack import missing_deploys, stack_operations
@@ -29,13 +29,6 @@ class GroupRun:
     @property
     def pending(self) -> list[str]:
         return [r.name for r in self.results if r.status == "changed"]
-
-    def deployed_plans(self) -> dict[str, HostPlan]:
-        """The plans without the layers left out because their source was unreachable."""
-        return {
-            name: replace(plan, layers=tuple(l for l in plan.layers if l not in self.unavailable.get(name, {})))
-            for name, plan in self.plans.items()
-        }
 
     def skipped_layers(self) -> dict[str, list[str]]:
         """Per host, layers this version of the kit does not deploy yet."""
