@@ -528,14 +528,21 @@ def check(ctx, group_name, limit, services, only, as_json, junit) -> None:
       commonstack check tenants --junit reports/health.xml
     """
     import json
+    import shlex
     from dataclasses import asdict
 
     from commonstack.checks.group import check_group
     from commonstack.checks.report import write_junit
     from commonstack.deploys.converge import GroupConverger
 
-    converger = GroupConverger(_group(ctx, group_name), limit, on_progress=_progress)
+    from commonstack.inventories.last_check import save_last_check
+
+    group = _group(ctx, group_name)
+    converger = GroupConverger(group, limit, on_progress=_progress)
     results = check_group(converger, only=frozenset(only), services=services)
+    # For the runbook: the verdicts and hints, without secrets.
+    save_last_check(group.last_check_file, [asdict(r) for r in results],
+                    "commonstack " + shlex.join(sys.argv[1:]), converger.secrets.values())
     if junit:
         junit.parent.mkdir(parents=True, exist_ok=True)
         write_junit(results, junit, name=f"commonstack check {group_name}")
@@ -545,6 +552,32 @@ def check(ctx, group_name, limit, services, only, as_json, junit) -> None:
     else:
         ok = _print_checks(results)
     sys.exit(0 if ok else 1)
+
+
+@main.command()
+@click.argument("group_name", metavar="GROUP")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+              help="Folder to write into. Default: the group's own, inventories/GROUP/.")
+@click.pass_context
+def runbook(ctx, group_name, out) -> None:
+    """Write the group's handover runbook: runbook.md and runbook.html.
+
+    For the group and the next volunteer: each host with its address, size and
+    services; each site and what it is for; how to log in as admin; where the
+    secrets and the backups are (never their values); the exact commands to
+    check, back up, restore and upgrade; the last saved health check; the
+    pinned versions. Offline: nothing is contacted.
+
+    \b
+    Examples:
+      commonstack runbook tenants                  # inventories/tenants/runbook.{md,html}
+      commonstack runbook tenants --out /tmp/handover && xdg-open /tmp/handover/runbook.html
+    """
+    from commonstack.runbook.document import write_runbook
+
+    group = _group(ctx, group_name)
+    for path in write_runbook(group, group.load(), out or group.folder):
+        click.echo(f"Wrote {path}")
 
 
 @main.group()

@@ -44,6 +44,11 @@ class Group:
     def known_hosts(self) -> Path:
         return self.folder / "known_hosts"
 
+    @property
+    def last_check_file(self) -> Path:
+        """The last `commonstack check` results (no secrets), for the runbook."""
+        return self.folder / "last-check.json"
+
     def load(self) -> StackProfile:
         if not self.stack_file.is_file():
             raise GroupError(
