@@ -135,12 +135,12 @@ def init(ctx, group_name, preset, domain, hosts, admin_email, smtp_host, smtp_po
 
     \b
     Examples:
-      commonstack init tenants --preset small-group --domain tenants.example.org \
+      commonstack init tenants --preset small-group --domain tenants.example.org \\
           --host root@203.0.113.7
-      commonstack init neighbours --preset forum --domain neighbours.example.org \
-          --host root@203.0.113.8 --smtp-host smtp.example.org \
+      commonstack init neighbours --preset forum --domain neighbours.example.org \\
+          --host root@203.0.113.8 --smtp-host smtp.example.org \\
           --smtp-user forum@neighbours.example.org --smtp-password-file ~/relay-password
-      commonstack init coop --preset split --domain coop.example.org \
+      commonstack init coop --preset split --domain coop.example.org \\
           --host home=pi@192.168.1.20 --host vps=root@203.0.113.7 --no-email
     """
     from commonstack.errors import GroupError

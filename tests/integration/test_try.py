@@ -1,5 +1,6 @@
 """`commonstack try` leaves a group a volunteer can go on with: the real command on a real test
-host, then `plan` (nothing to change) and `check` (green) on the group it wrote.
+host, then `plan` (nothing to change), `check` (green, and saved) and `runbook` on the group it
+wrote.
 
 The small-group preset, offline as `try` is by default: Nextcloud's release is on
 download.nextcloud.com, which the test hosts cannot reach, so `try` leaves Nextcloud out before
@@ -42,5 +43,17 @@ def test_try_writes_the_group_it_deployed(testhosts_state: Path, tmp_path: Path)
         results = json.loads(checked.stdout)
         assert checked.returncode == 0, "\n".join(failed_checks(results)) or checked.stderr
         assert not any(r["service"] == "nextcloud" and r["outcome"] == "passed" for r in results)
+
+        # The check is saved for the runbook, without a secret; the runbook shows it.
+        saved = (tmp_path / name / "last-check.json").read_text()
+        secrets = [v for v in yaml.safe_load((tmp_path / name / "secrets.yaml").read_text()).values() if v]
+        assert not [s for s in secrets if s in saved]
+        assert len(json.loads(saved)["results"]) == len(results)
+        written = cli(tmp_path, "runbook", name)
+        assert written.returncode == 0, written.stderr
+        runbook = (tmp_path / name / "runbook.md").read_text()
+        passed = sum(r["outcome"] == "passed" for r in results)
+        assert f"`commonstack check {name} --json`: {passed} passed," in runbook
+        assert "Left out of the small-group preset: nextcloud" in runbook
     finally:
         testhosts.down(name)
