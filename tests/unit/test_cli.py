@@ -168,7 +168,10 @@ def test_init_asks_for_what_is_missing_on_a_terminal(tmp_path):
     answer(b"Preset", "chat")
     answer(b"domain", "coop.example.org")
     answer(b"SSH address of host", "root@203.0.113.9")
-    while True:  # drain until the child exits
+    answer(b"through an SMTP relay?", "n")
+    while True:  # drain until the child exits (a prompt left unanswered fails, not hangs)
+        ready, _, _ = select.select([fd], [], [], 20)
+        assert ready, f"commonstack still waits; the terminal shows {seen!r}"
         try:
             chunk = os.read(fd, 1024)
         except OSError:
