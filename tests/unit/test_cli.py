@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from commonstack.cli import main
 from commonstack.stacks.loader import preset_names
+from tests.unit.terminal import Terminal
 
 
 @pytest.fixture
@@ -147,40 +148,14 @@ def test_the_cli_knows_every_layer_without_importing_the_renderer():
 
 
 def test_init_asks_for_what_is_missing_on_a_terminal(tmp_path):
-    """A real pseudo-terminal: init prompts for the preset, the domain and the host."""
-    import pty
-    import select
-
-    env = dict(os.environ, COMMONSTACK_INVENTORIES=str(tmp_path / "inv"), TERM="dumb")
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: commonstack on the terminal
-        os.execve(sys.executable, [sys.executable, "-m", "commonstack", "init", "coop"], env)
-    seen = b""
-
-    def answer(prompt: bytes, reply: str) -> None:
-        nonlocal seen
-        while prompt not in seen:
-            ready, _, _ = select.select([fd], [], [], 20)
-            assert ready, f"no prompt {prompt!r}; the terminal shows {seen!r}"
-            seen += os.read(fd, 1024)
-        os.write(fd, reply.encode() + b"\r")
-
-    answer(b"Preset", "chat")
-    answer(b"domain", "coop.example.org")
-    answer(b"SSH address of host", "root@203.0.113.9")
-    answer(b"through an SMTP relay?", "n")
-    while True:  # drain until the child exits (a prompt left unanswered fails, not hangs)
-        ready, _, _ = select.select([fd], [], [], 20)
-        assert ready, f"commonstack still waits; the terminal shows {seen!r}"
-        try:
-            chunk = os.read(fd, 1024)
-        except OSError:
-            break
-        if not chunk:
-            break
-        seen += chunk
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, seen.decode(errors="replace")
+    """A real pseudo-terminal: init prompts for the preset, the domain, the host and email."""
+    terminal = Terminal(tmp_path / "inv", "init", "coop")
+    terminal.answer("Preset", "chat")
+    terminal.answer("domain", "coop.example.org")
+    terminal.answer("SSH address of host", "root@203.0.113.9")
+    terminal.answer("through an SMTP relay?", "n")
+    status, shown = terminal.finish()
+    assert status == 0, shown
     profile = yaml.safe_load((tmp_path / "inv" / "coop" / "stack.yaml").read_text())
     assert profile["preset"] == "chat" and profile["domain"] == "coop.example.org"
     assert profile["hosts"] == [{"name": "server", "address": "203.0.113.9", "user": "root"}]
