@@ -236,7 +236,7 @@ def init(ctx, group_name, preset, domain, hosts, admin_email, smtp_host, smtp_po
                 )
     left_out = {}
     if not smtp:
-        left_out = {s: f"{s} is left out: {NEEDS_EMAIL[s]}, and this group has no SMTP relay (init --no-email). "
+        left_out = {s: f"{s} is left out: {NEEDS_EMAIL[s]}, and this group was set up without an SMTP relay. "
                        "To add it: give smtp (host, username) here, smtp_password in secrets.yaml, and set "
                        "enabled: true." for s in needing}
 

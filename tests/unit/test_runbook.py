@@ -178,3 +178,11 @@ def png_summary(data: bytes) -> tuple[int, int, int]:
         offset += 12 + length
     pixels = zlib.decompress(chunks)
     return width, height, len(set(pixels[: width * 4 * 200]))
+
+
+def test_the_admin_accounts_are_the_ones_the_deploys_create():
+    from commonstack.deploys.nextcloud import ADMIN_USER
+    from commonstack.deploys.synapse import ADMIN_LOCALPART
+    from commonstack.runbook.document import MATRIX_ADMIN, NEXTCLOUD_ADMIN
+
+    assert (NEXTCLOUD_ADMIN, MATRIX_ADMIN) == (ADMIN_USER, ADMIN_LOCALPART)
