@@ -119,25 +119,56 @@ def presets() -> None:
     help="[NAME=][USER@]ADDRESS[:PORT]; repeat for several hosts (split: home=..., vps=...).",
 )
 @click.option("--admin-email", help="Where certificates and services send admin mail. Default: admin@DOMAIN.")
+@click.option("--smtp-host", help="The mail relay the services send through, e.g. smtp.example.org.")
+@click.option("--smtp-port", type=click.IntRange(1, 65535), help="Its port. Default: 587 (STARTTLS).")
+@click.option("--smtp-user", help="The login at the relay, if it needs one.")
+@click.option("--smtp-from", help="The sender address of the services' mail. Default: noreply@DOMAIN.")
+@click.option(
+    "--smtp-password-file",
+    type=click.File("r"),
+    help="A file holding the relay password ('-': standard input); it is copied into secrets.yaml "
+    "(mode 0600). Without it the password is asked, hidden.",
+)
+@click.option("--no-email", is_flag=True, help="No outgoing email (not for the forum preset: see below).")
 @click.option("--force", is_flag=True, help="Replace an existing stack.yaml (secrets are kept).")
 @click.pass_context
-def init(ctx, group_name, preset, domain, hosts, admin_email, force) -> None:
+def init(ctx, group_name, preset, domain, hosts, admin_email, smtp_host, smtp_port, smtp_user, smtp_from,
+         smtp_password_file, no_email, force) -> None:
     """Create inventories/GROUP/ with a stack profile and freshly generated secrets.
 
     Missing options are asked for when run in a terminal. An existing group is
-    never overwritten without --force, and its secrets are always kept.
+    never overwritten without --force, and its secrets are always kept. A failed
+    init leaves nothing behind.
+
+    Email: Discourse cannot work without it (sign-ups, password resets), so the
+    forum preset needs an SMTP relay. With --no-email, full and split leave the
+    forum out (written disabled in stack.yaml, with why); Nextcloud and Matrix
+    work without email (no notifications or password resets by mail). The relay
+    password never goes on a command line: it is asked hidden or read from
+    --smtp-password-file, and stored only in secrets.yaml.
 
     \b
     Examples:
       commonstack init tenants --preset small-group --domain tenants.example.org \\
           --host root@203.0.113.7
+      commonstack init neighbours --preset forum --domain neighbours.example.org \\
+          --host root@203.0.113.8 --smtp-host smtp.example.org \\
+          --smtp-user forum@neighbours.example.org --smtp-password-file ~/relay-password
       commonstack init coop --preset split --domain coop.example.org \\
-          --host home=pi@192.168.1.20 --host vps=root@203.0.113.7
+          --host home=pi@192.168.1.20 --host vps=root@203.0.113.7 --no-email
     """
     from commonstack.errors import GroupError
-    from commonstack.inventories.groups import parse_host, required_host_names, stack_document
-    from commonstack.inventories.secrets import ensure_secrets
-    from commonstack.stacks.loader import load_preset, load_profile, preset_names
+    from commonstack.inventories.groups import (
+        NEEDS_EMAIL,
+        create_group,
+        parse_host,
+        preset_services,
+        required_host_names,
+        services_needing_email,
+        stack_document,
+    )
+    from commonstack.inventories.secrets import read_secrets
+    from commonstack.stacks.loader import load_preset, preset_names
 
     group = _group(ctx, group_name)
     if group.stack_file.exists() and not force:
@@ -163,18 +194,71 @@ def init(ctx, group_name, preset, domain, hosts, admin_email, force) -> None:
     entries = [parse_host(spec, default_name=names[min(i, len(names) - 1)]) for i, spec in enumerate(hosts)]
     admin_email = admin_email or f"admin@{domain}"
 
-    # Validate the new profile before writing it, so a typo leaves nothing behind.
-    group.folder.mkdir(parents=True, exist_ok=True)
-    draft = group.folder / ".stack.yaml.new"
-    draft.write_text(stack_document(group_name, preset, domain, admin_email, entries))
-    try:
-        profile = load_profile(draft)
-    except Exception:
-        draft.unlink()
-        raise
-    draft.replace(group.stack_file)
-    ensure_secrets(group.secrets_file, profile)
+    # Email: what the preset's services need, what the volunteer gave, and what to ask.
+    given = {"--smtp-port": smtp_port, "--smtp-user": smtp_user, "--smtp-from": smtp_from,
+             "--smtp-password-file": smtp_password_file}
+    if no_email and (smtp_host or any(given.values())):
+        option = "--smtp-host" if smtp_host else next(o for o, v in given.items() if v)
+        raise GroupError(f"--no-email and {option} exclude each other: give a relay, or no email")
+    if not smtp_host and any(given.values()):
+        raise GroupError(f"{next(o for o, v in given.items() if v)} needs --smtp-host (the relay it belongs to)")
+    if smtp_password_file and not smtp_user:
+        raise GroupError("--smtp-password-file needs --smtp-user (the login that password is for)")
+    needing = services_needing_email(preset)
+    why = "; ".join(NEEDS_EMAIL[s] for s in needing)
+    alone = bool(needing) and set(needing) == set(preset_services(preset))
+    if no_email and alone:
+        raise GroupError(
+            f"--no-email: the {preset} preset cannot run without email ({why}); give --smtp-host "
+            "(and --smtp-user with --smtp-password-file if the relay needs a login)"
+        )
+    wants_email = bool(smtp_host)
+    if not wants_email and not no_email:
+        if interactive:
+            if alone:
+                wants_email = True
+            elif needing:
+                wants_email = click.confirm(f"{why}. Set up an SMTP relay now (no: the forum is left out)?", default=True)
+            else:
+                wants_email = click.confirm("Send email (notifications, password resets) through an SMTP relay?",
+                                            default=False)
+        elif needing:
+            hint = "" if alone else ", or --no-email to leave the forum out"
+            raise GroupError(f"--smtp-host is required: {why} (no terminal to ask on{hint})")
+    smtp, smtp_password = None, None
+    if wants_email:
+        if not smtp_host:  # on a terminal, without SMTP options: ask for each
+            smtp_host = click.prompt("SMTP relay (e.g. smtp.example.org)")
+            smtp_port = click.prompt("SMTP port", type=click.IntRange(1, 65535), default=587)
+            smtp_user = click.prompt("SMTP login (blank if the relay needs none)", default="", show_default=False)
+            smtp_from = click.prompt("Sender address", default=f"noreply@{domain}")
+        smtp = {"host": smtp_host}
+        smtp.update({k: v for k, v in (("port", smtp_port), ("username", smtp_user or None),
+                                      ("from_address", smtp_from)) if v})
+        if smtp_user:
+            if smtp_password_file:
+                smtp_password = smtp_password_file.read().rstrip("\r\n")
+                if not smtp_password:
+                    raise GroupError(f"--smtp-password-file {smtp_password_file.name}: the file is empty")
+            elif interactive:
+                smtp_password = click.prompt(f"Password of {smtp_user} at {smtp_host} (hidden)", hide_input=True,
+                                             confirmation_prompt=True)
+            elif not read_secrets(group.secrets_file).get("smtp_password"):
+                raise GroupError(
+                    f"--smtp-password-file is required with --smtp-user (a file holding the password of "
+                    f"{smtp_user}; it is copied into secrets.yaml, mode 0600)"
+                )
+    left_out = {}
+    if not smtp:
+        left_out = {s: f"{s} is left out: {NEEDS_EMAIL[s]}, and this group was set up without an SMTP relay. "
+                       "To add it: give smtp (host, username) here, smtp_password in secrets.yaml, and set "
+                       "enabled: true." for s in needing}
+
+    document = stack_document(group_name, preset, domain, admin_email, entries, smtp, left_out)
+    create_group(group, document, {"smtp_password": smtp_password} if smtp_password else None)
     click.echo(f"Created {group.stack_file} (preset {preset}) and {group.secrets_file} (mode 0600).")
+    for service in left_out:
+        click.secho(f"Left out {service}: it cannot work without email (see stack.yaml).", fg="yellow")
     click.echo(f"Next: commonstack validate {group_name}")
 
 
@@ -342,10 +426,18 @@ def _confirm_purge(planned, assume_yes: bool) -> bool:
 
 
 def _check(converger, plans, only=frozenset(), unreachable=None):
-    """The health checks of the planned hosts of a converger's group."""
-    from commonstack.checks.group import check_group
+    """The health checks of the planned hosts of a converger's group; their verdicts and hints are
+    kept on this machine for the runbook (without secrets, and not in the group's folder)."""
+    import shlex
+    from dataclasses import asdict
 
-    return check_group(converger.targets, plans, converger.secrets, only, unreachable)
+    from commonstack.checks.group import check_group
+    from commonstack.inventories.last_check import save_last_check
+
+    results = check_group(converger.targets, plans, converger.secrets, only, unreachable)
+    save_last_check(converger.group.last_check_file, [asdict(r) for r in results],
+                    "commonstack " + shlex.join(sys.argv[1:]), converger.secrets.values())  # fmt: skip
+    return results
 
 
 def _progress(message: str) -> None:
@@ -522,6 +614,32 @@ def check(ctx, group_name, hosts, only, as_json, junit) -> None:
     sys.exit(0 if ok else 1)
 
 
+@main.command()
+@click.argument("group_name", metavar="GROUP")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+              help="Folder to write into. Default: the group's own, inventories/GROUP/.")
+@click.pass_context
+def runbook(ctx, group_name, out) -> None:
+    """Write the group's handover runbook: runbook.md and runbook.html.
+
+    For the group and the next volunteer: each host with its address, size and
+    services; each site and what it is for; how to log in as admin; where the
+    secrets and the backups are (never their values); the exact commands to
+    check, back up, restore and upgrade; the last saved health check; the
+    pinned versions. Offline: nothing is contacted.
+
+    \b
+    Examples:
+      commonstack runbook tenants                  # inventories/tenants/runbook.{md,html}
+      commonstack runbook tenants --out /tmp/handover && xdg-open /tmp/handover/runbook.html
+    """
+    from commonstack.runbook.document import write_runbook
+
+    group = _group(ctx, group_name)
+    for path in write_runbook(group, group.load(), out or group.folder):
+        click.echo(f"Wrote {path}")
+
+
 @main.group()
 def hosts() -> None:
     """Local Debian test hosts (systemd-nspawn) that behave like a VPS.
@@ -593,42 +711,73 @@ def hosts_list() -> None:
 @click.option("--online", is_flag=True,
               help="Let the test hosts fetch upstream releases (download.nextcloud.com, github.com). "
                    "Without it they reach only the package mirrors, and what needs more is left out.")
+@click.option("--name", default="try", show_default=True,
+              help="The group and its test host(s): NAME, or NAME-HOST for a preset of several hosts.")
 @click.pass_context
-def try_preset(ctx, preset, suite, arch, memory, online) -> None:
+def try_preset(ctx, preset, suite, arch, memory, online, name) -> None:
     """See a preset work on this machine before renting anything.
 
     Boots local Debian test hosts (systemd-nspawn; needs root), writes the group
     'try' for them (domain try.test, certificates from Caddy's own CA), deploys
-    the preset, runs the health checks and tells you where everything is. Run it
-    again to re-deploy; `commonstack hosts down try` removes the host.
+    the preset, runs the health checks and tells you where everything is.
+
+    A service whose source the test hosts cannot reach (offline, Nextcloud's and
+    Discourse's downloads) is left out before anything is deployed, and written
+    disabled in inventories/try/stack.yaml with the reason: the group describes
+    what runs, so `commonstack plan try`, `deploy try` and `check try` work on it
+    like on any group. Run it again to re-deploy; `commonstack hosts down try`
+    removes the host.
 
     \b
     Examples:
       sudo commonstack try
-      sudo commonstack try chat --suite trixie
+      sudo commonstack try chat --suite trixie --name trychat
     """
     from commonstack.deploys.converge import GroupConverger
+    from commonstack.errors import CommonstackError
+    from commonstack.inventories.groups import group as named_group
     from commonstack.stacks.loader import load_preset
     from commonstack.testhosts import up
-    from commonstack.trial import trial_hosts, write_try_group
+    from commonstack.trial import services_left_out, trial_hosts, write_try_group
 
     load_preset(preset)
+    named_group(name, ctx.obj)  # a bad name: a clear error before any host is booted
     ctx.invoke(hosts)  # progress of the test hosts on stderr
-    trial = trial_hosts(preset, memory)
+    trial = trial_hosts(preset, memory, name)
     running = []
     for host in trial:
         click.echo(f"Starting test host {host.testhost} ({suite}, {arch}, {host.memory_mb} MB)...")
         running.append((host, up(host.testhost, suite=suite, arch=arch, memory=f"{host.memory_mb}M",
                                  trust_controller_ca=True)))
-    group = write_try_group(ctx.obj, preset, running, overrides={"offline": not online})
-    converger = GroupConverger(group, on_progress=_progress, skip_unavailable=True, generate_secrets=True)
+    overrides = {"offline": not online}
+    group = write_try_group(ctx.obj, preset, running, name=name, overrides=overrides)
+    # What the test hosts cannot get is found before any change (each layer's preflight), and the
+    # group is written without it: then it describes exactly what this deploys.
+    click.echo(f"Planning the {preset} preset...")
+    planned = GroupConverger(group, on_progress=_progress, skip_unavailable=True).plan()
+    if planned.failed:
+        _print_results(planned, planned=True)
+        sys.exit(1)
+    left_out = services_left_out(planned.unavailable, group.load())
+    if left_out:
+        if set(left_out) == set(group.load().enabled_services()):
+            why = "; ".join(f"{service}: {reason}" for service, reason in left_out.items())
+            raise CommonstackError(
+                f"nothing of the {preset} preset can be deployed on these test hosts ({why}); "
+                f"`commonstack try {preset} --online` where they can reach it. "
+                f"`commonstack hosts down {running[0][1].name}` removes the host."
+            )
+        group = write_try_group(ctx.obj, preset, running, name=name, overrides=overrides, left_out=left_out)
+        for service, reason in left_out.items():
+            click.secho(f"Left out {service}: {reason}", fg="yellow")
+    converger = GroupConverger(group, on_progress=_progress, generate_secrets=True)
     click.echo(f"Deploying the {preset} preset (first run: a few minutes of package installs)...")
     applied = converger.apply()
     _print_results(applied, planned=False)
     if applied.failed:
         sys.exit(1)
     click.echo("Health checks:")
-    healthy = _print_checks(_check(converger, applied.deployed_plans()))
+    healthy = _print_checks(_check(converger, applied.plans))
     profile = converger.profile
     click.echo("")
     for trial_host, testhost in running:
@@ -638,6 +787,8 @@ def try_preset(ctx, preset, suite, arch, memory, online) -> None:
             click.echo(f"Sites on {testhost.address}: add `{testhost.address} {names}` to /etc/hosts to browse them")
     click.echo(f"Logins and passwords: {group.secrets_file} (mode 0600)")
     click.echo(f"Connect: ssh -i {running[0][1].key_path} root@{running[0][1].address}")
+    click.echo(f"Next: commonstack plan {name} (nothing to change), commonstack check {name}, "
+               f"commonstack runbook {name}")
     click.echo("Clean up: " + " && ".join(f"commonstack hosts down {t.name}" for _, t in running)
                + f" && rm -r {group.folder}")
     sys.exit(0 if healthy else 1)

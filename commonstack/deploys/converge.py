@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from commonstack.deploys import runner  # first: it patches gevent before pyinfra loads
 from commonstack.deploys.stack import HostOutcome, stack_operations
@@ -35,13 +35,6 @@ class GroupRun:
     def unavailable(self) -> dict[str, dict[str, str]]:
         """Per host, the layers left out because their source was unreachable, and why."""
         return {name: outcome.unavailable for name, outcome in self.outcomes.items() if outcome.unavailable}
-
-    def deployed_plans(self) -> dict[str, HostPlan]:
-        """The plans without the layers left out because their source was unreachable."""
-        return {
-            name: replace(plan, layers=tuple(l for l in plan.layers if l not in self.unavailable.get(name, {})))
-            for name, plan in self.plans.items()
-        }
 
     def undeployable_layers(self) -> dict[str, list[str]]:
         """Per host, layers this version of the kit does not deploy yet."""

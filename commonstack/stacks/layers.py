@@ -43,7 +43,7 @@ class Database:
     collation: str | None = None
 
 
-# What enables a layer on a host: the profile, and the services the profile places on the host.
+# What enables a layer on a host other than a service: the profile, and the services on the host.
 Wanted = Callable[["StackProfile", frozenset[str]], bool]
 Ports = Callable[["StackProfile", "Host"], tuple[Port, ...]]
 
@@ -52,7 +52,10 @@ Ports = Callable[["StackProfile", "Host"], tuple[Port, ...]]
 class Layer:
     name: str
     summary: str  # what it is, for --help and the docs
-    wanted: Wanted | None  # None: only when another layer on the host requires it
+    # What enables it: the profile service it runs (as StackProfile.services_on names them), else
+    # `wanted`; with neither, it is on a host only when another layer there requires it.
+    service: str | None = None
+    wanted: Wanted | None = None
     requires: tuple[str, ...] = ()  # shared layers it needs on the same host
     # Debian packages, installed for every layer of a host in one apt transaction. "{php}" and
     # "{postgresql}" stand for the versions of the host's Debian release (versions.yaml).
@@ -73,10 +76,6 @@ class Layer:
     @property
     def generated_secrets(self) -> tuple[str, ...]:
         return tuple(d.password_secret for d in self.databases) + self.secrets
-
-
-def _service(name: str) -> Wanted:
-    return lambda profile, services: name in services
 
 
 def _ssh(profile: StackProfile, host: Host) -> tuple[Port, ...]:
@@ -116,7 +115,6 @@ LAYERS: tuple[Layer, ...] = (
     Layer(
         "postgres",
         "PostgreSQL from Debian, tuned by sizing, a database per service",
-        wanted=None,
         packages=("postgresql-{postgresql}",),
         deploy="postgres:postgresql",
         checks=("postgres",),
@@ -126,7 +124,6 @@ LAYERS: tuple[Layer, ...] = (
     Layer(
         "redis",
         "Redis from Debian on a unix socket, for Nextcloud's locking and cache",
-        wanted=None,
         packages=("redis-server",),
         deploy="redis:redis",
         checks=("redis",),
@@ -136,7 +133,6 @@ LAYERS: tuple[Layer, ...] = (
     Layer(
         "caddy",
         "Caddy, the one reverse proxy, with certificates from ACME or its own CA",
-        wanted=None,
         packages=("caddy",),
         deploy="caddy:caddy",
         checks=("caddy",),
@@ -147,7 +143,7 @@ LAYERS: tuple[Layer, ...] = (
     Layer(
         "synapse",
         "Matrix: Synapse from PyPI in a virtualenv (profile: matrix)",
-        wanted=_service("matrix"),
+        service="matrix",
         requires=("postgres", "caddy"),
         # Upstream's prerequisites for a pip install with PostgreSQL: a venv, and what building
         # psycopg2 from source needs (PyPI has no Linux wheel of it). jemalloc: Synapse's docs.
@@ -164,7 +160,7 @@ LAYERS: tuple[Layer, ...] = (
     Layer(
         "coturn",
         "TURN for Matrix calls: coturn from Debian (profile: matrix.turn)",
-        wanted=_service("turn"),
+        service="turn",
         requires=("caddy",),  # its TLS certificate is a copy of Caddy's
         packages=("coturn",),
         deploy="coturn:coturn",
@@ -176,7 +172,7 @@ LAYERS: tuple[Layer, ...] = (
     Layer(
         "nextcloud",
         "files and calendars: Nextcloud from its signed tarball on PHP-FPM (profile: nextcloud)",
-        wanted=_service("nextcloud"),
+        service="nextcloud",
         requires=("postgres", "redis", "caddy"),
         # The admin manual's PHP modules (installation: prerequisites) as Debian packages (php-common
         # brings ctype, fileinfo, iconv, posix, session, sodium, exif...; php-xml: dom, SimpleXML,
@@ -197,7 +193,6 @@ LAYERS: tuple[Layer, ...] = (
     Layer(
         "docker",
         "the Docker engine that Discourse's launcher drives: Debian's docker.io",
-        wanted=None,
         packages=("git", "apparmor"),  # docker.io itself: deploys/docker.py keeps an engine already there
         deploy="docker:docker_engine",
         checks=("docker",),
@@ -207,7 +202,7 @@ LAYERS: tuple[Layer, ...] = (
     Layer(
         "discourse",
         "the forum: Discourse through its official launcher (profile: discourse)",
-        wanted=_service("discourse"),
+        service="discourse",
         requires=("docker", "caddy"),
         deploy="discourse:discourse",
         preflight="discourse:discourse_preflight",
@@ -236,7 +231,11 @@ def layer(name: str) -> Layer:
 def layers_on(profile: StackProfile, host: Host) -> tuple[str, ...]:
     """The layers a host runs, in deploy order: those its services enable, and what they require."""
     services = profile.services_on(host)
-    wanted = {item.name for item in LAYERS if item.wanted is not None and item.wanted(profile, services)}
+    wanted = {
+        item.name
+        for item in LAYERS
+        if (item.service in services if item.service else item.wanted is not None and item.wanted(profile, services))
+    }
     pending = list(wanted)
     while pending:
         for required in layer(pending.pop()).requires:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import json
 import re
-import shlex
 import shutil
 import subprocess
 from pathlib import Path
