@@ -332,11 +332,11 @@ def _confirm_purge(planned, assume_yes: bool) -> bool:
     return assume_yes or click.confirm("Delete these? There is no undo (a backup is the only way back)", default=False)
 
 
-def _check(converger, plans, only=frozenset(), unreachable=None):
+def _check(converger, plans, only=frozenset(), unreachable=None, started=None):
     """The health checks of the planned hosts of a converger's group."""
     from commonstack.checks.group import check_group
 
-    return check_group(converger.targets, plans, converger.secrets, only, unreachable)
+    return check_group(converger.targets, plans, converger.secrets, only, unreachable, started)
 
 
 def _progress(message: str) -> None:
@@ -496,12 +496,15 @@ def check(ctx, group_name, hosts, only, as_json, junit) -> None:
     import json
     from dataclasses import asdict
 
+    from commonstack.checks.group import start_group_checks
     from commonstack.checks.report import write_junit
     from commonstack.deploys.converge import GroupConverger
 
     converger = GroupConverger(_group(ctx, group_name), hosts, on_progress=_progress)
+    started = start_group_checks(converger.targets, converger.secrets, frozenset(only))  # runs while facts are read
     sized = converger.sized()
-    results = _check(converger, sized.plans, frozenset(only), {r.name: r.error or r.status for r in sized.failed})
+    unreachable = {r.name: r.error or r.status for r in sized.failed}
+    results = _check(converger, sized.plans, frozenset(only), unreachable, started)
     if junit:
         junit.parent.mkdir(parents=True, exist_ok=True)
         write_junit(results, junit, name=f"commonstack check {group_name}")
