@@ -30,6 +30,7 @@ import io
 import logging
 import posixpath
 import tarfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -106,11 +107,17 @@ def discover(
     """
     hosts = {h.name: h for h in state.active_hosts}
     pending = set(hosts)
-    for _ in range(MAX_PASSES):
+    for number in range(1, MAX_PASSES + 1):
+        wall, cpu = time.perf_counter(), time.process_time()
         noted, finished = _discovery_pass(shadow_state(), add_operations, answers, pending)
+        cpu = time.process_time() - cpu
         fetching = {name: wanted for name, wanted in noted.items() if wanted}
+        fetched = time.perf_counter()
         greenlets = [state.pool.spawn(_fetch, state, hosts[name], wanted, answers[name]) for name, wanted in fetching.items()]
         gevent.joinall(greenlets)
+        log.debug("stage pass %d (%d commands, %s): operations %.2f s CPU, batch %.2f s", number,
+                  sum(map(len, fetching.values())), "complete" if finished else "stopped", cpu,
+                  time.perf_counter() - fetched)  # fmt: skip
         for greenlet in greenlets:
             if not greenlet.successful():
                 log.debug("a fact batch failed: %r", greenlet.exception)
