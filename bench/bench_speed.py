@@ -77,23 +77,33 @@ def main() -> None:
 
 
 def set_up(inventories: Path) -> dict | None:
-    """Hosts and groups (when not kept from a run before); the fresh deploy's figures, if made."""
-    running = {h.name: h for h in testhosts.list_hosts() if h.status == "running"}
-    if {ONE, PLAIN, *EIGHT} <= set(running) and (inventories / "eight" / "stack.yaml").exists():
+    """Hosts and groups (unless kept from a run before); the fresh deploy's figures, if made."""
+    done = inventories / "set-up"
+    running = {h.name for h in testhosts.list_hosts() if h.status == "running"}
+    if {ONE, PLAIN, *EIGHT} <= running and done.exists():
         return None
-    with ThreadPoolExecutor(5) as pool:
+    with ThreadPoolExecutor(5) as pool:  # threads, before anything patches them (gevent)
         hosts = dict(zip([ONE, PLAIN, *EIGHT], pool.map(_host_up, [ONE, PLAIN, *EIGHT])))
     write_group(inventories, "one", "small-group", {"server": hosts[ONE]}, overrides=PREREQUISITES)
     write_group(inventories, "eight", "chat", {f"h{i}": hosts[name] for i, name in enumerate(EIGHT, 1)})
-    with ThreadPoolExecutor(3) as pool:
-        eight = pool.submit(cli, inventories, "deploy", "eight", "--yes", "--no-check", *only("base"))
-        bare = pool.submit(timed, lambda: install_bare(hosts[PLAIN]))
+    # The fresh deploy and the bare install side by side: the same load on both.
+    with ThreadPoolExecutor(1) as pool:
+        bare = pool.submit(timed, lambda: ssh(hosts[PLAIN], bare_install()))
         fresh = fresh_deploy(inventories)
-        assert eight.result().returncode == 0, eight.result().stdout + eight.result().stderr
         fresh["bare"] = bare.result()
+    eight = cli(inventories, "deploy", "eight", "--yes", "--no-check", *only("base"))
+    assert eight.returncode == 0, eight.stdout + eight.stderr
     rest = cli(inventories, "deploy", "one", "--yes", "--no-check")  # and Nextcloud's prerequisites
     assert rest.returncode == 0, rest.stdout + rest.stderr
+    done.touch()
     return fresh
+
+
+CLI = [sys.executable, "-m", "commonstack"]
+
+
+def _env(inventories: Path) -> dict:
+    return dict(os.environ, COMMONSTACK_INVENTORIES=str(inventories))
 
 
 def _host_up(name: str):
@@ -101,42 +111,45 @@ def _host_up(name: str):
 
 
 def fresh_deploy(inventories: Path) -> dict:
-    """`deploy` of the Matrix layers on the fresh host, in this process, each operation timed."""
-    from commonstack.deploys.converge import GroupConverger  # imports pyinfra (gevent): only here
-    from commonstack.inventories.groups import group
-
-    marks: list[tuple[float, str]] = []
-    converger = GroupConverger(group("one", inventories), only=frozenset(MATRIX), generate_secrets=True,
-                               on_progress=lambda message: marks.append((time.perf_counter(), message)))  # fmt: skip
+    """`commonstack deploy --no-check` of the Matrix layers on the fresh host, each operation
+    timed from the progress lines it prints as it goes."""
+    command = [*CLI, "deploy", "one", "--yes", "--no-check", *only(*MATRIX)]
     started = time.perf_counter()
-    planned = converger.plan()
-    applied = converger.apply(planned.pending)
+    process = subprocess.Popen(command, env=_env(inventories), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, bufsize=1)  # fmt: skip
+    marks = [(time.perf_counter(), line.strip()) for line in process.stderr]
+    output = process.stdout.read()
+    assert process.wait() == 0, output + "".join(m for _, m in marks)
     total = time.perf_counter() - started
-    assert not planned.failed and not applied.failed, [r.error for r in planned.failed + applied.failed]
     steps = [(later - at, message.removeprefix("operation: ")) for (at, message), (later, _) in zip(marks, marks[1:])
              if message.startswith("operation: ")]  # fmt: skip
     return {"deploy": total, "slowest": sorted(steps, reverse=True)[:6]}
 
 
-def install_bare(host) -> None:
+def bare_install() -> str:
     """The same packages and Synapse, installed by hand: one apt transaction, one pip install."""
     names = {"postgresql": "15"}
     packages = [p.format(**names) for name in MATRIX for p in layer(name).packages]
     synapse = versions().synapse.version
-    ssh(host, "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "
-              f"{' '.join(packages)} >/dev/null && python3 -m venv /opt/synapse/venv && /opt/synapse/venv/bin/pip "
-              f"install -q --disable-pip-version-check --no-cache-dir 'matrix-synapse[postgres]=={synapse}'")  # fmt: skip
+    return ("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "
+            f"{' '.join(packages)} >/dev/null && python3 -m venv /opt/synapse/venv && /opt/synapse/venv/bin/pip "
+            f"install -q --disable-pip-version-check --no-cache-dir 'matrix-synapse[postgres]=={synapse}'")  # fmt: skip
+
+
+def ssh_command(host, command: str) -> list[str]:
+    """ssh to a test host as root with its key, its host key pinned (a known_hosts file of its own)."""
+    known = Path(tempfile.mkstemp(prefix="bench-known-")[1])
+    known.write_text(testhosts.known_hosts_line(host) + "\n")
+    return ["ssh", "-i", str(host.key_path), "-o", f"UserKnownHostsFile={known}", "-o", "StrictHostKeyChecking=yes",
+            "-o", "BatchMode=yes", f"root@{host.address}", command]  # fmt: skip
 
 
 def ssh(host, command: str) -> None:
-    known = Path(tempfile.mkstemp()[1])
-    known.write_text(testhosts.known_hosts_line(host) + "\n")
+    command_line = ssh_command(host, command)
     try:
-        subprocess.run(["ssh", "-i", str(host.key_path), "-o", f"UserKnownHostsFile={known}",
-                        "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", f"root@{host.address}", command],
-                       check=True, capture_output=True)  # fmt: skip
+        subprocess.run(command_line, check=True, capture_output=True)
     finally:
-        known.unlink()
+        Path(command_line[4].split("=", 1)[1]).unlink()
 
 
 def timed(action) -> float:

@@ -32,7 +32,9 @@ CONNECT_TIMEOUT = 10  # seconds, for the first connection to each host
 # is a Python process that costs about 0.5 s of CPU to start.
 MAX_WORKERS = 8
 # Only the plugins the checks need: autoloading every installed plugin (hypothesis, ...) costs seconds.
-PLUGINS = ("testinfra.plugin", "xdist.plugin", "commonstack.checks.report")
+# pytest-xdist only for several hosts: its import costs one host's checks a tenth of a second.
+PLUGINS = ("testinfra.plugin", "commonstack.checks.report")
+PARALLEL_PLUGIN = "xdist.plugin"
 CONTEXT_FILE = "context.json"  # what each host should run (conftest.py waits for it)
 RESULTS_FILE = "results.jsonl"
 OUTPUT_FILE = "pytest.out"
@@ -208,7 +210,7 @@ def _start_pytest(folder: Path, hosts: list[HostTarget], modules: tuple[str, ...
         PYTEST_DISABLE_PLUGIN_AUTOLOAD="1",
     )
     # A worker per host (report.py's scheduler keeps each host's checks together); one host needs none.
-    parallel = ["-n", str(min(len(hosts), MAX_WORKERS))] if len(hosts) > 1 else []
+    parallel = ["-p", PARALLEL_PLUGIN, "-n", str(min(len(hosts), MAX_WORKERS))] if len(hosts) > 1 else []
     command = [
         sys.executable, "-m", "pytest", "-q", "--no-header", "-p", "no:cacheprovider",
         *[arg for plugin in PLUGINS for arg in ("-p", plugin)],

@@ -79,13 +79,19 @@ class FactAnswers:
         codes = arguments.get("_success_exit_codes")
         return (status in codes) if codes else status == 0, output
 
+    noting: dict[str, Noted] | None = None  # while `read_ahead` notes commands instead of sending them
+
     def run(self, state, original, command, print_output, print_input, **arguments):
         """The real host's ``run_shell_command``: from a batch while preparing, else on the host."""
         if state.current_stage == api.StateStage.Prepare:
-            answer = self.output(command_key(command, arguments), arguments)
+            key = command_key(command, arguments)
+            answer = self.output(key, arguments)
             if answer is not None:
                 self.answered += 1
                 return answer
+            if self.noting is not None and key is not None:
+                self.noting.setdefault(key, Noted(command, arguments))
+                return True, api.CommandOutput([])
         self.sent += 1
         return original(command, print_output=print_output, print_input=print_input, **arguments)
 
@@ -125,6 +131,26 @@ def discover(
         pending = {name for name, wanted in fetching.items() if name not in finished and any(k in answers[name].outputs for k in wanted)}
         if not pending:
             return
+
+
+def read_ahead(state, work: dict[Any, Callable[[], Any]], answers: dict[str, FactAnswers]) -> None:
+    """Run each host's read-only `work` twice: first noting the commands it sends (answered with
+    empty output), which then run in one batch per host; then for real, answered from the batch.
+    For reads made after preparing, like the current content of the files a plan would change."""
+
+    def note(host, read):
+        answers[host.name].noting = {}
+        try:
+            read()
+        except Exception as e:  # what it read was made up: only the commands count
+            log.debug("reading ahead on %s: %r", host.name, e)
+        finally:
+            wanted, answers[host.name].noting = answers[host.name].noting, None
+        if wanted:
+            _fetch(state, host, wanted, answers[host.name])
+
+    greenlets = [state.pool.spawn(note, host, read) for host, read in work.items()]
+    gevent.joinall(greenlets)
 
 
 def _discovery_pass(shadow, add_operations, answers, names: set[str]) -> tuple[dict[str, dict[str, Noted]], set[str]]:

@@ -18,12 +18,14 @@ from __future__ import annotations
 import base64
 import binascii
 import difflib
+import functools
 import logging
 from typing import Any
 
 import gevent
 
 from . import pyinfra_api as api
+from .prefetch import read_ahead
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +98,10 @@ def plan_conditions(state: Any) -> dict[tuple[str, str], bool]:
     return planned
 
 
-def file_diffs(state: Any, changing: dict[Any, list[str]]) -> dict[tuple[str, str], str | None]:
+def file_diffs(state: Any, changing: dict[Any, list[str]], answers: dict | None = None) -> dict[tuple[str, str], str | None]:
     """{(host name, op hash): unified diff} of the uploads of the `changing` operations
-    ({host: [op hash]}); None where the diff cannot be shown as text."""
+    ({host: [op hash]}); None where the diff cannot be shown as text. With the runner's fact
+    `answers` (prefetch.py), each host's files are read in one batch."""
     diffs: dict[tuple[str, str], str | None] = {}
 
     def diffs_for(host, op_hashes):
@@ -109,7 +112,11 @@ def file_diffs(state: Any, changing: dict[Any, list[str]]) -> dict[tuple[str, st
                 except Exception:
                     log.debug("no diff for %s on %s", op_hash, host.name, exc_info=True)
 
-    greenlets = [state.pool.spawn(diffs_for, host, op_hashes) for host, op_hashes in changing.items() if op_hashes]
+    work = {host: functools.partial(diffs_for, host, op_hashes) for host, op_hashes in changing.items() if op_hashes}
+    if answers is not None:
+        read_ahead(state, work, answers)
+    diffs.clear()
+    greenlets = [state.pool.spawn(read) for read in work.values()]
     gevent.joinall(greenlets)
     return diffs
 

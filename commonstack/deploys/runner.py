@@ -369,7 +369,7 @@ class _Run:
             host: [op_hash for op_hash, _ in api.operations_in_order(state, host) if self.planned.get((host.name, op_hash))]
             for host in state.active_hosts
         }
-        self.diffs = preview.file_diffs(state, changing)
+        self.diffs = preview.file_diffs(state, changing, self.answers if self.batch_facts else None)
 
     def _execute(self, state: api.State) -> None:
         def on_error(host_name: str, op_hash: str, e: BaseException) -> None:
