@@ -131,6 +131,8 @@ class NextcloudState(FactBase[NextcloudOnHost]):
 class DownloadProblem(FactBase[str]):
     """'' when the host gets an answer for URL (HTTP HEAD), else the reason it does not."""
 
+    read_ahead = False  # up to 30 s when unreachable: asked only when needed (deploys/prefetch.py)
+
     def command(self, url: str) -> str:
         quoted = shlex.quote(url)
         probe = (

@@ -20,6 +20,9 @@ prepare:
 The outputs hold only while preparing, when nothing changes on a host: while executing, every
 command goes to the host (``FactAnswers.run`` checks the stage). A command that needs stdin or a
 terminal, asks for a sudo password, or whose output is not text is never answered from a batch.
+A fact class with ``read_ahead = False`` (one that reaches beyond the host and may take long, like
+deploys/nextcloud.py's DownloadProblem) is read only when the real prepare asks for it: a
+discovery pass, answered with defaults, may ask for facts the real one does not need.
 """
 
 from __future__ import annotations
@@ -163,19 +166,26 @@ def _discovery_pass(shadow, add_operations, answers, names: set[str]) -> tuple[d
         known, wanted = answers[shadow_host.name], noted[shadow_host.name]
         guard: list[str | None] = [None]  # the condition of the related fact being asked
 
+        ahead = [True]  # whether the fact being asked may be read ahead of need
+
         def run_shell_command(command, print_output=False, print_input=False, **arguments):
             key = command_key(command, arguments)
             answer = known.output(key, arguments)
             if answer is not None:
                 return answer
-            if key is not None and key not in known.not_run and (key not in wanted or guard[0] is None):
+            noting = ahead[0] and key is not None and key not in known.not_run
+            if noting and (key not in wanted or guard[0] is None):
                 wanted[key] = Noted(command, arguments, guard[0])
             return True, api.CommandOutput([])
 
         get_fact = shadow_host.get_fact
 
         def get_fact_and_related(fact, *args, **kwargs):
-            value = get_fact(fact, *args, **kwargs)
+            ahead[0] = getattr(fact, "read_ahead", True)
+            try:
+                value = get_fact(fact, *args, **kwargs)
+            finally:
+                ahead[0] = True
             for related, related_kwargs, condition in api.related_facts(fact, kwargs):
                 guard[0] = condition
                 try:
