@@ -89,24 +89,34 @@ def controller() -> dict:
     return _context(path)["controller"] if path else {}
 
 
+# Module fixtures that several check modules ask for, read once per host and run.
+_per_host: dict[tuple[str, str], object] = {}
+
+
 @pytest.fixture(scope="module")
 def in_container(host) -> bool:
     """Whether the host is a container (a test host, an LXC VPS): no swap, no clock of its own."""
-    return host.run_expect([0, 1], "systemd-detect-virt --container").rc == 0
+    key = ("in_container", host.backend.get_hostname())
+    if key not in _per_host:
+        _per_host[key] = host.run_expect([0, 1], "systemd-detect-virt --container").rc == 0
+    return _per_host[key]
 
 
 @pytest.fixture(scope="module")
 def trust(host, stack, controller) -> ssl.SSLContext:
     """What a visitor trusts: the public CAs, plus the group's own CA where it uses one."""
     require_layer(stack, "caddy")  # no Caddy on this host: nothing is served, nothing to trust
-    context = ssl.create_default_context()
-    if controller.get("ca_file"):
-        context.load_verify_locations(controller["ca_file"])
-    if stack["tls_mode"] == "internal":
-        root = host.file(CADDY_LOCAL_ROOT)
-        assert root.exists, f"Caddy has no local CA yet ({CADDY_LOCAL_ROOT}): `journalctl -u caddy`"
-        context.load_verify_locations(cadata=root.content_string)
-    return context
+    key = ("trust", host.backend.get_hostname())
+    if key not in _per_host:
+        context = ssl.create_default_context()
+        if controller.get("ca_file"):
+            context.load_verify_locations(controller["ca_file"])
+        if stack["tls_mode"] == "internal":
+            root = host.file(CADDY_LOCAL_ROOT)
+            assert root.exists, f"Caddy has no local CA yet ({CADDY_LOCAL_ROOT}): `journalctl -u caddy`"
+            context.load_verify_locations(cadata=root.content_string)
+        _per_host[key] = context
+    return _per_host[key]
 
 
 @pytest.fixture(scope="module")
