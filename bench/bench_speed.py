@@ -214,6 +214,7 @@ def measure(inventories: Path, runs: int, fresh: dict | None, loads: list[float]
         print("fresh deploy: not measured (hosts kept from an earlier run)")
     cli_figures()
     plan_stages(inventories)
+    check_stages(inventories)
     print(f"\nload average (1 min) during the run: {min(loads):.1f} to {max(loads):.1f} on {os.cpu_count()} CPUs")
 
 
@@ -256,6 +257,25 @@ def plan_stages(inventories: Path) -> None:
     GroupConverger(group("one", inventories)).plan()
     print(f"a no-op plan of the small-group host, by stage (wall / CPU of this process): imports "
           f"{imports[0]:.2f} / {imports[1]:.2f} s; " + "; ".join(stages))  # fmt: skip
+
+
+def check_stages(inventories: Path) -> None:
+    """Where a check of the small-group host spends its time (this process; the CLI does the same)."""
+    from commonstack.checks.group import check_group, start_group_checks
+    from commonstack.deploys.converge import GroupConverger
+    from commonstack.inventories.groups import group
+
+    converger = GroupConverger(group("one", inventories))
+    marks = [time.perf_counter()]
+    started = start_group_checks(converger.targets, converger.secrets)
+    marks.append(time.perf_counter())
+    sized = converger.sized()
+    marks.append(time.perf_counter())
+    results = check_group(converger.targets, sized.plans, converger.secrets, started=started)
+    marks.append(time.perf_counter())
+    took = [later - at for at, later in zip(marks, marks[1:])]
+    print(f"a check of the small-group host, by stage: SSH connection opened and pytest started {took[0]:.2f} s; "
+          f"facts read and the host sized meanwhile {took[1]:.2f} s; the {len(results)} checks {took[2]:.2f} s more")
 
 
 def _controller_cpu() -> float:
