@@ -7,15 +7,18 @@ prepare:
 1. *Discovery passes*: the operations are added to a throwaway State whose hosts have no
    connection (``pyinfra_api.fake_connection``). Every fact command they ask for is answered
    from the outputs known so far or, when unknown, noted and answered with empty output (the
-   fact's default). Facts that pyinfra's operations ask next are asked along
-   (``pyinfra_api.related_facts``: a file's checksum and folder, a unit's enabled state).
+   fact's default). An operation that raises on such a default is contained to itself
+   (``pyinfra_api.evaluate_each_operation``). Facts that pyinfra's operations ask next are asked
+   along (``pyinfra_api.related_facts``: a file's checksum and folder, a unit's enabled state).
 2. After each pass, the commands it noted run on the real host in ONE remote shell script, as
    pyinfra's connector would run each (same sudo wrapping), a few side by side; their exit
-   status, stdout and stderr come back separately (base64) and become what pyinfra's connector
-   would have returned. Passes repeat until one notes nothing new: a fact asked only once
-   another answered (a checksum once the file exists) costs a pass, not a round trip per fact.
+   status, stdout and stderr come back separately (a tar archive, base64) and become what
+   pyinfra's connector would have returned. Passes end with the first one that adds all the
+   operations (an earlier one stops where deploy code raised on a default, e.g. an unsupported
+   release): typically two, and two remote commands.
 3. The real prepare then asks the same commands (the same code with the same answers) and gets
-   the outputs from `FactAnswers`; a command no pass noted goes to the host as usual.
+   the outputs from `FactAnswers`; a command no pass noted (a fact asked only once another
+   answered, beyond the related ones) goes to the host as usual.
 
 The outputs hold only while preparing, when nothing changes on a host: while executing, every
 command goes to the host (``FactAnswers.run`` checks the stage). A command that needs stdin or a
@@ -73,7 +76,7 @@ class FactAnswers:
     not_run: set[str] = field(default_factory=set)  # batched, but not run (condition false) or unreadable
     sent: int = 0  # remote commands (batches included)
     answered: int = 0  # commands answered from a batch while preparing
-    passes: int = 0
+    noting: dict[str, Noted] | None = None  # while `read_ahead` notes commands instead of sending them
 
     def output(self, key: str | None, arguments: dict) -> tuple[bool, Any] | None:
         if key is None or key not in self.outputs:
@@ -81,8 +84,6 @@ class FactAnswers:
         status, output = self.outputs[key]
         codes = arguments.get("_success_exit_codes")
         return (status in codes) if codes else status == 0, output
-
-    noting: dict[str, Noted] | None = None  # while `read_ahead` notes commands instead of sending them
 
     def run(self, state, original, command, print_output, print_input, **arguments):
         """The real host's ``run_shell_command``: from a batch while preparing, else on the host."""
@@ -117,7 +118,7 @@ def discover(
     hosts = {h.name: h for h in state.active_hosts}
     pending = set(hosts)
     for number in range(1, MAX_PASSES + 1):
-        wall, cpu = time.perf_counter(), time.process_time()
+        cpu = time.process_time()
         noted, finished = _discovery_pass(shadow_state(), add_operations, answers, pending)
         cpu = time.process_time() - cpu
         fetching = {name: wanted for name, wanted in noted.items() if wanted}
@@ -209,8 +210,6 @@ def _discovery_pass(shadow, add_operations, answers, names: set[str]) -> tuple[d
     with api.run_context(shadow):
         greenlets = [shadow.pool.spawn(add, h) for h in shadow.inventory if h.name in names]
         gevent.joinall(greenlets)
-    for name in names:
-        answers[name].passes += 1
     return noted, finished
 
 
