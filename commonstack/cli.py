@@ -501,10 +501,10 @@ def check(ctx, group_name, hosts, only, as_json, junit) -> None:
     from commonstack.deploys.converge import GroupConverger
 
     converger = GroupConverger(_group(ctx, group_name), hosts, on_progress=_progress)
-    started = start_group_checks(converger.targets, converger.secrets, frozenset(only))  # runs while facts are read
-    sized = converger.sized()
-    unreachable = {r.name: r.error or r.status for r in sized.failed}
-    results = _check(converger, sized.plans, frozenset(only), unreachable, started)
+    with start_group_checks(converger.targets, converger.secrets, frozenset(only)) as started:  # while facts are read
+        sized = converger.sized()
+        unreachable = {r.name: r.error or r.status for r in sized.failed}
+        results = _check(converger, sized.plans, frozenset(only), unreachable, started)
     if junit:
         junit.parent.mkdir(parents=True, exist_ok=True)
         write_junit(results, junit, name=f"commonstack check {group_name}")

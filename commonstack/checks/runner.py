@@ -121,6 +121,12 @@ class CheckRun:
             self.close()
             raise
 
+    def __enter__(self) -> CheckRun:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()  # when the caller failed before `finish`: nothing keeps running
+
     def finish(self, expectations: dict) -> list[CheckResult]:
         """Give the checks what each host should run (hosts left out of `expectations` are not
         checked: their verdicts are dropped) and collect the verdicts."""
@@ -157,7 +163,9 @@ class CheckRun:
         return [json.loads(line) for line in results_file.read_text().splitlines()]
 
     def close(self) -> None:
-        """Stop pytest if it still runs, close the connections, remove the run's folder."""
+        """Stop pytest if it still runs, close the connections, remove the run's folder (once)."""
+        if not self.folder.exists():
+            return
         if self.process and self.process.poll() is None:
             self.process.kill()
             self.process.wait()

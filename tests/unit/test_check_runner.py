@@ -84,6 +84,13 @@ def test_checks_start_before_their_expectations_and_wait_for_them(loopback_sshd)
     assert {r.check for r in results} == HOST_CHECKS
 
 
+def test_a_run_given_up_before_its_expectations_leaves_nothing_running(loopback_sshd):
+    with start_checks([as_host(loopback_sshd, "one")], modules=("host",)) as started:
+        pytest_process = started.process
+    assert pytest_process.poll() is not None
+    assert not started.folder.exists()
+
+
 def test_no_shared_connection_outlives_the_run(loopback_sshd, monkeypatch):
     folder = Path(tempfile.mkdtemp(prefix="check-runner-", dir="/tmp"))  # short: a socket path's limit
     monkeypatch.setattr(tempfile, "tempdir", str(folder))  # the run's folder (and its sockets) in here
