@@ -425,7 +425,7 @@ def _confirm_purge(planned, assume_yes: bool) -> bool:
     return assume_yes or click.confirm("Delete these? There is no undo (a backup is the only way back)", default=False)
 
 
-def _check(converger, plans, only=frozenset(), unreachable=None):
+def _check(converger, plans, only=frozenset(), unreachable=None, started=None):
     """The health checks of the planned hosts of a converger's group; their verdicts and hints are
     kept on this machine for the runbook (without secrets, and not in the group's folder)."""
     import shlex
@@ -434,7 +434,7 @@ def _check(converger, plans, only=frozenset(), unreachable=None):
     from commonstack.checks.group import check_group
     from commonstack.inventories.last_check import save_last_check
 
-    results = check_group(converger.targets, plans, converger.secrets, only, unreachable)
+    results = check_group(converger.targets, plans, converger.secrets, only, unreachable, started)
     save_last_check(converger.group.last_check_file, [asdict(r) for r in results],
                     "commonstack " + shlex.join(sys.argv[1:]), converger.secrets.values())  # fmt: skip
     return results
@@ -597,12 +597,15 @@ def check(ctx, group_name, hosts, only, as_json, junit) -> None:
     import json
     from dataclasses import asdict
 
+    from commonstack.checks.group import start_group_checks
     from commonstack.checks.report import write_junit
     from commonstack.deploys.converge import GroupConverger
 
     converger = GroupConverger(_group(ctx, group_name), hosts, on_progress=_progress)
-    sized = converger.sized()
-    results = _check(converger, sized.plans, frozenset(only), {r.name: r.error or r.status for r in sized.failed})
+    with start_group_checks(converger.targets, converger.secrets, frozenset(only)) as started:  # while facts are read
+        sized = converger.sized()
+        unreachable = {r.name: r.error or r.status for r in sized.failed}
+        results = _check(converger, sized.plans, frozenset(only), unreachable, started)
     if junit:
         junit.parent.mkdir(parents=True, exist_ok=True)
         write_junit(results, junit, name=f"commonstack check {group_name}")

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from commonstack.deploys import runner  # first: it patches gevent before pyinfra loads
+from commonstack.deploys.pyinfra_api import host
 from commonstack.deploys.stack import HostOutcome, stack_operations
 from commonstack.inventories.groups import Group
 from commonstack.inventories.secrets import current_secrets, ensure_secrets
@@ -96,5 +97,13 @@ class GroupConverger:
             self.skip_unavailable,
             self.purge,
         )
-        run.results = method(targets, operations, self.on_progress, redact=list(self.secrets.values()))
+
+        def add_operations() -> None:
+            # The runner may call this more than once per host (reading facts ahead): the last
+            # call plans the host from its real facts, an earlier one possibly from defaults.
+            run.plans.pop(host.name, None)
+            run.outcomes.pop(host.name, None)
+            operations()
+
+        run.results = method(targets, add_operations, self.on_progress, redact=list(self.secrets.values()))
         return run
