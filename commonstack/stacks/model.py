@@ -195,16 +195,36 @@ class TlsSettings(Settings):
 
 
 class Retention(Settings):
+    """How many routine snapshots `restic forget --prune` keeps; snapshots taken before an upgrade
+    or a restore are kept apart from these."""
+
     daily: int = Field(7, ge=0)
     weekly: int = Field(4, ge=0)
     monthly: int = Field(6, ge=0)
 
 
+def _repository(value: str) -> str:
+    from commonstack.stacks.repository import parse_repository
+
+    parse_repository(value)
+    return value
+
+
 class BackupSettings(Settings):
     enabled: bool = False
-    repository: str | None = Field(None, description="restic repository, e.g. sftp:user@host:/srv/restic.")
+    repository: Annotated[str, AfterValidator(_repository)] | None = Field(
+        None,
+        description="restic repository off the host: sftp:user@host:/srv/restic (another machine), a local "
+        "path such as /mnt/usb/restic (a USB disk), or rest:https://host:8000/path (a rest-server).",
+    )
     schedule: str = Field("*-*-* 03:30:00", description="systemd OnCalendar expression.")
     retention: Retention = Field(default_factory=Retention)
+    check_schedule: str = Field(
+        "Sun *-*-* 05:00:00", description="When `restic check` reads a part of the repository back (OnCalendar)."
+    )
+    check_read_data: str = Field(
+        "5%", pattern=r"^[0-9]+(\.[0-9]+)?%$", description="How much of the stored data each check reads back."
+    )
 
     @model_validator(mode="after")
     def _needs_repository(self) -> BackupSettings:
