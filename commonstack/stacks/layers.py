@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING
 
 from commonstack.stacks.paths import (
     BACKUP_CONFIG_DIR,
-    BACKUP_STAGING,
     BACKUP_STATE,
     CADDY_DATA,
     COTURN_CONFIG,
@@ -351,7 +350,7 @@ LAYERS: tuple[Layer, ...] = (
         # layer's settings, for the record: a restore runs after a deploy that wrote them anew.
         backup=LayerBackup(
             configs=(STATE_DIR, BACKUP_CONFIG_DIR),
-            exclude=(RESTORE_STAGING, BACKUP_STAGING, f"{BACKUP_CONFIG_DIR}/restic-password",
+            exclude=(RESTORE_STAGING, f"{BACKUP_CONFIG_DIR}/restic-password",
                      f"{BACKUP_CONFIG_DIR}/backup-ssh-key"),  # fmt: skip
         ),
     ),

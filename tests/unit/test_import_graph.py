@@ -27,6 +27,7 @@ LEVELS = {
     "commonstack.checks": 5,
     "commonstack.testhosts": 5,
     "commonstack.trial": 6,
+    "commonstack.backups": 6,
     "commonstack.cli": 7,
     "commonstack.__main__": 8,
 }
