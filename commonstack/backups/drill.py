@@ -26,7 +26,6 @@ from commonstack import testhosts
 from commonstack.backups.remote import HostShell
 from commonstack.backups.restore import Say, restore_host
 from commonstack.checks.group import HOSTS_FILE_ENV
-from commonstack.deploys.converge import GroupConverger
 from commonstack.errors import CommonstackError
 from commonstack.inventories.groups import Group
 from commonstack.plan import repository_host_keys
@@ -92,7 +91,7 @@ def run_drill(
 def write_drill_group(group: Group, profile: StackProfile, host: str, test, root: Path, memory: int) -> Group:
     """The group, copied for the drill: the host at the test host's address, Caddy's own CA."""
     drilled = Group(group.name, root)
-    drilled.folder.mkdir(mode=0o700)
+    drilled.folder.mkdir(mode=0o700, parents=True)
     document = profile.model_dump(mode="json", exclude_none=True)
     document.pop("preset", None)  # everything of the preset is in the dump already
     for entry in document["hosts"]:
@@ -120,6 +119,8 @@ def write_drill_group(group: Group, profile: StackProfile, host: str, test, root
 def _deploy(group: Group, host: str, say: Say, progress: Say | None) -> None:
     """The backup layer only: the restore deploys the rest once the snapshot is fetched (a
     damaged repository fails the drill in a minute, not after every install)."""
+    from commonstack.deploys.converge import GroupConverger  # pyinfra patches gevent: only when it runs
+
     say(f"drill of {host}: installing the backup tools on the throwaway host")
     converger = GroupConverger(group, (host,), on_progress=progress, only=frozenset({"backup"}),
                                generate_secrets=True)  # fmt: skip

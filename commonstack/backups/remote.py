@@ -34,9 +34,10 @@ class Completed:
 
     @property
     def reason(self) -> str:
-        """The last line the command said on stderr, without its "error: " prefix."""
+        """The last "error: ..." line the command said on stderr (else its last line), without the prefix."""
         lines = [line for line in self.stderr.splitlines() if line.strip()]
-        return lines[-1].removeprefix("error: ") if lines else f"exit status {self.returncode}"
+        errors = [line for line in lines if line.startswith("error: ")]
+        return (errors or lines or [f"exit status {self.returncode}"])[-1].removeprefix("error: ")
 
 
 class HostShell:

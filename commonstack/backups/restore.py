@@ -26,7 +26,6 @@ from commonstack.backups.remote import HostCommandFailed, HostShell
 from commonstack.backups.snapshots import Snapshot, choose, host_snapshots, refusal
 from commonstack.checks.group import check_group
 from commonstack.checks.runner import CheckResult
-from commonstack.deploys.converge import GroupConverger
 from commonstack.errors import CommonstackError
 from commonstack.inventories.groups import Group
 from commonstack.stacks.layers import LAYER_NAMES, layer
@@ -111,6 +110,8 @@ def restore_host(
     safety_snapshot: bool = True,
 ) -> RestoreReport:
     """Restore snapshot `reference` (default: the latest routine one) of `host` onto it."""
+    from commonstack.deploys.converge import GroupConverger  # pyinfra patches gevent: only when it runs
+
     converger = GroupConverger(group, (host,), on_progress=progress, generate_secrets=True)
     sized = converger.sized()
     if sized.failed:
@@ -171,6 +172,8 @@ def restore_host(
 
 def _deploy(group: Group, host: str, layers: frozenset[str], progress: Say | None) -> str | None:
     """Converge these layers of the host (as `deploy --only`); the reason it failed, or None."""
+    from commonstack.deploys.converge import GroupConverger  # pyinfra patches gevent: only when it runs
+
     converger = GroupConverger(group, (host,), on_progress=progress, only=layers, generate_secrets=True)
     planned = converger.plan()
     if planned.failed:

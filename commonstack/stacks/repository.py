@@ -31,22 +31,22 @@ class Repository:
         return f"{self.user}@{self.server}" if self.user else str(self.server)
 
 
+EXPECTED = (
+    "a local path (/mnt/usb/restic), sftp:USER@HOST:/PATH (or sftp://USER@HOST:PORT//PATH) or "
+    "rest:https://HOST:PORT/PATH"
+)
+
+
 def parse_repository(address: str) -> Repository:
     """The repository an address names; ValueError, saying what is expected, for anything else."""
-    if address.startswith("rest:"):
-        if not re.match(r"^rest:https?://\S+$", address):
-            raise ValueError(f"expected rest:https://HOST:PORT/PATH, got {address!r}")
+    if re.match(r"^rest:https?://\S+$", address):
         return Repository(address, "rest")
     if address.startswith("sftp:"):
         match = _SFTP_URL.match(address) or _SFTP_SHORT.match(address)
-        if not match or not match["path"]:
-            raise ValueError(f"expected sftp:USER@HOST:/PATH or sftp://USER@HOST:PORT//PATH, got {address!r}")
-        port = int(match.groupdict().get("port") or 22)
-        return Repository(address, "sftp", match["host"], match["user"], port, match["path"])
+        if match and match["path"]:
+            port = int(match.groupdict().get("port") or 22)
+            return Repository(address, "sftp", match["host"], match["user"], port, match["path"])
     path = address.removeprefix("local:")
     if path.startswith("/") and not re.search(r"\s", path):
         return Repository(address, "local", path=path)
-    raise ValueError(
-        "expected a local path (/mnt/usb/restic), sftp:USER@HOST:/PATH or rest:https://HOST:PORT/PATH, "
-        f"got {address!r}"
-    )
+    raise ValueError(f"expected {EXPECTED}, got {address!r}")

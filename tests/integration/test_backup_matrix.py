@@ -276,6 +276,37 @@ def test_a_snapshot_of_a_newer_synapse_is_refused_before_any_change(site):
     site.run(f"/usr/local/sbin/commonstack-backup restic forget {future}")
 
 
+def test_a_restore_that_fails_its_checks_puts_everything_back(site):
+    """A message written after the backup must survive a restore that fails half-way."""
+    later = "written after the backup"
+
+    async def send_and_read(send: bool) -> None:
+        alice = await site.client(ALICE, ALICE_PASSWORD)
+        try:
+            if send:
+                await alice.room_send(site.room_id, "m.room.message", {"msgtype": "m.text", "body": later})
+            await wait_for_message(alice, site.room_id, later, timeout=30)
+        finally:
+            await alice.close()
+
+    asyncio.run(send_and_read(send=True))
+    # HTTPS stops answering from outside (a firewall mistake): Caddy's checks fail after the swap.
+    site.run("nft insert rule inet commonstack input tcp dport 443 drop")
+    try:
+        result = site.cli("restore", GROUP, "--yes")
+    finally:
+        site.run("nft flush ruleset && nft -f /etc/nftables.conf")
+    assert result.returncode == 1, result.stdout + result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: server: the restored data did not pass: caddy: web ports answer from outside"), line
+    assert line.endswith("the data from before the restore is back"), line
+    asyncio.run(send_and_read(send=False))
+    assert site.run("ls -d /var/lib/caddy.commonstack-before-restore /var/lib/commonstack/restore 2>/dev/null; "
+                    "runuser -u postgres -- psql -XAtc \"SELECT datname FROM pg_database WHERE datname LIKE '%restore%'\"; true") == ""  # fmt: skip
+    kinds = site.run("/usr/local/sbin/commonstack-backup restic snapshots --json --tag commonstack,pre-restore")
+    assert '"pre-restore"' in kinds, "the data from before the restore was saved first"
+
+
 # --- 3. the disaster ------------------------------------------------------------------------------
 
 

@@ -975,7 +975,7 @@ def test_backup_saves_what_the_registry_declares_for_the_hosts_layers(scenario):
     script = scenario.file("/usr/local/sbin/commonstack-backup")
     assert script.mode == "0700" and script.content.startswith("#!/bin/bash\n")
     commands = re.sub(r"\\\n\s*", "", script.content)  # join continued lines
-    dumped = set(re.findall(r"pg_dump --format=custom(?: --exclude-table-data=\S+)* (\w+)\)", commands))
+    dumped = set(re.findall(r"pg_dump --format=custom --lock-wait-timeout=\S+(?: --exclude-table-data=\S+)* (\w+)\)", commands))
     declared = {d.database for name in host_layers if (b := layer(name).backup) for d in b.dumps}
     assert dumped == declared, (dumped, declared)
     for name in LAYER_NAMES:
