@@ -220,7 +220,7 @@ def test_a_failing_pg_dump_fails_the_backup(site):
     assert result.returncode == 1
     line = last_error_line(result)
     assert line == "backup of server failed: no snapshot was saved; every service runs as before", result.stderr
-    assert "error: pg_dump of database synapse failed: pg_dump: error: could not obtain lock" in result.stderr
+    assert "error: pg_dump of database synapse failed: pg_dump: error: query failed: ERROR:  canceling statement" in result.stderr
     assert snapshot_ids(site.ssh, site.host) == before
     assert site.run("ls -A /var/backups/commonstack") == ""
     site.run("while pgrep -f 'pg_sleep' >/dev/null; do sleep 1; done", timeout=60)
