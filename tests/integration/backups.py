@@ -70,6 +70,17 @@ def snapshot_ids(ssh: SSHRun, host: TestHost) -> list[str]:
     return [s["id"] for s in json.loads(run_on(ssh, host, f"{BACKUP_SCRIPT} snapshots", timeout=300))]
 
 
+def kill_a_backup_midway(ssh: SSHRun, host: TestHost) -> None:
+    """SIGKILL a backup (and its restic) while restic reads: no trap of the script can run, and
+    restic's lock stays in the repository. 200 MB of random bytes keep restic busy long enough;
+    they are gone before the next backup."""
+    big = "/var/lib/commonstack/big-file-for-the-test"
+    run_on(ssh, host, f"head -c 200000000 /dev/urandom > {big} && "
+           "(nohup /usr/local/sbin/commonstack-backup run >/root/killed.log 2>&1 & echo $! > /root/backup.pid) && "
+           "for i in $(seq 600); do pgrep -x restic >/dev/null && break; sleep 0.1; done; sleep 1; "
+           f"kill -KILL $(cat /root/backup.pid); pkill -KILL -x restic; sleep 1; rm -f {big}", timeout=300)  # fmt: skip
+
+
 def last_error_line(result) -> str:
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     return lines[-1] if lines else ""

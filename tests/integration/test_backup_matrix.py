@@ -31,7 +31,7 @@ import time
 import pytest
 
 from commonstack import testhosts
-from tests.integration.backups import SftpServer, last_error_line, run_on, script, snapshot_ids
+from tests.integration.backups import SftpServer, kill_a_backup_midway, last_error_line, run_on, script, snapshot_ids
 from tests.integration.conftest import new_host_name
 from tests.integration.stacks import check_results, cli, deploy, failed_checks, write_group
 
@@ -243,9 +243,7 @@ def test_a_full_disk_fails_the_backup_and_leaves_nothing_behind(site):
 
 def test_a_backup_killed_midway_does_not_stop_the_next(site):
     # Killed outright while restic runs: no trap can run, its restic lock stays in the repository.
-    site.run("nohup /usr/local/sbin/commonstack-backup run >/root/killed.log 2>&1 & "
-             "for i in $(seq 300); do pgrep -x restic >/dev/null && break; sleep 0.1; done; "
-             "pkill -KILL -f 'commonstack-backup run'; pkill -KILL -x restic; sleep 1")  # fmt: skip
+    kill_a_backup_midway(site.ssh, site.host)
     assert site.run("test -e /var/lib/commonstack/backup/running && echo left").strip() == "left"
     result = script(site.ssh, site.host, "run")
     assert result.returncode == 0, result.stderr

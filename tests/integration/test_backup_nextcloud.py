@@ -26,7 +26,7 @@ import yaml
 
 from commonstack import testhosts
 from commonstack.inventories.groups import Group
-from tests.integration.backups import SftpServer, run_on, script, snapshot_ids
+from tests.integration.backups import SftpServer, kill_a_backup_midway, run_on, script, snapshot_ids
 from tests.integration.conftest import new_host_name
 from tests.integration.nextcloud_standin import build_stand_in, run_cli
 from tests.integration.stacks import failed_checks, write_group
@@ -143,9 +143,7 @@ def test_a_full_disk_leaves_nextcloud_running_and_out_of_maintenance(site):
 
 
 def test_a_backup_killed_in_maintenance_mode_is_cleaned_up(site):
-    site.run("nohup /usr/local/sbin/commonstack-backup run >/root/killed.log 2>&1 & "
-             "for i in $(seq 300); do pgrep -x restic >/dev/null && break; sleep 0.1; done; "
-             "pkill -KILL -f 'commonstack-backup run'; pkill -KILL -x restic; sleep 1")  # fmt: skip
+    kill_a_backup_midway(site.ssh, site.host)
     assert site.in_maintenance(), "the killed run had Nextcloud in maintenance mode"
     recovered = script(site.ssh, site.host, "recover")
     assert recovered.returncode == 0, recovered.stderr
