@@ -126,8 +126,10 @@ def plan_host(
     repository = context["repository"]
     if "backup" in layers and repository.kind == "sftp":
         # The host's own key for the repository, derived from secrets.yaml (inventories/backup_keys.py).
-        key = backup_key(secrets.get(SEED_SECRET, ""), profile.group, host.name)
-        files.append(ConfigFile(layer="backup", path=BACKUP_SSH_KEY, content=key.private, mode="0600"))
+        seed = secrets.get(SEED_SECRET, "")
+        # `render` and `validate` have placeholders for secrets: no key is made from one.
+        private = f"{seed}\n" if seed.startswith("<") else backup_key(seed, profile.group, host.name).private
+        files.append(ConfigFile(layer="backup", path=BACKUP_SSH_KEY, content=private, mode="0600"))
     return HostPlan(profile, host, release, layers, sizing, secrets, files)
 
 

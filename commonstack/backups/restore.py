@@ -140,7 +140,7 @@ def restore_host(
         except HostCommandFailed as exc:
             _rollback(shell, host)
             raise RestoreFailed(f"{exc}; nothing was restored") from None
-        needed = set(layers) | {"backup"}
+        needed = set(layers) | {"base", "backup"}  # base: what every host has (and its checks need)
         needed |= {required for name in layers for required in layer(name).requires}
         say(f"{host}: deploying {', '.join(sorted(needed))} (the versions the snapshot needs)")
         problem = _deploy(group, host, frozenset(needed), progress)

@@ -164,8 +164,13 @@ def test_seeded_chat_is_backed_up_with_a_manifest_of_versions(site):
     assert re.search(r"Synapse 1\.\d+\.\d+ \(schema \d+\), PostgreSQL 15\.\d+, Debian bookworm amd64", listed.stdout)
     assert "caddy, synapse" in listed.stdout, listed.stdout
 
+    checked = script(site.ssh, site.host, "check")  # what the weekly timer runs
+    assert checked.returncode == 0 and "restic check: no error in the repository" in checked.stderr, checked.stderr
     results = check_results(site.inventories, GROUP)
     assert not failed_checks(results), failed_checks(results)
+    assert {r["check"] for r in results if r["layer"] == "backup" and r["outcome"] == "passed"} == {
+        "backup timers are active", "last backup succeeded within 26 hours", "repository answers",
+        "last repository check passed"}  # fmt: skip
 
 
 def test_secrets_never_appear_in_the_output(site):

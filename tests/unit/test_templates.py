@@ -1025,6 +1025,11 @@ def test_an_sftp_repository_is_reached_with_the_hosts_own_key_and_a_pinned_serve
         return
     (key,) = keys
     assert key.mode == "0600" and key.content.startswith("-----BEGIN OPENSSH PRIVATE KEY-----\n")
+    redacted = plan_host(scenario.profile, scenario.host, {**secrets_for(scenario.profile), "backup_ssh_seed": "<secret:backup_ssh_seed>"},
+                         scenario.plan.release)  # fmt: skip
+    assert next(f for f in redacted.files if f.path == key.path).content == "<secret:backup_ssh_seed>\n", (
+        "render shows no key made from a placeholder"
+    )
     script = scenario.file("/usr/local/sbin/commonstack-backup").content
     assert "-o StrictHostKeyChecking=yes" in script and "-o UserKnownHostsFile=/etc/commonstack/backup-known_hosts" in script
     assert f"-p {repository.port} {repository.ssh_target} -s sftp" in script
