@@ -228,7 +228,7 @@ def test_a_failing_pg_dump_fails_the_backup(site):
     assert "error: pg_dump of database synapse failed: pg_dump: error: query failed: ERROR:  canceling statement" in result.stderr
     assert snapshot_ids(site.ssh, site.host) == before
     assert site.run("ls -A /var/backups/commonstack") == ""
-    site.run("while pgrep -f 'pg_sleep' >/dev/null; do sleep 1; done", timeout=60)
+    site.run("while pgrep -f 'pg_slee[p]' >/dev/null; do sleep 1; done", timeout=60)  # [p]: not this shell
 
 
 def test_a_full_disk_fails_the_backup_and_leaves_nothing_behind(site):
