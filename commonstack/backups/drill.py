@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -73,11 +74,11 @@ def run_drill(
                 _deploy(drilled, host, say, progress)
                 report = restore_host(drilled, host, reference, say=say, progress=progress, safety_snapshot=False)
         minutes = (time.monotonic() - started) / 60
-        counts = "; ".join(report.counts)
+        counts = ", ".join(re.sub(r" \(\d+ at the backup\)", "", line) for line in report.counts)
         return Verdict(True, (
             f"drill of {host}: PASSED — snapshot {report.snapshot.short_id} ({report.snapshot.age()} old, "
             f"{report.snapshot.size / 1e6:.0f} MB) restored onto a throwaway Debian {suite} host in {minutes:.0f} min: "
-            f"{', '.join(report.layers)}; {len(report.passed_checks)} health checks passed; {counts}"
+            f"{', '.join(report.layers)}; {len(report.passed_checks)} health checks passed; counts as at the backup: {counts}"
         ))  # fmt: skip
     except CommonstackError as exc:
         return Verdict(False, f"drill of {host}: FAILED — {' '.join(str(exc).split())}")

@@ -359,7 +359,8 @@ def test_the_drill_passes(site):
     assert result.returncode == 0, result.stdout + result.stderr
     verdict = result.stdout.strip().splitlines()[-1]
     assert re.match(r"drill of server: PASSED — snapshot [0-9a-f]{8} \(.* old, \d+ MB\) restored onto a throwaway "
-                    r"Debian bookworm host in \d+ min: caddy, synapse; \d+ health checks passed; synapse\.users \d+", verdict), verdict
+                    r"Debian bookworm host in \d+ min: caddy, synapse; \d+ health checks passed; counts as at the backup: "
+                    r"synapse\.users 2, synapse\.rooms 1, synapse\.events \d+, synapse\.local_media_repository 1", verdict), verdict
     assert not [h for h in testhosts.list_hosts() if h.name.startswith("drill-")], "the throwaway host stayed"
 
 

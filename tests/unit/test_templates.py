@@ -31,7 +31,8 @@ import yaml
 from commonstack import rendering
 from commonstack.plan import HostPlan, Release, plan_host
 from commonstack.rendering import ConfigFile
-from commonstack.stacks.layers import LAYER_NAMES, firewall_ports, layer, saved_paths
+from commonstack.stacks.layers import LAYER_NAMES, firewall_ports, saved_paths
+from commonstack.stacks.layers import layer as layer_of
 from commonstack.stacks.loader import load_profile, preset_names
 from commonstack.stacks.model import Host, StackProfile
 from commonstack.stacks.repository import parse_repository
@@ -976,10 +977,10 @@ def test_backup_saves_what_the_registry_declares_for_the_hosts_layers(scenario):
     assert script.mode == "0700" and script.content.startswith("#!/bin/bash\n")
     commands = re.sub(r"\\\n\s*", "", script.content)  # join continued lines
     dumped = set(re.findall(r"pg_dump --format=custom --lock-wait-timeout=\S+(?: --exclude-table-data=\S+)* (\w+)\)", commands))
-    declared = {d.database for name in host_layers if (b := layer(name).backup) for d in b.dumps}
+    declared = {d.database for name in host_layers if (b := layer_of(name).backup) for d in b.dumps}
     assert dumped == declared, (dumped, declared)
     for name in LAYER_NAMES:
-        spec = layer(name).backup
+        spec = layer_of(name).backup
         if not spec:
             continue
         for path in spec.saved:
@@ -999,7 +1000,7 @@ def test_backup_saves_what_the_registry_declares_for_the_hosts_layers(scenario):
         f"--keep-daily {retention.daily} --keep-weekly {retention.weekly} --keep-monthly {retention.monthly}"
         in commands
     )
-    assert f'--tag "commonstack,$KIND" --host "$HOST"' in commands
+    assert '--tag "commonstack,$KIND" --host "$HOST"' in commands
     assert f"HOST={scenario.host.name}\n" in script.content
     timer = scenario.file("/etc/systemd/system/commonstack-backup.timer").content
     assert f"\nOnCalendar={profile.backup.schedule}\n" in timer
