@@ -46,7 +46,7 @@ class RestoreReport:
     snapshot: Snapshot
     layers: list[str]
     checks: list[CheckResult] = field(default_factory=list)
-    counts: list[str] = field(default_factory=list)  # "synapse.users 3 (3 in the snapshot)"
+    counts: list[str] = field(default_factory=list)  # "synapse.users 3 (3 at the backup)"
 
     @property
     def passed_checks(self) -> list[CheckResult]:
