@@ -128,6 +128,7 @@ async def seed(address: str, root: str, password: str, messages: int, media_mb: 
             f"{client.homeserver}/_synapse/admin/v1/users/{quote(client.user_id)}/override_ratelimit",
             json={"messages_per_second": 0, "burst_count": 0},
             headers={"Authorization": f"Bearer {client.access_token}"},
+            ssl=client.ssl,
         )
         assert lifted.status == 200, await lifted.text()
         rooms = await client.joined_rooms()

@@ -802,11 +802,13 @@ def restore(ctx, group_name, snapshot, hosts, only, yes) -> None:
 def drill(ctx, group_name, host_names, snapshot, suite, keep) -> None:
     """Prove that the backups restore: on a throwaway local test host.
 
-    Boots a local Debian test host (systemd-nspawn; needs root), deploys the
-    group's profile on it, restores the latest snapshot from the real
-    repository (read only: the throwaway host never backs up), runs the health
-    checks and compares the restored counts (users, rooms, messages, files)
-    with the snapshot's, then prints a one-line verdict and removes the host.
+    Boots a local Debian test host (systemd-nspawn; needs root), fetches the
+    latest snapshot from the group's real repository (the throwaway host never
+    writes to it), deploys what the snapshot holds and restores it like
+    `commonstack restore`, runs the health checks and compares the restored
+    counts (users, rooms, messages, files) with the snapshot's, then prints a
+    one-line verdict and removes the host. A local-path repository (a USB disk
+    on the host) cannot be drilled from here.
     Nothing of the group's real hosts is touched. Exit status 1 if the drill
     failed.
 
