@@ -47,13 +47,7 @@ INTERVAL = 0.2
 
 
 def ssh_run(host, command: str, timeout: float = 600) -> str:
-    import subprocess
-
-    done = subprocess.run(
-        ["ssh", "-i", str(host.key_path), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-         "-o", "LogLevel=ERROR", f"root@{host.address}", command],
-        capture_output=True, text=True, timeout=timeout,
-    )  # fmt: skip
+    done = _completed(host, command, timeout)
     if done.returncode != 0:
         raise SystemExit(f"{command}: {done.stderr}")
     return done.stdout
@@ -170,7 +164,7 @@ def main() -> None:
         try:
             repository_host = testhosts.up("bkbench-repo")
             hosts.append(repository_host)
-            server = SftpServer(repository_host, lambda host, command, timeout=120: _completed(host, command, timeout))
+            server = SftpServer(repository_host, _completed)
             server.prepare()
             chat = testhosts.up("bkbench-chat", memory="1G", trust_controller_ca=True)
             hosts.append(chat)
