@@ -216,7 +216,13 @@ LAYERS: tuple[Layer, ...] = (
         data=(CADDY_DATA,),  # its certificates and ACME account
         # Certificates and the ACME account come back (no new issuance, no rate limit); its
         # local CA too, which the group's devices may trust.
-        backup=LayerBackup(paths=(CADDY_DATA,), configs=("/etc/caddy",)),
+        backup=LayerBackup(
+            paths=(CADDY_DATA,),
+            configs=("/etc/caddy",),
+            # coturn keeps a copy of Caddy's certificate (layer coturn): it must follow the restored one.
+            restored=(f"! systemctl cat coturn-certificate.service >/dev/null 2>&1 || "
+                      "systemctl start coturn-certificate.service"),  # fmt: skip
+        ),
     ),
     Layer(
         "synapse",
