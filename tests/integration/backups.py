@@ -46,10 +46,11 @@ class SftpServer:
             self.run(f"grep -qxF {shlex.quote(line)} ~{USER}/.ssh/authorized_keys 2>/dev/null || "
                      f"echo {shlex.quote(line)} >> ~{USER}/.ssh/authorized_keys; chown {USER} ~{USER}/.ssh/authorized_keys")  # fmt: skip
 
-    def packs(self, group: str) -> list[tuple[int, str]]:
-        """(size, path) of the repository's data packs, largest first."""
-        listing = self.run(f"find {ROOT}/{group}/data -type f -printf '%s %p\\n' | sort -rn")
-        return [(int(size), path) for size, path in (line.split(" ", 1) for line in listing.splitlines())]
+    def newest_pack(self, group: str) -> tuple[int, str]:
+        """(size, path) of the repository's newest pack of more than 1 MB."""
+        newest = self.run(f"find {ROOT}/{group}/data -type f -size +1M -printf '%T@ %s %p\\n' | sort -rn | head -n 1")
+        _, size, path = newest.split(" ", 2)
+        return int(size), path.strip()
 
     def size(self, group: str) -> int:
         return int(self.run(f"du -sb {ROOT}/{group} | cut -f1"))
