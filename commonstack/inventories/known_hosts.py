@@ -43,8 +43,10 @@ def scan_host_key(address: str, port: int, timeout: float = 10.0) -> tuple[str, 
         transport.start_client(timeout=timeout)
         key = transport.get_remote_server_key()
         return key.get_name(), key.get_base64()
-    except (paramiko.SSHException, EOFError, OSError) as exc:
-        raise HostError(f"{address}:{port} did not speak SSH ({exc or type(exc).__name__}) — is it the SSH port?") from None
+    except (paramiko.SSHException, EOFError, OSError):
+        # paramiko's reason ("Error reading SSH protocol banner", with or without the reset that
+        # followed) depends on timing and says no more than this line.
+        raise HostError(f"{address}:{port} did not speak SSH — is it the SSH port?") from None
     finally:
         transport.close()
 

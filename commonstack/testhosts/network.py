@@ -33,15 +33,22 @@ class Subnet:
 
 
 def allocate() -> Subnet:
-    """The lowest /24 no interface or route uses.
+    """The next /24 no interface or route uses, after the one handed out last.
 
-    The kernel is the record: call this under ``paths.MACHINE_LOCK`` and keep the lock until
-    ``configure_host_side`` has put the gateway address on the veth.
+    The kernel is the record of what is taken: call this under ``paths.MACHINE_LOCK`` and keep
+    the lock until ``configure_host_side`` has put the gateway address on the veth. A subnet just
+    given back is not handed out again at once: a host that replaces another gets a new address,
+    as a new VPS would, and no one mistakes the new host's NAT rules for the old host's leftovers.
     """
     used = run(["ip", "-4", "-o", "addr", "show"]) + run(["ip", "-4", "route", "show", "table", "all"])
     taken = {int(n) for n in re.findall(rf"\b{re.escape(PREFIX)}\.(\d+)\.\d+", used)}
-    for index in range(1, 255):
+    try:
+        last = int(paths.LAST_SUBNET.read_text())
+    except (OSError, ValueError):
+        last = 0
+    for index in [*range(last + 1, 255), *range(1, last + 1)]:
         if index not in taken:
+            paths.LAST_SUBNET.write_text(f"{index}\n")
             return Subnet(index)
     raise TestHostError(f"no free test host subnet left in {PREFIX}.0.0/16: run cleanup_stale or down some hosts")
 

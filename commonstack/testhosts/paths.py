@@ -12,6 +12,7 @@ CACHE_ENV = "COMMONSTACK_ROOTFS_CACHE"
 # Subnets and interfaces are machine-wide, so the lock that hands them out is too (it covers
 # every state dir).
 MACHINE_LOCK = Path("/run/lock/commonstack-testhosts.lock")
+LAST_SUBNET = Path("/run/lock/commonstack-testhosts.last-subnet")  # written under MACHINE_LOCK
 
 
 def state_dir() -> Path:

@@ -1,7 +1,9 @@
 """Bounded reading: no file a group keeps can hang the kit, exhaust its memory or be read twice over.
 
-Each case is timed and its memory peak traced: a refusal must come within a fraction of a second
-and a few megabytes, however large the input pretends to be.
+Each case has its memory peak traced and its CPU time bounded: a refusal must come within a few
+megabytes, however large the input pretends to be, and without the minutes an unbounded expansion
+takes. The bound on time is a guard against a hang, loose enough for a loaded machine; how fast a
+refusal comes is measured in bench/bench_profiles.py.
 """
 
 import os
@@ -14,7 +16,7 @@ import pytest
 from commonstack.stacks.reading import MAX_BYTES, MAX_DEPTH, MAX_NODES, ReadError, load_yaml, read_text
 
 
-def bounded(function, *args, seconds: float = 0.5, megabytes: float = 32):
+def bounded(function, *args, seconds: float = 5, megabytes: float = 32):
     """function(*args), asserting that it took at most `seconds` of CPU and `megabytes` at peak."""
     tracemalloc.start()
     started = time.process_time()
