@@ -1,33 +1,23 @@
-"""Hardening without a host: the sandboxes rated by the real systemd-analyze, the tables of the
-hardening operations and facts, how the checks read what a host says, and the secret scan run
-for real on a folder of files.
-
-The tables (fixtures/operations and fixtures/facts: kernel.*, updates.*, nextcloud.private_file)
-are written in the format of tests/unit/pyinfra_tables.py (track optests); until that harness is
-on this branch, `run_case` and `load_fact` below run them the same way (facts in, commands out,
-nothing on a second run; command output in, value out through pyinfra's own fact loading).
+"""Hardening without a host: the sandboxes rated by the real systemd-analyze, how the checks read
+what a host says, and the secret scan run for real on a folder of files. (The hardening operations
+and facts have their tables in fixtures/operations and fixtures/facts: kernel.*, updates.*,
+nextcloud.private_file, run by test_operations.py and test_facts.py.)
 """
 
 from __future__ import annotations
 
 import base64
 import configparser
-import dataclasses
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
-from importlib import import_module
 from pathlib import Path
 
 import pytest
 import yaml
-from pyinfra.api import Config, Inventory, State, StringCommand
-from pyinfra.api.facts import get_fact
-from pyinfra.api.util import get_kwargs_str
-from pyinfra.context import ctx_host, ctx_state
 
 from commonstack.checks.base import (
     LISTS_STAMP,
@@ -46,7 +36,6 @@ from commonstack.stacks.sizing import HostFacts
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TEMPLATE_FIXTURES = FIXTURES / "templates"
-SUBJECTS = ("kernel.", "updates.", "nextcloud.private_file")
 MAX_EXPOSURE = 4.0
 
 
@@ -118,91 +107,7 @@ def test_every_sandbox_sorts_before_the_test_hosts_emulation_relaxation():
                 assert Path(f.path).name < "50-commonstack-emulation.conf", f.path
 
 
-# --- the tables of the hardening operations and facts --------------------------------------------
-
-
-class _Loader(yaml.SafeLoader):
-    pass
-
-
-_Loader.add_multi_constructor(
-    "!new:",
-    lambda loader, suffix, node: getattr(import_module(suffix.rpartition(".")[0]), suffix.rpartition(".")[2])(
-        **loader.construct_mapping(node, deep=True)
-    ),
-)
-
-
-def _cases(kind: str) -> list[Path]:
-    return sorted(p for p in (FIXTURES / kind).glob("*/*.yaml") if p.parent.name.startswith(SUBJECTS))
-
-
-def _subject(path: Path):
-    module, name = path.parent.name.split(".")
-    return getattr(import_module(f"commonstack.deploys.{module}"), name)
-
-
-class _FakeHost:
-    """pyinfra's `host` as an operation sees it: facts from the tables, and its noops."""
-
-    name = "fakehost"
-
-    def __init__(self, *tables: dict):
-        self.tables, self.noops = tables, []
-
-    def get_fact(self, cls, **kwargs):
-        module = cls.__module__.removeprefix("pyinfra.facts.").removeprefix("commonstack.deploys.")
-        name, key = f"{module}.{cls.__name__}", get_kwargs_str(kwargs) or None
-        for table in self.tables:
-            if name in table:
-                return table[name] if key is None else table[name][key]
-        raise LookupError(f"the case gives no value for {name} ({key})")
-
-    def noop(self, description: str) -> None:
-        self.noops.append(description)
-
-
-def _run(operation, kwargs: dict, host: _FakeHost) -> list[str]:
-    previous = ctx_host.get()
-    ctx_host.set(host)
-    try:
-        return [c.get_raw_value() if isinstance(c, StringCommand) else c for c in operation._inner(**kwargs)]
-    finally:
-        ctx_host.set(previous)
-
-
-@pytest.mark.parametrize("path", _cases("operations"), ids=lambda p: f"{p.parent.name}/{p.stem}")
-def test_operation_table(path):
-    case = yaml.load(path.read_text(), _Loader)  # noqa: S506 (a SafeLoader)
-    operation, kwargs, facts = _subject(path), case.get("kwargs", {}), case.get("facts", {})
-    host = _FakeHost(facts)
-    assert _run(operation, kwargs, host) == case["commands"]
-    assert host.noops == ([case["noop"]] if "noop" in case else [])
-    again = _FakeHost(case.get("facts_after", {}), facts)
-    assert _run(operation, {**kwargs, **case.get("kwargs_after", {})}, again) == [], "not idempotent"
-    assert again.noops
-
-
-@pytest.mark.parametrize("path", _cases("facts"), ids=lambda p: f"{p.parent.name}/{p.stem}")
-def test_fact_table(path):
-    case = yaml.load(path.read_text(), _Loader)  # noqa: S506 (a SafeLoader)
-    inventory = Inventory((["@fake"], {"fake_delay": 0, "fake_delay_jitter": 0}))
-    state = State(inventory, Config())
-    host = inventory.get_host("@fake")
-    host.connect()
-    host.connector.data["fake_responses"] = {re.compile(""): {"stdout": case["output"]}}
-    previous = ctx_host.get(), ctx_state.get()
-    ctx_host.set(host)
-    ctx_state.set(state)
-    try:
-        value = get_fact(state, host, _subject(path), kwargs=case.get("args", {}))
-    finally:
-        ctx_host.set(previous[0])
-        ctx_state.set(previous[1])
-    assert list(host.connector.executed_commands) == [case["command"]]
-    if isinstance(value, dict):
-        value = {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in value.items()}
-    assert value == case["fact"]
+# --- the security updates: the operation's shell filter and the fact agree -----------------------
 
 
 def test_the_install_picks_what_the_fact_calls_security_updates(tmp_path):
