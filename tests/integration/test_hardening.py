@@ -372,5 +372,5 @@ def test_testssl_finds_nothing_medium_or_above(hardened, server, tmp_path):
     for target, findings in reports.items():
         protocols = {f["id"]: f["finding"] for f in findings if f["id"] in ("SSLv2", "SSLv3", "TLS1", "TLS1_1")}
         assert all(finding.startswith("not offered") for finding in protocols.values()), (target, protocols)
-    hsts = {t: next((f["finding"] for f in r if f["id"] == "HSTS"), "") for t, r in reports.items() if t.endswith(":443")}
-    assert all("31536000" in finding for finding in hsts.values()), hsts
+    hsts = {t: next((f["finding"] for f in r if f["id"] == "HSTS_time"), "") for t, r in reports.items() if t.endswith(":443")}
+    assert all("31536000 seconds" in finding for finding in hsts.values()), hsts
