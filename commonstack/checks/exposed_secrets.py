@@ -4,8 +4,7 @@ secrets ever leaving this machine.
 The check sends the host keyed digests (SHA-256 of a random one-time key + the value) and the
 values' lengths, never a value; a script on the host hashes the stretch of each length that starts
 at each word or sign of the readable files, and reports only which file matched which secret's
-*name*. A secret
-shorter than MIN_LENGTH cannot be told apart from ordinary text and is left out.
+*name*. A secret shorter than MIN_LENGTH cannot be told apart from ordinary text and is left out.
 """
 
 from __future__ import annotations
