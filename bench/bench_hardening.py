@@ -3,15 +3,22 @@
 On one fresh bookworm test host (2 GB): lynis's hardening index before anything is deployed, then
 the small-group preset deployed (Nextcloud's prerequisites only: its release is not reachable
 here), then lynis again and the exposure level of every unit the kit installs or writes, as
-`systemd-analyze security` rates it (0 best, 10 worst; the kit's checks ask for <= 4.0).
-lynis comes from Debian's mirror onto the test host itself. Needs root (test hosts).
+`systemd-analyze security` rates it (0 best, 10 worst; the kit's checks ask for <= 4.0), and what
+the hardening checks cost: the time each of their commands takes on the host (medians of 3, less
+a bare `ssh HOST true`). lynis comes from Debian's mirror onto the test host itself. Needs root
+(test hosts).
 Run: .venv/bin/python bench/bench_hardening.py
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import re
+import shlex
+import statistics
+import time
 import subprocess
 import sys
 import tempfile
@@ -20,12 +27,26 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from commonstack import testhosts  # noqa: E402
+from commonstack.checks.exposed_secrets import SCAN, secret_digests  # noqa: E402
+from commonstack.stacks.kernel import read_command as read_kernel  # noqa: E402
+from commonstack.stacks.layers import KERNEL_HARDENING  # noqa: E402
+from commonstack.stacks.updates import PENDING_COMMAND  # noqa: E402
 from tests.integration.stacks import cli, write_group  # noqa: E402
 
 HOST = "hdbench"
 UNITS = ("caddy", "coturn", "postgresql@15-main", "php8.2-fpm", "redis-server", "matrix-synapse",
          "nextcloud-cron", "coturn-certificate", "ssh", "fail2ban", "unattended-upgrades")  # fmt: skip
 OVERRIDES = {"nextcloud": {"install": "prerequisites"}}
+# What the hardening checks run on a host (their secret scan is timed with a stand-in digest).
+CHECK_COMMANDS = {
+    "systemd-analyze security (8 units)": "systemd-analyze security --no-pager caddy coturn coturn-certificate "
+    "postgresql@15-main php8.2-fpm nextcloud-cron redis-server matrix-synapse >/dev/null",
+    "fail2ban-client status": "fail2ban-client status >/dev/null",
+    "sshd -T": "sshd -T >/dev/null",
+    "pending security updates (apt-get -s)": PENDING_COMMAND,
+    "needrestart -b": "needrestart -b -r l >/dev/null",
+    "kernel settings": read_kernel(dict(KERNEL_HARDENING)),
+}
 
 
 def ssh(host, command: str, check: bool = True) -> str:
@@ -58,6 +79,15 @@ def exposure(host, unit: str) -> str:
     return found[1] if found else f"(not rated: {output[-60:]})"
 
 
+def timed(host, command: str, runs: int = 3) -> float:
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        ssh(host, command, check=False)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
 def main() -> None:
     os.environ.setdefault("COMMONSTACK_TESTHOSTS_DIR", tempfile.mkdtemp(prefix="bench-testhosts-"))
     inventories = Path(tempfile.mkdtemp(prefix="bench-inventories-"))
@@ -75,6 +105,12 @@ def main() -> None:
         print("systemd-analyze security (exposure, lower is better; the checks ask for <= 4.0):")
         for unit in UNITS:
             print(f"  {unit:22} {exposure(host, unit)}")
+        bare = timed(host, "true")
+        spec = base64.b64encode(json.dumps(secret_digests({"x": "y" * 43})).encode()).decode()
+        commands = {**CHECK_COMMANDS, "secret scan of /etc": f"python3 -c {shlex.quote(SCAN)} {spec} >/dev/null"}
+        print(f"what the hardening checks run, on the host (median of 3, less a bare ssh of {bare:.2f} s):")
+        for what, command in commands.items():
+            print(f"  {what:40} {max(timed(host, command) - bare, 0):5.2f} s")
     finally:
         testhosts.down(host.name)
 
