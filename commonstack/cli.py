@@ -343,7 +343,8 @@ def schema() -> None:
 @click.option("-y", "--yes", is_flag=True, help="Pin without asking (only on a network you trust).")
 @click.pass_context
 def pin_keys(ctx, group_name, yes) -> None:
-    """Record each host's SSH key in inventories/GROUP/known_hosts.
+    """Record each host's SSH key in inventories/GROUP/known_hosts, and that
+    of the SFTP backup repository's server (which the hosts connect to).
 
     Every later connection checks the host against this file, so a swapped or
     intercepted server is refused. Compare each fingerprint shown with the one
@@ -356,12 +357,20 @@ def pin_keys(ctx, group_name, yes) -> None:
     """
     from commonstack.inventories.known_hosts import fingerprint, pin, scan_host_key
 
+    from commonstack.stacks.repository import parse_repository
+
     group = _group(ctx, group_name)
-    for host in group.load().hosts:
-        key_type, key = scan_host_key(host.address, host.port)
-        click.echo(f"{host.name} ({host.address}:{host.port}): {key_type} {fingerprint(key)}")
+    profile = group.load()
+    servers = [(host.name, host.address, host.port) for host in profile.hosts]
+    if profile.backup.enabled and profile.backup.repository:
+        repository = parse_repository(profile.backup.repository)
+        if repository.kind == "sftp":  # the hosts reach it with this key pinned, never trusting blindly
+            servers.append(("backup repository", repository.server, repository.port))
+    for name, address, port in servers:
+        key_type, key = scan_host_key(address, port)
+        click.echo(f"{name} ({address}:{port}): {key_type} {fingerprint(key)}")
         if yes or click.confirm("  Is this the right fingerprint?", default=False):
-            added = pin(group.known_hosts, host.address, host.port, key_type, key)
+            added = pin(group.known_hosts, address, port, key_type, key)
             click.echo("  pinned" if added else "  already pinned")
         else:
             click.echo("  not pinned")
@@ -795,3 +804,187 @@ def try_preset(ctx, preset, suite, arch, memory, online, name) -> None:
     click.echo("Clean up: " + " && ".join(f"commonstack hosts down {t.name}" for _, t in running)
                + f" && rm -r {group.folder}")
     sys.exit(0 if healthy else 1)
+
+
+# --- backups ---------------------------------------------------------------------------------
+
+
+def _backup_hosts(ctx, group_name: str, hosts: tuple[str, ...]):
+    """(group, profile, targets) of the hosts that run the backup layer (all, or `hosts`)."""
+    from commonstack.errors import GroupError
+    from commonstack.inventories.targets import host_targets
+    from commonstack.stacks.layers import layers_on
+
+    group = _group(ctx, group_name)
+    profile = group.load()
+    if not profile.backup.enabled:
+        raise GroupError(
+            f"{group.stack_file}: backup: not enabled; add `backup: {{enabled: true, repository: "
+            "sftp:USER@HOST:/PATH}` (see the README's Backups) and deploy"
+        )
+    backed_up = [h.name for h in profile.hosts if "backup" in layers_on(profile, h)]
+    return group, profile, [t for t in host_targets(group, profile, hosts) if t.name in backed_up]
+
+
+def _keep_off_the_host(group, profile) -> None:
+    click.secho(
+        "Keep these OFF the host too, or no backup can ever be read: the password (restic_password in "
+        f"{group.secrets_file}), the repository's address (backup.repository in {group.stack_file}: "
+        f"{profile.backup.repository}) — a copy of {group.folder}/ in a password manager or on a USB stick will do.",
+        fg="yellow",
+    )
+
+
+@main.command("backup")
+@click.argument("group_name", metavar="GROUP")
+@click.option("--host", "hosts", **HOST_OPTION)
+@click.pass_context
+def backup_now(ctx, group_name, hosts) -> None:
+    """Back up the hosts of a group now, showing restic's progress.
+
+    Each host dumps its databases (pg_dump), saves its layers' data with a
+    manifest of every service's version as one restic snapshot in the
+    repository of the profile (backup.repository), then applies the retention
+    policy. The daily timer does the same on its own. Exit status 1 if a
+    backup failed (nothing is counted as saved then).
+
+    \b
+    Examples:
+      commonstack backup tenants
+      commonstack backup coop --host home
+    """
+    from commonstack.backups.remote import HostCommandFailed, HostShell
+
+    group, profile, targets = _backup_hosts(ctx, group_name, hosts)
+    failed = []
+    with HostShell(targets) as shell:
+        for target in targets:
+            click.secho(f"{target.name}: backing up to {profile.backup.repository}", bold=True)
+            try:
+                shell.script(target.name, "run", "--tag", "routine", "--progress", on_line=lambda line: click.echo(f"  {line}"))
+            except HostCommandFailed as exc:
+                click.secho(f"error: {exc}", fg="red", err=True)
+                failed.append(target.name)
+    _keep_off_the_host(group, profile)
+    sys.exit(1 if failed else 0)
+
+
+@main.command("backups")
+@click.argument("group_name", metavar="GROUP")
+@click.option("--host", "hosts", **HOST_OPTION)
+@click.option("--keys", is_flag=True, help="Print each host's SSH key for an SFTP repository's authorized_keys.")
+@click.pass_context
+def backups_list(ctx, group_name, hosts, keys) -> None:
+    """List the snapshots of each host: time, age, kind, size, layers, versions.
+
+    Routine snapshots (daily, and `commonstack backup`) age out by the
+    retention policy (backup.retention); pre-upgrade and pre-restore snapshots
+    are kept apart from it.
+
+    \b
+    Examples:
+      commonstack backups tenants
+      commonstack backups tenants --keys    # the lines for the SFTP server's authorized_keys
+    """
+    from commonstack.backups.remote import HostShell
+    from commonstack.backups.snapshots import host_snapshots
+    from commonstack.inventories.backup_keys import SEED_SECRET, backup_key
+    from commonstack.inventories.secrets import ensure_secrets
+
+    group, profile, targets = _backup_hosts(ctx, group_name, hosts)
+    if keys:
+        seed = ensure_secrets(group.secrets_file, profile)[SEED_SECRET]
+        for target in targets:
+            click.echo(backup_key(seed, profile.group, target.name).public)
+        return
+    with HostShell(targets) as shell:
+        for target in targets:
+            snapshots = host_snapshots(shell, target.name)
+            click.secho(f"{target.name}: {len(snapshots)} snapshot(s) in {profile.backup.repository}", bold=True)
+            for s in reversed(snapshots):
+                click.echo(f"  {s.short_id}  {s.time:%Y-%m-%d %H:%M} UTC  {s.age():>7} old  {s.kind:<11} "
+                           f"{s.size / 1e6:8.1f} MB  {', '.join(s.layers)}")
+                click.secho(f"            {s.versions_line()}", dim=True)
+    _keep_off_the_host(group, profile)
+
+
+@main.command()
+@click.argument("group_name", metavar="GROUP")
+@click.option("--snapshot", metavar="ID", help="The snapshot (an ID from `commonstack backups`); default: the latest.")
+@click.option("--host", "hosts", **HOST_OPTION)
+@click.option("--only", **ONLY_OPTION)
+@click.option("-y", "--yes", is_flag=True, help="Restore without asking.")
+@click.pass_context
+def restore(ctx, group_name, snapshot, hosts, only, yes) -> None:
+    """Put a snapshot's data back onto its host, keeping the current data until
+    the restored layers pass their health checks.
+
+    Refuses, before any change, a snapshot of newer service versions than this
+    kit installs. Deploys the layers first (after a disaster: a new host in the
+    profile, `commonstack pin-keys`, `commonstack deploy`, then this), saves
+    the current data as a pre-restore snapshot, fetches the snapshot, restores
+    each database into a NEW database and swaps it in, moves the folders in,
+    then runs the checks and counts users, rooms, messages and files against
+    the snapshot's. Only when they pass is the data from before deleted; if
+    anything fails it is put back. Exit status 1 if the restore failed.
+
+    \b
+    Examples:
+      commonstack restore tenants                        # the latest snapshot
+      commonstack restore tenants --snapshot 1a2b3c4d --only synapse
+      commonstack restore coop --host home
+    """
+    from commonstack.backups.restore import restore_host
+    from commonstack.errors import GroupError
+
+    group, profile, targets = _backup_hosts(ctx, group_name, hosts)
+    if snapshot and len(targets) > 1:
+        raise GroupError("--snapshot names one host's snapshot: add --host HOST")
+    if not yes and not click.confirm(
+        f"Replace the data of {', '.join(t.name for t in targets)} with "
+        f"{'snapshot ' + snapshot if snapshot else 'the latest snapshot'}? (the current data is saved first)"
+    ):
+        click.echo("Nothing changed.")
+        sys.exit(1)
+    for target in targets:
+        report = restore_host(group, target.name, snapshot, tuple(only), say=click.echo, progress=_progress)
+        click.secho(f"{target.name}: restored snapshot {report.snapshot.short_id} ({report.snapshot.age()} old): "
+                    f"{', '.join(report.layers)}; {len(report.passed_checks)} checks passed", fg="green")  # fmt: skip
+        for line in report.counts:
+            click.echo(f"  {line}")
+
+
+@main.command()
+@click.argument("group_name", metavar="GROUP")
+@click.option("--host", "host_names", **HOST_OPTION)
+@click.option("--snapshot", metavar="ID", help="The snapshot to drill; default: the latest.")
+@click.option("--suite", type=click.Choice(["bookworm", "trixie"]), default="bookworm", show_default=True,
+              help="The Debian release of the throwaway host (that of the snapshot, or newer).")
+@click.option("--keep", is_flag=True, help="Leave the throwaway host running afterwards, to look around.")
+@click.pass_context
+def drill(ctx, group_name, host_names, snapshot, suite, keep) -> None:
+    """Prove that the backups restore: on a throwaway local test host.
+
+    Boots a local Debian test host (systemd-nspawn; needs root), fetches the
+    latest snapshot from the group's real repository (the throwaway host never
+    writes to it), deploys what the snapshot holds and restores it like
+    `commonstack restore`, runs the health checks and compares the restored
+    counts (users, rooms, messages, files) with the snapshot's, then prints a
+    one-line verdict and removes the host. A local-path repository (a USB disk
+    on the host) cannot be drilled from here.
+    Nothing of the group's real hosts is touched. Exit status 1 if the drill
+    failed.
+
+    \b
+    Examples:
+      sudo commonstack drill tenants
+      sudo commonstack drill coop --host home --suite trixie
+    """
+    from commonstack.backups.drill import run_drill
+
+    ctx.invoke(hosts)  # progress of the test host on stderr
+    group, _, targets = _backup_hosts(ctx, group_name, host_names)
+    verdicts = [run_drill(group, t.name, snapshot, suite, keep, say=click.echo, progress=_progress) for t in targets]
+    for verdict in verdicts:
+        click.secho(verdict.line, fg="green" if verdict.passed else "red", bold=True)
+    sys.exit(0 if all(v.passed for v in verdicts) else 1)

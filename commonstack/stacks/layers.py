@@ -20,6 +20,24 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from commonstack.stacks.paths import (
+    BACKUP_CONFIG_DIR,
+    BACKUP_STATE,
+    CADDY_DATA,
+    COTURN_CONFIG,
+    DISCOURSE_APP_YML,
+    DISCOURSE_BACKUPS,
+    NEXTCLOUD_CODE,
+    NEXTCLOUD_DATA,
+    NEXTCLOUD_OCC,
+    RESTORE_STAGING,
+    STATE_DIR,
+    SYNAPSE_CONFIG_DIR,
+    SYNAPSE_MEDIA,
+    SYNAPSE_PYTHON,
+    SYNAPSE_SIGNING_KEY,
+)
+
 if TYPE_CHECKING:
     from commonstack.stacks.model import Host, StackProfile
 
@@ -41,6 +59,53 @@ class Database:
     password_secret: str  # the role's password in secrets.yaml
     # Synapse requires C collation and UTF8 (its docs: "Set up database"); None: the cluster's default.
     collation: str | None = None
+
+
+@dataclass(frozen=True)
+class Dump:
+    """A database of the layer saved with `pg_dump -Fc` (consistent without stopping anything)."""
+
+    database: str
+    # Tables whose rows are left out (their definitions stay), as upstream advises.
+    exclude_table_data: tuple[str, ...] = ()
+    # Tables whose rows are counted into the snapshot's manifest: a restore (and the drill) must
+    # find at least as many.
+    counted: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LayerBackup:
+    """What a layer's backup holds and how a restore puts it back (templates/backup renders the
+    host's backup and restore scripts from these declarations).
+
+    Shell commands run as root on the host, in the backup script's environment.
+    """
+
+    dumps: tuple[Dump, ...] = ()
+    paths: tuple[str, ...] = ()  # saved, and put back by a restore (data the deploy cannot remake)
+    configs: tuple[str, ...] = ()  # saved for the record; a restore keeps what the deploy rendered
+    exclude: tuple[str, ...] = ()  # restic --exclude patterns: caches that rebuild themselves
+    # Makes the data still for the few seconds it is read, and lets it go again; `resume` always
+    # runs once `pause` did, whatever happens in between (Nextcloud's maintenance mode).
+    pause: str | None = None
+    resume: str | None = None
+    # Writes the layer's own export into "$1", a folder that goes into the snapshot (Discourse's
+    # `discourse backup`); `import_` puts it back from "$1" during a restore.
+    export: str | None = None
+    import_: str | None = None
+    # Prints a JSON object of the layer's versions for the snapshot's manifest.
+    version: str | None = None
+    # Runs once the restored data is in place, before the layer's units start again.
+    restored: str | None = None
+
+    @property
+    def saved(self) -> tuple[str, ...]:
+        return self.paths + self.configs
+
+    @property
+    def restorable(self) -> bool:
+        """Whether a restore puts anything of the layer back (else it was saved for the record)."""
+        return bool(self.dumps or self.paths or self.import_)
 
 
 # What enables a layer on a host other than a service: the profile, and the services on the host.
@@ -79,6 +144,8 @@ class Layer:
     jails: tuple[str, ...] = ()
     # Kernel settings (sysctl key, value) it wants, applied at deploy and at every boot.
     sysctl: tuple[tuple[str, str], ...] = ()
+    # What its backups hold (None: nothing of its own, e.g. Redis's cache).
+    backup: LayerBackup | None = None
 
     @property
     def generated_secrets(self) -> tuple[str, ...]:
@@ -177,6 +244,10 @@ LAYERS: tuple[Layer, ...] = (
         units=("postgresql",),
         data=("/var/lib/postgresql",),
         sandboxed=("postgresql@{postgresql}-main",),  # postgresql.service only starts the clusters
+        # Its databases are saved by the layers that own them (pg_dump); here only the version.
+        backup=LayerBackup(
+            version="printf '{\"version\": \"%s\"}' \"$(cd / && runuser -u postgres -- psql -XAtq -c 'SHOW server_version')\""
+        ),
     ),
     Layer(
         "redis",
@@ -196,8 +267,17 @@ LAYERS: tuple[Layer, ...] = (
         checks=("caddy",),
         ports=_web,
         units=("caddy",),
-        data=("/var/lib/caddy",),  # its certificates and ACME account
+        data=(CADDY_DATA,),  # its certificates and ACME account
         sandboxed=("caddy",),
+        # Certificates and the ACME account come back (no new issuance, no rate limit); its
+        # local CA too, which the group's devices may trust.
+        backup=LayerBackup(
+            paths=(CADDY_DATA,),
+            configs=("/etc/caddy",),
+            # coturn keeps a copy of Caddy's certificate (layer coturn): it must follow the restored one.
+            restored=(f"! systemctl cat coturn-certificate.service >/dev/null 2>&1 || "
+                      "systemctl start coturn-certificate.service"),  # fmt: skip
+        ),
     ),
     Layer(
         "synapse",
@@ -217,6 +297,20 @@ LAYERS: tuple[Layer, ...] = (
         data=("/var/lib/matrix-synapse", "/etc/matrix-synapse"),  # media, and the signing key
         sandboxed=("matrix-synapse",),
         jails=("commonstack-matrix",),
+        # Synapse's own advice (docs: "Backups"): the database without the one-time keys' rows,
+        # the signing key (the server's identity to every other server) and local media only
+        # (remote media and URL previews are fetched again).
+        backup=LayerBackup(
+            dumps=(Dump("synapse", exclude_table_data=("e2e_one_time_keys_json",),
+                        counted=("users", "rooms", "events", "local_media_repository")),),  # fmt: skip
+            paths=(SYNAPSE_SIGNING_KEY, f"{SYNAPSE_MEDIA}/local_content", f"{SYNAPSE_MEDIA}/local_thumbnails"),
+            configs=(SYNAPSE_CONFIG_DIR,),
+            version=(
+                f"printf '{{\"version\": \"%s\", \"schema\": %s}}' "
+                f"\"$({SYNAPSE_PYTHON} -c 'import synapse; print(synapse.__version__)')\" "
+                "\"$(cd / && runuser -u postgres -- psql -XAtq -d synapse -c 'SELECT version FROM schema_version')\""
+            ),
+        ),
     ),
     Layer(
         "coturn",
@@ -230,6 +324,7 @@ LAYERS: tuple[Layer, ...] = (
         secrets=("turn_shared_secret",),
         units=("coturn", "coturn-certificate.timer"),
         sandboxed=("coturn", "coturn-certificate"),
+        backup=LayerBackup(configs=(COTURN_CONFIG,)),
     ),
     Layer(
         "nextcloud",
@@ -253,6 +348,18 @@ LAYERS: tuple[Layer, ...] = (
         data=("/var/www/nextcloud", "/var/lib/nextcloud"),  # its code and config, and the files
         sandboxed=("php{php}-fpm", "nextcloud-cron"),
         jails=("commonstack-nextcloud",),
+        # The admin manual's backup: config/, data/ and the database, in maintenance mode so that
+        # the three agree. The code is the verified release, installed again by the deploy.
+        backup=LayerBackup(
+            dumps=(Dump("nextcloud"),),
+            paths=(f"{NEXTCLOUD_CODE}/config", NEXTCLOUD_DATA),
+            exclude=(f"{NEXTCLOUD_DATA}/appdata_*/preview",),  # thumbnails, made again on demand
+            pause=f"{NEXTCLOUD_OCC} maintenance:mode --on",
+            resume=f"{NEXTCLOUD_OCC} maintenance:mode --off",
+            version=f"{NEXTCLOUD_OCC} status --output=json",
+            # The saved config.php says maintenance (it was saved so); clients resync their files.
+            restored=f"{NEXTCLOUD_OCC} maintenance:mode --off && {NEXTCLOUD_OCC} maintenance:data-fingerprint",
+        ),
     ),
     Layer(
         "docker",
@@ -273,15 +380,45 @@ LAYERS: tuple[Layer, ...] = (
         checks=("discourse",),
         data=("/var/discourse",),  # app.yml, and the forum's database and uploads in shared/
         remove="discourse:discourse_stopped",
+        # Discourse's own archive (database and uploads), which its own restore reads.
+        backup=LayerBackup(
+            configs=(DISCOURSE_APP_YML,),
+            export=(
+                f"docker exec app discourse backup >&2 && "
+                f"mv \"$(find {DISCOURSE_BACKUPS} -maxdepth 1 -name '*.tar.gz' -printf '%T@ %p\\n' "
+                "| sort -n | tail -n 1 | cut -d' ' -f2-)\" \"$1\"/"
+            ),
+            import_=(
+                f"cp \"$1\"/*.tar.gz {DISCOURSE_BACKUPS}/ && docker exec app discourse enable_restore && "
+                "docker exec app discourse restore \"$(basename \"$(ls \"$1\"/*.tar.gz)\")\" && "
+                "docker exec app discourse disable_restore"
+            ),
+            version=(
+                "printf '{\"commit\": \"%s\", \"launcher\": \"%s\"}' "
+                "\"$(docker exec app git -C /var/www/discourse rev-parse HEAD)\" "
+                "\"$(git -C /var/discourse rev-parse HEAD)\""
+            ),
+        ),
     ),
     Layer(
         "backup",
         "restic backups of every layer's data to a repository off the host (profile: backup)",
         wanted=lambda profile, services: profile.backup.enabled,
-        packages=("restic",),
-        secrets=("restic_password",),
-        units=("commonstack-backup.timer",),
-        sandboxed=("commonstack-backup",),
+        packages=("restic", "jq", "openssh-client"),
+        deploy="backup:backup",
+        preflight="backup:backup_preflight",
+        checks=("backup",),
+        secrets=("restic_password", "backup_ssh_seed"),
+        units=("commonstack-backup.timer", "commonstack-backup-check.timer"),
+        data=(BACKUP_STATE,),
+        sandboxed=("commonstack-backup", "commonstack-backup-check"),
+        # The kit's own records (which layers it deployed, the Matrix server name...) and this
+        # layer's settings, for the record: a restore runs after a deploy that wrote them anew.
+        backup=LayerBackup(
+            configs=(STATE_DIR, BACKUP_CONFIG_DIR),
+            exclude=(RESTORE_STAGING, f"{BACKUP_CONFIG_DIR}/restic-password",
+                     f"{BACKUP_CONFIG_DIR}/backup-ssh-key"),  # fmt: skip
+        ),
     ),
 )
 
@@ -324,6 +461,13 @@ def generated_secrets(profile: StackProfile) -> list[str]:
     names = {secret for host in profile.hosts for name in layers_on(profile, host)
              for secret in layer(name).generated_secrets}  # fmt: skip
     return [secret for item in LAYERS for secret in item.generated_secrets if secret in names]
+
+
+def saved_paths(layers: tuple[str, ...]) -> list[str]:
+    """Every path the backups of these layers save, without those inside another (restic would
+    otherwise meet them twice)."""
+    paths = sorted({path for name in layers if (spec := layer(name).backup) for path in spec.saved})
+    return [p for p in paths if not any(p.startswith(other.rstrip("/") + "/") for other in paths if other != p)]
 
 
 def check_modules(layers: tuple[str, ...] | None = None) -> tuple[str, ...]:

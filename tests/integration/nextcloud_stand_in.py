@@ -125,6 +125,12 @@ switch ($command) {
 case 'status':
     if (isset($options['exit-code'])) { exit(status()['maintenance'] ? 1 : 0); }
     echo json_encode(status()), "\n"; exit(0);
+case 'maintenance:mode':
+    $c = load_config(); $c['maintenance'] = isset($options['on']); save_config($c);
+    echo $c['maintenance'] ? "Maintenance mode enabled\n" : "Maintenance mode disabled\n"; exit(0);
+case 'maintenance:data-fingerprint':
+    $c = load_config(); $c['data-fingerprint'] = md5((string)microtime()); save_config($c);
+    echo "Updated data-fingerprint to {$c['data-fingerprint']}\n"; exit(0);
 case 'maintenance:install':
     if (status()['installed']) { fail('Command "maintenance:install" is not defined.'); }
     $db = @pg_connect(sprintf("host=%s dbname=%s user=%s password='%s'", $options['database-host'],

@@ -28,7 +28,6 @@ fixture keeps the guesser's own address, in a nftables table of its own, removed
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import shlex
@@ -46,10 +45,6 @@ import yaml
 from commonstack import testhosts
 from commonstack.checks.group import CA_FILE_ENV, HOSTS_FILE_ENV
 from commonstack.checks.probes import https_request
-from commonstack.plan import Release, plan_host
-from commonstack.stacks.loader import load_profile
-from commonstack.stacks.model import BackupSettings
-from commonstack.stacks.sizing import HostFacts
 from commonstack.stacks.updates import PENDING_COMMAND
 from commonstack.testhosts import TestHost
 from tests.integration.conftest import new_host_name
@@ -60,7 +55,6 @@ from tests.integration.test_tls import site_names, wait_for_certificate
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 GROUP = "hardened"
-BACKUP_REPOSITORY = "/var/backups/commonstack-test-repository"
 OVERRIDES = {"nextcloud": {"install": "prerequisites"}}
 HARDENING_CHECKS = {
     ("base", "sshd allows no forwarding"),
@@ -188,31 +182,6 @@ def test_sandboxed_helpers_run_their_jobs(hardened, server, testhost_ssh):
     # Without a release, its condition (occ status) says so: the sandbox itself started fine.
     result = ssh(testhost_ssh, server, "systemctl show -p Result --value nextcloud-cron.service").strip()
     assert result in ("success", "exec-condition"), result
-
-
-def test_the_backup_service_runs_in_its_sandbox(hardened, server, testhost_ssh):
-    """A STAND-IN for the backup layer's deploy (track backup builds it): the kit's rendered backup
-    files, its sandbox among them, put on the host as they will be; the service then backs the host
-    up (database dumps as postgres, /etc, the services' data) into a local restic repository."""
-    profile = load_profile(hardened["group"].stack_file)
-    profile = profile.model_copy(update={"backup": BackupSettings(enabled=True, repository=BACKUP_REPOSITORY)})
-    secrets = {**hardened["secrets"], "restic_password": "test-only-restic-password-0123456789abcdef"}
-    plan = plan_host(profile, profile.hosts[0], secrets, Release(HostFacts(2048, 2, "amd64"), "bookworm"))
-    files = plan.files_of("backup")
-    assert any(f.path.endswith(".service.d/40-commonstack-hardening.conf") for f in files)
-    for f in files:
-        content = base64.b64encode(f.content.encode()).decode()
-        ssh(testhost_ssh, server, f"mkdir -p {shlex.quote(str(Path(f.path).parent))} && echo {content} | base64 -d > "
-                                  f"{shlex.quote(f.path)} && chmod {f.mode} {shlex.quote(f.path)}")  # fmt: skip
-    ssh(testhost_ssh, server, "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends restic "
-                              "&& set -a && . /etc/commonstack/backup.env && restic init -q && systemctl daemon-reload")  # fmt: skip
-    started = testhost_ssh(server, "systemctl start commonstack-backup.service", timeout=900)
-    journal = ssh(testhost_ssh, server, "journalctl -u commonstack-backup --no-pager -n 30")
-    assert started.returncode == 0, journal
-    snapshots = ssh(testhost_ssh, server, "set -a && . /etc/commonstack/backup.env && restic snapshots --json")
-    assert len(json.loads(snapshots)) == 1, snapshots
-    rated = ssh(testhost_ssh, server, "systemd-analyze security --no-pager commonstack-backup | tail -n 1")
-    assert float(re.search(r"\.service: ([\d.]+)", rated)[1]) <= 4.0, rated
 
 
 def test_a_secret_in_a_file_anyone_can_read_is_found_and_named_not_shown(hardened, server, testhost_ssh, outside_view):

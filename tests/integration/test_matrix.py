@@ -40,6 +40,7 @@ from tests.integration.stacks import check_results, cli, deploy, failed_checks, 
 
 nio = pytest.importorskip("nio", reason="matrix-nio is a test dependency (pip install matrix-nio)")
 aiohttp = pytest.importorskip("aiohttp")
+from tests.integration.matrix_client import StaticResolver, wait_for_message  # noqa: E402  (needs nio)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -83,22 +84,6 @@ class Homeserver:
         return secrets["matrix_admin_password"]
 
 
-class StaticResolver(aiohttp.abc.AbstractResolver):
-    """Resolves only the given names (to their test hosts); anything else is an error."""
-
-    def __init__(self, names: dict[str, str]):
-        self.names = names
-
-    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET) -> list[dict]:
-        if host not in self.names:
-            raise OSError(f"{host} is not a test host's name")
-        return [{"hostname": host, "host": self.names[host], "port": port, "family": socket.AF_INET,
-                 "proto": 0, "flags": socket.AI_NUMERICHOST}]
-
-    async def close(self) -> None:
-        pass
-
-
 async def logged_in(server: Homeserver) -> nio.AsyncClient:
     """A matrix-nio client of the admin, found as a client finds it: through .well-known."""
     context = ssl.create_default_context(cadata=server.caddy_root)
@@ -115,19 +100,6 @@ async def logged_in(server: Homeserver) -> nio.AsyncClient:
     response = await client.login(server.admin_password(), device_name="commonstack integration test")
     assert isinstance(response, nio.LoginResponse), response
     return client
-
-
-async def wait_for_message(client: nio.AsyncClient, room_id: str, body: str, timeout: float = 90) -> float:
-    """Seconds until `body` is in the room's timeline as `client` sees it."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        response = await client.room_messages(room_id, limit=20)
-        if isinstance(response, nio.RoomMessagesResponse) and any(
-            getattr(event, "body", None) == body for event in response.chunk
-        ):
-            return time.monotonic() - started
-        await asyncio.sleep(1)
-    raise AssertionError(f"{body!r} did not arrive in {room_id} for {client.user_id} within {timeout} s")
 
 
 def ssh(testhost_ssh, host: TestHost, command: str, timeout: float = 120) -> str:

@@ -167,3 +167,37 @@ def test_init_asks_for_what_is_missing_on_a_terminal(tmp_path):
     profile = yaml.safe_load((tmp_path / "inv" / "coop" / "stack.yaml").read_text())
     assert profile["preset"] == "chat" and profile["domain"] == "coop.example.org"
     assert profile["hosts"] == [{"name": "server", "address": "203.0.113.9", "user": "root"}]
+
+
+def test_backup_commands_speak_of_hosts_and_layers_only(run):
+    init_small(run)
+    for command in (["restore", "tenants", "--service", "synapse"], ["backup", "tenants", "--service", "x"]):
+        result = run(*command)
+        assert result.exit_code == 2 and "No such option '--service'" in result.output, result.output
+    result = run("restore", "tenants", "--only", "nope")
+    assert result.exit_code == 2 and "'nope' is not one of" in result.output
+
+
+def test_backup_commands_need_backups_in_the_profile(run, tmp_path):
+    init_small(run)
+    for command in ("backup", "backups", "drill"):
+        result = run(command, "tenants")
+        assert result.exit_code == 2, result.output
+        assert result.output.strip().splitlines()[-1] == (
+            f"error: {tmp_path / 'inv' / 'tenants' / 'stack.yaml'}: backup: not enabled; add `backup: {{enabled: true, "
+            "repository: sftp:USER@HOST:/PATH}` (see the README's Backups) and deploy"
+        )
+
+
+def test_backups_keys_prints_each_hosts_public_key_and_no_secret(run, tmp_path):
+    init_small(run)
+    stack = tmp_path / "inv" / "tenants" / "stack.yaml"
+    profile = yaml.safe_load(stack.read_text())
+    profile["backup"] = {"enabled": True, "repository": "sftp:restic@backup.example.net:/srv/restic/tenants"}
+    stack.write_text(yaml.safe_dump(profile))
+    (tmp_path / "inv" / "tenants" / "known_hosts").write_text("")
+    result = run("backups", "tenants", "--keys")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("ssh-ed25519 ") and result.output.strip().endswith("commonstack-backup-tenants-server")
+    secrets = yaml.safe_load((tmp_path / "inv" / "tenants" / "secrets.yaml").read_text())
+    assert "backup_ssh_seed" in secrets and not any(value in result.output for value in secrets.values())

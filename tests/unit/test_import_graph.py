@@ -29,6 +29,7 @@ LEVELS = {
     "commonstack.testhosts": 5,
     "commonstack.runbook": 5,
     "commonstack.trial": 6,
+    "commonstack.backups": 6,
     "commonstack.cli": 7,
     "commonstack.__main__": 8,
 }
