@@ -29,7 +29,6 @@ fixture keeps the guesser's own address, in a nftables table of its own, removed
 from __future__ import annotations
 
 import json
-import re
 import shlex
 import shutil
 import socket
