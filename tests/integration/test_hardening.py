@@ -16,10 +16,10 @@ second, bare host that plays the password guesser.
   refused by the firewall (fail2ban) and throttled by Synapse (429) before that, while the
   controller still logs in over SSH and into Matrix. Nextcloud's jail is fed its log lines by a
   STAND-IN (`logger -t Nextcloud`, in the format of Nextcloud's own log): no release here.
-- Debian's testssl.sh, trusting pebble's root, finds nothing of severity MEDIUM or above on the
-  two sites and on TURN over TLS, except that pebble's certificates carry no revocation URL (Let's
-  Encrypt's carry a CRL URL) and last five years (Let's Encrypt's: 90 days): those two findings
-  are the test CA's, and are named.
+- Debian's testssl.sh, trusting pebble's root, finds nothing of severity MEDIUM or above on Caddy's
+  listener (on the second site: its protocols, certificate and headers) and on TURN over TLS,
+  except that pebble's certificates carry no revocation URL (Let's Encrypt's carry a CRL URL) and
+  last five years (Let's Encrypt's: 90 days): those two findings are the test CA's, and are named.
 
 Traffic between the two test hosts is routed by this machine, which would masquerade the guesser
 as this machine's own address (the one the controller's good logins come from): the `peers`
@@ -320,12 +320,15 @@ def test_testssl_finds_nothing_medium_or_above(hardened, server, tmp_path):
     testssl = shutil.which("testssl") or pytest.skip("Debian's testssl.sh is not installed (apt-get install testssl.sh)")
     matrix = next(n for n in hardened["names"] if n.startswith("matrix."))
     cloud = next(n for n in hardened["names"] if n.startswith("cloud."))
-    targets = [f"{matrix}:443", f"{cloud}:443", f"{matrix}:5349"]  # 5349: TURN over TLS (coturn)
+    # Every check of testssl.sh on each listener: Caddy's (port 443) and coturn's (5349, TURN over
+    # TLS). Caddy serves both sites with one TLS configuration, so the second site is scanned only
+    # for what differs by name: its protocols, its certificate (-S) and its headers (HSTS).
+    targets = {f"{matrix}:443": [], f"{matrix}:5349": [], f"{cloud}:443": ["-p", "-S", "-h"]}
 
     def scan(target: str) -> list[dict]:
         report = tmp_path / f"{target.replace(':', '-')}.json"
         subprocess.run(
-            [testssl, "--quiet", "--color", "0", "--warnings", "batch", "--ip", server.address,
+            [testssl, "--quiet", "--color", "0", "--warnings", "batch", "--ip", server.address, *targets[target],
              "--add-ca", str(hardened["issuing_root"]), "--jsonfile", str(report), target],
             capture_output=True, text=True, timeout=1200,
         )  # fmt: skip
@@ -339,6 +342,6 @@ def test_testssl_finds_nothing_medium_or_above(hardened, server, tmp_path):
     assert not serious, "\n".join(serious)
     for target, findings in reports.items():
         protocols = {f["id"]: f["finding"] for f in findings if f["id"] in ("SSLv2", "SSLv3", "TLS1", "TLS1_1")}
-        assert all(finding.startswith("not offered") for finding in protocols.values()), (target, protocols)
+        assert len(protocols) == 4 and all(f.startswith("not offered") for f in protocols.values()), (target, protocols)
     hsts = {t: next((f["finding"] for f in r if f["id"] == "HSTS_time"), "") for t, r in reports.items() if t.endswith(":443")}
     assert all("31536000 seconds" in finding for finding in hsts.values()), hsts
