@@ -91,6 +91,20 @@ class HostPlan:
     def units_of(self, layer_name: str) -> list[str]:
         return [unit.format(php=self.php_version) for unit in layer(layer_name).units]
 
+    @property
+    def sysctl(self) -> list[tuple[str, str]]:
+        """The kernel settings the host's layers want (sysctl key or "conf.*" glob, value)."""
+        return [setting for name in self.layers for setting in layer(name).sysctl]
+
+    @property
+    def jails(self) -> list[str]:
+        """The fail2ban jails guarding the logins of the host's layers."""
+        return [jail for name in self.layers for jail in layer(name).jails]
+
+    def sandboxed_units_of(self, layer_name: str) -> list[str]:
+        names = {"php": self.php_version, "postgresql": self.postgresql_version}
+        return [unit.format(**names) for unit in layer(layer_name).sandboxed]
+
 
 def offline_release(profile: StackProfile, host: Host) -> Release:
     """Facts from the profile's hints; without hints, the smallest host that fits its services."""
@@ -119,6 +133,8 @@ def plan_host(
         "layers": layers,
         "hostnames": profile.hostnames(),
         "firewall_ports": firewall_ports(profile, host),
+        "jails": [jail for name in layers for jail in layer(name).jails],
+        "sysctl": [setting for name in layers for setting in layer(name).sysctl],
         "secrets": secrets,
         "versions": versions(),
         "paths": paths,

@@ -1,6 +1,6 @@
-"""Health checks of the backups: the timers are on, the last backup succeeded less than 26 hours
-ago, the repository answers and opens with the group's password, and the last `restic check`
-found nothing wrong. The records are written by /usr/local/sbin/commonstack-backup."""
+"""Health checks of the backups: the timers are on and their services sandboxed, the last backup
+succeeded less than 26 hours ago, the repository answers and opens with the group's password, and
+the last `restic check` found nothing wrong. The records are written by /usr/local/sbin/commonstack-backup."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from commonstack.checks.expect import require_layer
+from commonstack.checks.expect import assert_sandboxed, require_layer
 from commonstack.stacks.paths import BACKUP_SCRIPT, BACKUP_STATE
 
 MAX_AGE = timedelta(hours=26)  # a daily timer with its random delay, and some slack
@@ -35,6 +35,11 @@ def test_backup_timers_are_active(host, stack):
     require_layer(stack, "backup")
     for timer in ("commonstack-backup.timer", "commonstack-backup-check.timer"):
         assert host.service(timer).is_running, f"{timer} is not active: `systemctl enable --now {timer}`"
+
+
+def test_backup_services_are_sandboxed(host, stack):
+    require_layer(stack, "backup")
+    assert_sandboxed(host, stack, "backup")
 
 
 def test_last_backup_succeeded_within_26_hours(host, stack):

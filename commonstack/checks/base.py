@@ -1,11 +1,35 @@
-"""Health checks of the hardened base: firewall (probed from outside too), sshd, updates, swap,
-admin user. The machine's own health (disk, memory, units, clock) is host.py's."""
+"""Health checks of the hardened base: firewall (probed from outside too), sshd, security updates
+(automatic, installed, in effect), swap, admin user, fail2ban, kernel settings, secrets kept
+private. The machine's own health (disk, memory, units, clock) is host.py's."""
 
 from __future__ import annotations
 
+import datetime
+import re
+
 import pytest
 
+from commonstack.checks.expect import assert_jails_active
+from commonstack.checks.exposed_secrets import parse as parse_scan
+from commonstack.checks.exposed_secrets import scan_command
 from commonstack.checks.probes import accepts, answering, declared_tcp_ports, public_tcp_listeners
+from commonstack.stacks.kernel import differences, matching
+from commonstack.stacks.kernel import parse as parse_kernel
+from commonstack.stacks.kernel import read_command as read_kernel
+from commonstack.stacks.updates import PENDING_COMMAND, pending_security_updates
+
+# apt's records of its last successful package list refresh (apt's own 15update-stamp hook) and
+# of the last unattended-upgrades run (apt.systemd.daily).
+LISTS_STAMP = "/var/lib/apt/periodic/update-success-stamp"
+UPGRADE_STAMP = "/var/lib/apt/periodic/unattended-upgrades-stamp"
+# Network protocols the kernel must not load on demand (base's modprobe.d file).
+UNUSED_PROTOCOLS = ("dccp", "sctp", "rds", "tipc")
+# The services needrestart never restarts on its own (its needrestart.conf, override_rc, as Debian
+# ships it; those a server of the kit can run): a reboot updates them.
+NEEDRESTART_DEFERS = re.compile(
+    r"^(dbus|network|NetworkManager|wpa_supplicant|docker|systemd-logind|getty@|serial-getty@|user@\d+\.service|cron-"
+    r"|(unattended-upgrades|apt-daily|apt-daily-upgrade)\.service$)"
+)
 
 
 def test_firewall_is_active_and_denies_by_default(host):
@@ -38,6 +62,32 @@ def test_unattended_upgrades_are_enabled(host):
     assert '"1"' in periodic, "APT::Periodic::Unattended-Upgrade is not 1: security updates are not automatic"
 
 
+def test_security_updates_are_installed(host):
+    """Security updates wait at most for the next nightly run of unattended-upgrades."""
+    pending = pending_security_updates(host.run(PENDING_COMMAND).stdout.splitlines())
+    stamps = host.run("stat -c '%%n %%Y' -- %s %s", LISTS_STAMP, UPGRADE_STAMP).stdout
+    problem = overdue_updates(pending, parse_stamps(stamps))
+    assert problem is None, problem
+
+
+def test_no_service_runs_a_replaced_library(host):
+    """needrestart (restarting automatically after updates) left no service on an old library."""
+    result = host.run("needrestart -b -r l")
+    assert result.rc == 0, f"needrestart does not run ({result.stderr.strip()[-200:]}): is it installed?"
+    stale = services_to_restart(result.stdout)
+    left = [unit for unit in stale if not NEEDRESTART_DEFERS.match(unit)]
+    assert not left, (
+        f"{', '.join(left)} still run(s) libraries an update replaced (their fixes are not in effect): "
+        f"`sudo systemctl restart {' '.join(left)}`; needrestart should have done it (/etc/needrestart/conf.d/)"
+    )
+    if stale:
+        pytest.skip(
+            f"{', '.join(stale)} still run replaced libraries until the next reboot (needrestart never restarts "
+            "them on its own: it would cut sessions or an update in progress); reboot when the group can spare "
+            "a few minutes: `sudo systemctl reboot`"
+        )
+
+
 def test_swap_file_is_in_place(host, stack, in_container):
     if not stack["swap_mb"]:
         pytest.skip("sizing asks for no swap on this host")
@@ -66,3 +116,109 @@ def test_no_undeclared_port_answers_from_outside(host, stack):
         "stop that program, or remove the rule that opens it from the firewall (`sudo nft list ruleset`)"
         for p in stray
     )
+
+
+def test_sshd_allows_no_forwarding(host):
+    settings = dict(line.split(" ", 1) for line in host.check_output("sshd -T").splitlines() if " " in line)
+    allowed = [key for key in ("allowtcpforwarding", "allowstreamlocalforwarding", "allowagentforwarding",
+                               "x11forwarding", "permittunnel") if settings.get(key) != "no"]  # fmt: skip
+    assert not allowed, (
+        f"sshd allows {', '.join(allowed)}: a stolen key could tunnel into the services on loopback; "
+        "check /etc/ssh/sshd_config.d/ (the first value sshd reads wins)"
+    )
+
+
+def test_ssh_logins_are_guarded_by_fail2ban(host, stack):
+    assert_jails_active(host, stack, "base")
+
+
+def test_kernel_is_hardened(host, stack, in_container):
+    current = parse_kernel(host.run(read_kernel(stack["sysctl"])).stdout.splitlines())
+    to_set, read_only = differences(stack["sysctl"], current)
+    assert not to_set, (
+        f"kernel settings differ from /etc/sysctl.d/60-commonstack-hardening.conf: {', '.join(to_set)}; "
+        "`sudo sysctl --system` applies them (or `commonstack deploy`)"
+    )
+    absent = [key for key in stack["sysctl"] if not matching(key, current)]
+    if read_only or absent:
+        assert in_container, f"cannot set {', '.join(read_only + absent)} on this host: is /proc/sys read-only?"
+        pytest.skip(
+            "in a container some kernel settings belong to the machine's kernel (read-only or hidden there): "
+            f"{', '.join(read_only + absent)}; every other setting is as wanted, and a real host gets them all"
+        )
+
+
+def test_unused_network_protocols_cannot_be_loaded(host, in_container):
+    config = host.run("modprobe --showconfig")
+    if config.rc != 0:
+        pytest.skip(
+            "in a container, which modules the machine's kernel loads is the machine's business"
+            if in_container
+            else "modprobe (kmod) is not installed: the kernel cannot load modules on demand here"
+        )
+    loadable = [p for p in UNUSED_PROTOCOLS if f"install {p} /bin/false" not in config.stdout.splitlines()]
+    assert not loadable, (
+        f"the kernel may load {', '.join(loadable)} on demand: see /etc/modprobe.d/commonstack-unused-protocols.conf"
+    )
+
+
+def test_files_holding_secrets_are_private(host, stack):
+    """Every file the kit wrote a secret into is still as private as it was written."""
+    loose = []
+    for wanted in stack["secret_files"]:
+        found = host.file(wanted["path"])
+        if not found.exists:
+            continue  # its layer's checks say when a file is missing
+        mode, expected = found.mode, int(wanted["mode"], 8)
+        if mode & ~expected or (found.user, found.group) != (wanted["user"], wanted["group"]):
+            loose.append(f"{wanted['path']} is {mode:04o} {found.user}:{found.group}, "
+                         f"not {wanted['mode']} {wanted['user']}:{wanted['group']}")  # fmt: skip
+    assert not loose, "; ".join(loose) + ": it holds a secret; `commonstack deploy` puts the mode back"
+
+
+def test_no_file_anyone_can_read_in_etc_holds_a_secret(host, stack):
+    """The group's secrets (compared as digests: no value leaves this machine) in no world-readable file."""
+    result = host.run(*scan_command(stack["secret_digests"]))
+    assert result.rc == 0, f"the scan for exposed secrets could not run: {result.stderr.strip()[-300:]}"
+    exposed = parse_scan(result.stdout)
+    assert not exposed, "; ".join(
+        f"{path} is readable by everyone and holds {', '.join(names)} (secrets.yaml)" for path, names in exposed.items()
+    ) + ": `sudo chmod o-r FILE`, or keep the secret in a file only its service reads"
+
+
+# --- reading what the host says ---------------------------------------------------------------
+
+
+def parse_stamps(stat_output: str) -> dict[str, float]:
+    """`stat -c '%n %Y' FILES` -> {path: modification time}; files that do not exist are left out."""
+    stamps = {}
+    for line in stat_output.splitlines():
+        path, _, seconds = line.rpartition(" ")
+        if seconds.isdigit():
+            stamps[path] = float(seconds)
+    return stamps
+
+
+def overdue_updates(pending: list[str], stamps: dict[str, float]) -> str | None:
+    """Why pending security updates are overdue, or None.
+
+    They are overdue once unattended-upgrades ran after the package lists that show them were
+    fetched: it saw them and did not install them (a held package, a question about a config
+    file, a full disk). Before that run they are only waiting for the night.
+    """
+    if not pending:
+        return None
+    lists, upgraded = stamps.get(LISTS_STAMP), stamps.get(UPGRADE_STAMP)
+    if lists is None or upgraded is None or upgraded < lists:
+        return None
+    when = datetime.datetime.fromtimestamp(upgraded, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    shown = ", ".join(pending[:5]) + (f" and {len(pending) - 5} more" if len(pending) > 5 else "")
+    return (
+        f"{len(pending)} security update(s) not installed although unattended-upgrades ran since ({when}): {shown}; "
+        "/var/log/unattended-upgrades/unattended-upgrades.log says why; `commonstack deploy` installs them"
+    )
+
+
+def services_to_restart(batch_output: str) -> list[str]:
+    """`needrestart -b` output -> the services it would restart (its NEEDRESTART-SVC lines)."""
+    return [line.split(":", 1)[1].strip() for line in batch_output.splitlines() if line.startswith("NEEDRESTART-SVC:")]

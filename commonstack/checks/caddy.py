@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from commonstack.checks.expect import require_layer
+from commonstack.checks.expect import assert_sandboxed, require_layer
 from commonstack.checks.probes import answering, is_ip, judge_names, read_hosts_file, resolve, site_names
 
 # Public ACME certificates renew 30 days before expiry: 14 days left means renewal is failing.
@@ -116,3 +116,29 @@ def test_web_ports_answer_from_outside(stack):
         f"port {' and '.join(silent)} does not answer from here: is it open in your provider's firewall? "
         "Is Caddy running (`systemctl status caddy`)?"
     )
+
+
+def test_caddy_is_sandboxed(host, stack):
+    require_layer(stack, "caddy")
+    assert_sandboxed(host, stack, "caddy")
+
+
+def test_only_tls_1_2_and_1_3_are_offered(stack):
+    """A client that speaks nothing newer than TLS 1.1 gets no connection (Caddy's default: 1.2+)."""
+    require_layer(stack, "caddy")
+    old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    old.check_hostname, old.verify_mode = False, ssl.CERT_NONE
+    # This machine's OpenSSL refuses TLS 1.0 and 1.1 itself unless told otherwise (security level 0).
+    old.set_ciphers("DEFAULT:@SECLEVEL=0")
+    old.minimum_version, old.maximum_version = ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1
+    accepted = []
+    for name in site_names(stack):
+        try:
+            with socket.create_connection((stack["address"], 443), timeout=10) as raw:
+                with old.wrap_socket(raw, server_hostname=name) as tls:
+                    accepted.append(f"{name} ({tls.version()})")
+        except (ssl.SSLError, ConnectionError):
+            continue  # refused: as it should be
+        except OSError as exc:
+            pytest.fail(f"{name}: no answer on port 443 ({exc}); see the certificate check")
+    assert not accepted, f"{', '.join(accepted)} accepted a protocol older than TLS 1.2: check /etc/caddy/Caddyfile"

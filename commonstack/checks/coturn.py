@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from commonstack.checks.expect import require_layer
+from commonstack.checks.expect import assert_sandboxed, require_layer
 from commonstack.checks.probes import answering, stun_answers
 from commonstack.stacks.paths import COTURN_CERTIFICATE_SCRIPT
 
@@ -56,3 +56,8 @@ def test_turn_answers_from_outside(stack):
         "TURN does not answer on UDP port 3478 (calls will fail behind most NATs): is UDP 3478 open in "
         "your provider's firewall? `journalctl -u coturn`"
     )
+
+
+def test_coturn_and_its_certificate_helper_are_sandboxed(host, stack):
+    require_layer(stack, "coturn")
+    assert_sandboxed(host, stack, "coturn")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 NOT_HERE = "is not on this host"
 
 
@@ -11,3 +13,53 @@ def require_layer(stack: dict, layer: str) -> None:
 
     if layer not in stack["layers"]:
         pytest.skip(f"{layer} {NOT_HERE}")
+
+
+# systemd-analyze security rates a unit's exposure from 0 to 10; up to this it says "OK".
+MAX_EXPOSURE = 4.0
+_EXPOSURE = re.compile(r"Overall exposure level for (\S+?)(?:\.service)?: ([\d.]+) (\S+)")
+
+
+def exposures(host, units: list[str]) -> dict[str, tuple[float, str]]:
+    """{unit: (level, word)} as `systemd-analyze security` rates them (one call for all of them);
+    a unit it cannot rate is left out."""
+    output = host.run("systemd-analyze security --no-pager" + " %s" * len(units), *units).stdout
+    return {found[1]: (float(found[2]), found[3]) for found in _EXPOSURE.finditer(output)}
+
+
+def assert_sandboxed(host, stack: dict, layer: str) -> None:
+    """Each unit the layer sandboxes is rated OK (<= MAX_EXPOSURE) by systemd-analyze security."""
+    units = stack["sandboxed"].get(layer, [])
+    rated = exposures(host, units) if units else {}
+    problems = []
+    for unit in units:
+        if unit not in rated:
+            problems.append(f"{unit}: `systemd-analyze security {unit}` cannot rate it (is it installed?)")
+        elif rated[unit][0] > MAX_EXPOSURE:
+            level, word = rated[unit]
+            folder = re.sub(r"@.*", "@", unit)
+            problems.append(
+                f"{unit} is {word} ({level}; OK is up to {MAX_EXPOSURE}): its sandbox "
+                f"(/etc/systemd/system/{folder}.service.d/) is missing or loosened; `commonstack deploy` puts it back, "
+                f"`systemd-analyze security {unit}` lists what it may do"
+            )
+    assert not problems, "; ".join(problems)
+
+
+def assert_jails_active(host, stack: dict, layer: str) -> None:
+    """fail2ban runs each jail that guards the layer's logins."""
+    jails = stack["jails"].get(layer, [])
+    if not jails:
+        return
+    status = host.run("fail2ban-client status")
+    assert status.rc == 0, (
+        f"fail2ban does not answer ({(status.stderr or status.stdout).strip()[:200]}): nothing bans login guessers; "
+        "`systemctl status fail2ban` and `journalctl -u fail2ban` say why"
+    )
+    active = re.search(r"Jail list:\s*(.*)", status.stdout)
+    running = {jail.strip() for jail in active[1].split(",")} if active else set()
+    missing = [jail for jail in jails if jail not in running]
+    assert not missing, (
+        f"fail2ban runs no jail {', '.join(missing)} (it runs: {', '.join(sorted(running)) or 'none'}): "
+        "see /etc/fail2ban/jail.d/commonstack.local and `fail2ban-client -t`"
+    )

@@ -20,7 +20,7 @@ from urllib.parse import unquote
 
 import pytest
 
-from commonstack.checks.expect import require_layer
+from commonstack.checks.expect import assert_jails_active, assert_sandboxed, require_layer
 from commonstack.checks.probes import https_request
 from commonstack.stacks.paths import NEXTCLOUD_CODE as CODE_DIR
 from commonstack.stacks.paths import NEXTCLOUD_DATA as DATA_DIR
@@ -355,4 +355,20 @@ def test_nextcloud_setup_checks_report_no_error(host, installed):
         pytest.fail(f"occ setupchecks does not answer: {output[-1] if output else 'no output'}")
     assert not errors, (
         "Nextcloud's setup checks (Administration settings > Overview) report: " + "; ".join(errors)
+    )
+
+
+def test_php_fpm_and_the_cron_job_are_sandboxed(host, php, stack):
+    assert_sandboxed(host, stack, "nextcloud")
+
+
+def test_nextcloud_logins_are_guarded_by_fail2ban(host, php, stack):
+    assert_jails_active(host, stack, "nextcloud")
+
+
+def test_config_php_is_readable_by_php_only(host, installed):
+    config = host.file(f"{CODE_DIR}/config/config.php")
+    assert (config.user, config.group) == (WEB_USER, WEB_USER) and not config.mode & 0o027, (
+        f"{CODE_DIR}/config/config.php (the database password, Nextcloud's secret) is {config.mode:04o} "
+        f"{config.user}:{config.group}, not 0640 {WEB_USER}:{WEB_USER}: `commonstack deploy` puts it back"
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from commonstack.checks.expect import require_layer
+from commonstack.checks.expect import assert_sandboxed, require_layer
 
 
 def _sql(host, query: str) -> str:
@@ -35,3 +35,8 @@ def test_each_service_has_its_database(host, stack):
         assert owner == database
         if collation:
             assert actual_collation == collation, f"{database} must use {collation} collation (Synapse refuses others)"
+
+
+def test_postgresql_is_sandboxed(host, stack):
+    require_layer(stack, "postgres")
+    assert_sandboxed(host, stack, "postgres")

@@ -9,7 +9,7 @@ import ssl
 
 import pytest
 
-from commonstack.checks.expect import require_layer
+from commonstack.checks.expect import assert_jails_active, assert_sandboxed, require_layer
 from commonstack.checks.probes import https_request
 from commonstack.stacks.paths import (
     MATRIX_ADMIN_PASSWORD_FILE,
@@ -138,3 +138,13 @@ def test_admin_can_log_in(stack, matrix_admin):
         f"{stack['matrix']['admin_user_id']} cannot log in ({matrix_admin.get('login')}): its password is "
         "matrix_admin_password in secrets.yaml, unless it was changed in a client since"
     )
+
+
+def test_synapse_is_sandboxed(host, stack):
+    require_layer(stack, "synapse")
+    assert_sandboxed(host, stack, "synapse")
+
+
+def test_matrix_logins_are_guarded_by_fail2ban(host, stack):
+    require_layer(stack, "synapse")
+    assert_jails_active(host, stack, "synapse")

@@ -1,4 +1,4 @@
-"""Caddy from Debian: the one reverse proxy, with certificates from ACME or its own CA."""
+"""Caddy from Debian: the one reverse proxy, with certificates from ACME or its own CA, in systemd's sandbox."""
 
 from __future__ import annotations
 
@@ -11,13 +11,19 @@ from commonstack.plan import HostPlan
 
 @deploy("Caddy")
 def caddy(plan: HostPlan) -> None:
-    """Install Caddy, write the Caddyfile (a site per service), validate it, then reload."""
+    """Install Caddy, write the Caddyfile (a site per service), validate it, then reload; a changed
+    sandbox (the drop-in over Debian's unit) restarts it."""
     apt.packages(name="Install Caddy", packages=plan.packages_of(("caddy",)), no_recommends=True)
     configs = put_configs(plan, "caddy")
+    written = dict(zip((f.path for f in plan.files_of("caddy")), configs))
+    sandbox = [op for path, op in written.items() if path.startswith("/etc/systemd/")]
+    sites = [op for path, op in written.items() if not path.startswith("/etc/systemd/")]
     server.shell(
         name="Validate the Caddyfile",
         commands=["caddy validate --config /etc/caddy/Caddyfile --adapter caddyfile"],
-        _if=changed(configs),
+        _if=changed(sites),
     )
+    systemd.daemon_reload(name="Reload systemd for Caddy's sandbox", _if=changed(sandbox))
     systemd.service(name="Caddy running", service="caddy", running=True, enabled=True)
-    systemd.service(name="Reload Caddy", service="caddy", reloaded=True, _if=changed(configs))
+    systemd.service(name="Restart Caddy in its new sandbox", service="caddy", restarted=True, _if=changed(sandbox))
+    systemd.service(name="Reload Caddy", service="caddy", reloaded=True, _if=changed(sites))

@@ -6,7 +6,7 @@ import shlex
 
 from pyinfra import host
 from pyinfra.api import FactBase, deploy, operation
-from pyinfra.operations import apt, systemd
+from pyinfra.operations import apt, files, systemd
 
 from commonstack.deploys.configs import changed, put_configs
 from commonstack.plan import HostPlan
@@ -55,6 +55,8 @@ def coturn(plan: HostPlan) -> None:
     """
     matrix_hostname = plan.profile.hostnames()["matrix"]
     apt.packages(name="Install coturn", packages=plan.packages_of(("coturn",)), no_recommends=True)
+    # The certificate helper's sandbox lets it write here only: the folder must exist before it runs.
+    files.directory(name="coturn's folder for its TLS copy", path="/etc/coturn", mode="0755")
     configs = put_configs(plan, "coturn")
     units = [op for f, op in zip(plan.files_of("coturn"), configs) if f.path.startswith("/etc/systemd/")]
     systemd.daemon_reload(name="Reload systemd for coturn's units", _if=changed(units))

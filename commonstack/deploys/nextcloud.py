@@ -52,7 +52,9 @@ from typing import Any
 
 from pyinfra import host
 from pyinfra.api import FactBase, FileUploadCommand, QuoteString, StringCommand, deploy, operation
+from pyinfra.facts.files import File
 from pyinfra.operations import apt, files, server, systemd
+from pyinfra.operations.util.files import chmod, chown
 
 from commonstack.deploys.configs import changed, put_configs
 from commonstack.deploys.facts import DownloadProblem
@@ -77,6 +79,9 @@ from commonstack.stacks.paths import NEXTCLOUD_WEB_USER as WEB_USER
 from commonstack.stacks.paths import REDIS_SOCKET, STATE_DIR
 
 WORK_DIR = f"{STATE_DIR}/nextcloud"  # root only: downloads, the one-time install secrets
+# config.php holds the database password and Nextcloud's secret: readable by PHP (www-data) only.
+CONFIG_PHP = f"{CODE_DIR}/config/config.php"
+CONFIG_MODE = "0640"
 KEYRING = "/usr/share/keyrings/commonstack-nextcloud-release.gpg"
 UNPACK = "/usr/local/sbin/commonstack-nextcloud-unpack"
 OCC = ("runuser", "-u", WEB_USER, "--", "php", f"{CODE_DIR}/occ")
@@ -203,6 +208,7 @@ throwaway=$(head -c 30 /dev/urandom | base64 | tr -d '/+=\\n')
   --admin-user={ADMIN_USER} --admin-pass="$throwaway" --admin-email={shlex.quote(admin_email)} \\
   --data-dir={DATA_DIR}
 OC_PASS=$NEXTCLOUD_ADMIN_PASSWORD {occ} user:resetpassword --password-from-env {ADMIN_USER}
+chmod {CONFIG_MODE} {CONFIG_PHP}
 """
 
 
@@ -291,6 +297,34 @@ def nextcloud_system_config(wanted: dict[str, Any], current: dict[str, Any] | No
 
 
 @operation()
+def private_file(path: str, user: str, group: str, mode: str):
+    """Give a file that a service writes itself its owner and mode; never create it.
+
+    + path: the file (nothing happens while it does not exist)
+    + user, group: its owner and group
+    + mode: its mode, e.g. "0640"
+
+    **Example:**
+
+    .. code:: python
+
+        private_file(name="config.php is private", path="/var/www/nextcloud/config/config.php",
+                     user="www-data", group="www-data", mode="0640")
+    """
+    info = host.get_fact(File, path=path)
+    if not info:
+        host.noop(f"{path} does not exist yet")
+        return
+    if (info["user"], info["group"]) == (user, group) and info["mode"] == int(mode):
+        host.noop(f"{path} is {mode} {user}:{group}")
+        return
+    if (info["user"], info["group"]) != (user, group):
+        yield chown(path, user, group)
+    if info["mode"] != int(mode):
+        yield chmod(path, mode)
+
+
+@operation()
 def nextcloud_background_jobs(mode: str | None):
     """Background jobs run by cron (our systemd timer), not by page visits (ajax)."""
     if mode == "cron":
@@ -314,6 +348,13 @@ def wanted_system_config(plan: HostPlan) -> dict[str, Any]:
         "redis": {"host": REDIS_SOCKET, "port": 0},
         # Heavy background jobs run from 01:00 to 05:00 UTC (admin manual: background jobs).
         "maintenance_window_start": 1,
+        # Login guessing: Nextcloud slows each address down (on by default; declared so it stays on)
+        # and logs every failure, with the address, to the journal, where fail2ban reads it
+        # (base's jail commonstack-nextcloud). Level 2 (warning) is where failed logins are logged.
+        "auth.bruteforce.protection.enabled": True,
+        "log_type": "syslog",
+        "syslog_tag": "Nextcloud",
+        "loglevel": 2,
     }
     if plan.profile.nextcloud.default_phone_region:
         wanted["default_phone_region"] = plan.profile.nextcloud.default_phone_region
@@ -402,6 +443,9 @@ def nextcloud(plan: HostPlan) -> None:
         current=on_host.system,
     )
     nextcloud_background_jobs(name="Nextcloud's background jobs run by the cron timer", mode=on_host.background_jobs)
+    # The install sets it so; this puts back what a manual change or an old deploy left.
+    private_file(name=f"{CONFIG_PHP} readable by PHP only", path=CONFIG_PHP, user=WEB_USER, group=WEB_USER,
+                 mode=CONFIG_MODE)  # fmt: skip
     server.shell(
         name="Run Nextcloud's background jobs once after the install",
         commands=["systemctl start nextcloud-cron.service"],
@@ -443,12 +487,13 @@ def _prerequisites(plan: HostPlan) -> None:
         mode="0750",
     )
     files.directory(name=f"Release work folder {WORK_DIR}", path=WORK_DIR, user="root", group="root", mode="0700")
+    php_sandbox = [op for path, op in zip(paths, configs) if path.startswith(f"/etc/systemd/system/php{php}-fpm")]
+    systemd.daemon_reload(name="Reload systemd for PHP-FPM's sandbox and Nextcloud's cron units", _if=changed(units))
     systemd.service(name="PHP-FPM running", service=f"php{php}-fpm", running=True, enabled=True)
     systemd.service(
-        name="Restart PHP-FPM for the new settings",
+        name="Restart PHP-FPM for the new settings or sandbox",
         service=f"php{php}-fpm",
         restarted=True,
-        _if=changed(php_configs, [default_pool, redis_group]),
+        _if=changed(php_configs, php_sandbox, [default_pool, redis_group]),
     )
-    systemd.daemon_reload(name="Reload systemd for Nextcloud's cron units", _if=changed(units))
     systemd.service(name="Nextcloud cron timer enabled", service="nextcloud-cron.timer", running=True, enabled=True)

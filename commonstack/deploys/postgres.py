@@ -24,9 +24,11 @@ def postgresql(plan: HostPlan) -> None:
     """
     apt.packages(name="Install PostgreSQL", packages=plan.packages_of(("postgres",)), no_recommends=True)
     configs = put_configs(plan, "postgres")
+    sandbox = [op for f, op in zip(plan.files_of("postgres"), configs) if f.path.startswith("/etc/systemd/")]
+    systemd.daemon_reload(name="Reload systemd for PostgreSQL's sandbox", _if=changed(sandbox))
     systemd.service(name="PostgreSQL running", service="postgresql", running=True, enabled=True)
     systemd.service(
-        name="Restart PostgreSQL for the new settings",
+        name="Restart PostgreSQL for the new settings or sandbox",
         service="postgresql",
         restarted=True,
         _if=changed(configs),

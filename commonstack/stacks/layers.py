@@ -137,6 +137,13 @@ class Layer:
     data: tuple[str, ...] = ()
     # "module:function": how it is turned off when stopping its units is not enough.
     remove: str | None = None
+    # Its services, sandboxed by systemd's hardening options (a drop-in over Debian's unit, or the
+    # kit's own unit): the checks ask `systemd-analyze security` to rate each OK ("{php}" as above).
+    sandboxed: tuple[str, ...] = ()
+    # The fail2ban jails that ban addresses guessing its logins (base runs fail2ban and writes them).
+    jails: tuple[str, ...] = ()
+    # Kernel settings (sysctl key, value) it wants, applied at deploy and at every boot.
+    sysctl: tuple[tuple[str, str], ...] = ()
     # What its backups hold (None: nothing of its own, e.g. Redis's cache).
     backup: LayerBackup | None = None
 
@@ -168,16 +175,65 @@ def _turn(profile: StackProfile, host: Host) -> tuple[Port, ...]:
     )
 
 
+# The kernel's network and process hardening every host gets: safe for every layer (none routes
+# packets for others, or traces another process). Sources: the kernel's sysctl documentation,
+# lynis's KRNL-6000 profile, Debian's hardening wiki.
+KERNEL_HARDENING: tuple[tuple[str, str], ...] = (
+    # Reverse-path filtering: drop packets from source addresses no route leads back to (spoofed).
+    # An interface's own value counts where higher: systemd sets each to loose (2), which keeps a Pi
+    # with both Wi-Fi and Ethernet working; "all" makes it strict wherever it is off.
+    ("net.ipv4.conf.all.rp_filter", "1"),
+    ("net.ipv4.conf.default.rp_filter", "1"),
+    # No ICMP redirects in or out: nobody on the network rewrites the host's routes. The kernel
+    # honours a redirect if "all" or the interface allows it: every interface ("*") is set.
+    ("net.ipv4.conf.*.accept_redirects", "0"),
+    ("net.ipv4.conf.*.secure_redirects", "0"),
+    ("net.ipv4.conf.*.send_redirects", "0"),
+    ("net.ipv6.conf.*.accept_redirects", "0"),
+    # No source routing: a packet does not choose its own way through the host.
+    ("net.ipv4.conf.*.accept_source_route", "0"),
+    ("net.ipv6.conf.*.accept_source_route", "0"),
+    # SYN floods: answer with cookies once the backlog is full, instead of dropping connections.
+    ("net.ipv4.tcp_syncookies", "1"),
+    # Packets with impossible addresses are logged; broadcast pings and bogus ICMP errors ignored.
+    ("net.ipv4.conf.*.log_martians", "1"),
+    ("net.ipv4.icmp_echo_ignore_broadcasts", "1"),
+    ("net.ipv4.icmp_ignore_bogus_error_responses", "1"),
+    # Kernel addresses and the kernel log are root's: they help an exploit aim.
+    ("kernel.kptr_restrict", "2"),
+    ("kernel.dmesg_restrict", "1"),
+    # Links, FIFOs and files in sticky world-writable folders (/tmp) cannot trick a root process.
+    ("fs.protected_hardlinks", "1"),
+    ("fs.protected_symlinks", "1"),
+    ("fs.protected_fifos", "2"),
+    ("fs.protected_regular", "2"),
+    # No core dumps of setuid programs (their memory may hold secrets).
+    ("fs.suid_dumpable", "0"),
+    # A process may trace only its own children: a broken-into service cannot read another's memory.
+    ("kernel.yama.ptrace_scope", "1"),
+    # BPF for root only, its JIT hardened against spraying.
+    ("kernel.unprivileged_bpf_disabled", "1"),
+    ("net.core.bpf_jit_harden", "2"),
+    # No magic SysRq keys: a server has no one at its keyboard.
+    ("kernel.sysrq", "0"),
+    # A user cannot make the kernel load a terminal line discipline (several had exploitable bugs).
+    ("dev.tty.ldisc_autoload", "0"),
+)
+
 LAYERS: tuple[Layer, ...] = (
     Layer(
         "base",
         "the hardened base every host gets: security updates, time, swap, admin user, sshd, firewall",
         wanted=lambda profile, services: True,
+        # needrestart restarts what uses a library an update replaced; fail2ban reads the journal
+        # through python3-systemd (Debian 12 has no /var/log/auth.log).
         packages=("netbase", "ca-certificates", "sudo", "nftables", "unattended-upgrades", "systemd-timesyncd",
-                  "curl"),  # fmt: skip
+                  "curl", "needrestart", "fail2ban", "python3-systemd"),  # fmt: skip
         deploy="base:base",
         checks=("base", "host"),
         ports=_ssh,
+        jails=("sshd",),
+        sysctl=KERNEL_HARDENING,
     ),
     Layer(
         "postgres",
@@ -187,6 +243,7 @@ LAYERS: tuple[Layer, ...] = (
         checks=("postgres",),
         units=("postgresql",),
         data=("/var/lib/postgresql",),
+        sandboxed=("postgresql@{postgresql}-main",),  # postgresql.service only starts the clusters
         # Its databases are saved by the layers that own them (pg_dump); here only the version.
         backup=LayerBackup(
             version="printf '{\"version\": \"%s\"}' \"$(cd / && runuser -u postgres -- psql -XAtq -c 'SHOW server_version')\""
@@ -200,6 +257,7 @@ LAYERS: tuple[Layer, ...] = (
         checks=("redis",),
         units=("redis-server",),
         data=("/var/lib/redis",),
+        sandboxed=("redis-server",),  # Debian's unit is sandboxed already
     ),
     Layer(
         "caddy",
@@ -210,6 +268,7 @@ LAYERS: tuple[Layer, ...] = (
         ports=_web,
         units=("caddy",),
         data=(CADDY_DATA,),  # its certificates and ACME account
+        sandboxed=("caddy",),
         # Certificates and the ACME account come back (no new issuance, no rate limit); its
         # local CA too, which the group's devices may trust.
         backup=LayerBackup(
@@ -236,6 +295,8 @@ LAYERS: tuple[Layer, ...] = (
         databases=(Database("synapse", "postgres_synapse_password", collation="C"),),
         units=("matrix-synapse",),
         data=("/var/lib/matrix-synapse", "/etc/matrix-synapse"),  # media, and the signing key
+        sandboxed=("matrix-synapse",),
+        jails=("commonstack-matrix",),
         # Synapse's own advice (docs: "Backups"): the database without the one-time keys' rows,
         # the signing key (the server's identity to every other server) and local media only
         # (remote media and URL previews are fetched again).
@@ -262,6 +323,7 @@ LAYERS: tuple[Layer, ...] = (
         ports=_turn,
         secrets=("turn_shared_secret",),
         units=("coturn", "coturn-certificate.timer"),
+        sandboxed=("coturn", "coturn-certificate"),
         backup=LayerBackup(configs=(COTURN_CONFIG,)),
     ),
     Layer(
@@ -284,6 +346,8 @@ LAYERS: tuple[Layer, ...] = (
         databases=(Database("nextcloud", "postgres_nextcloud_password"),),
         units=("php{php}-fpm", "nextcloud-cron.timer"),
         data=("/var/www/nextcloud", "/var/lib/nextcloud"),  # its code and config, and the files
+        sandboxed=("php{php}-fpm", "nextcloud-cron"),
+        jails=("commonstack-nextcloud",),
         # The admin manual's backup: config/, data/ and the database, in maintenance mode so that
         # the three agree. The code is the verified release, installed again by the deploy.
         backup=LayerBackup(
@@ -347,6 +411,7 @@ LAYERS: tuple[Layer, ...] = (
         secrets=("restic_password", "backup_ssh_seed"),
         units=("commonstack-backup.timer", "commonstack-backup-check.timer"),
         data=(BACKUP_STATE,),
+        sandboxed=("commonstack-backup", "commonstack-backup-check"),
         # The kit's own records (which layers it deployed, the Matrix server name...) and this
         # layer's settings, for the record: a restore runs after a deploy that wrote them anew.
         backup=LayerBackup(

@@ -8,7 +8,8 @@ One module, hosts shared in order:
    on while Nextcloud is saved and off afterwards.
 2. Bad cases where maintenance mode matters: the staging disk full (a 16 kB tmpfs) and a backup
    killed while Nextcloud is in maintenance: no snapshot counted as good, nothing staged left
-   behind, PHP-FPM running and Nextcloud out of maintenance mode afterwards.
+   behind, PHP-FPM running and Nextcloud out of maintenance mode afterwards. Then the timers'
+   services, in their systemd sandboxes, back up and check the repository as well.
 3. The bookworm host is destroyed; a Debian 13 (trixie) host at a new address is deployed and
    restored: PostgreSQL 15's dump into PostgreSQL 17, the file comes back byte for byte over
    WebDAV, and every check passes.
@@ -157,6 +158,24 @@ def test_a_backup_killed_in_maintenance_mode_is_cleaned_up(site):
     assert not site.in_maintenance()
     again = script(site.ssh, site.host, "run")
     assert again.returncode == 0 and "saved snapshot" in again.stderr, again.stderr
+
+
+def test_the_timers_back_up_in_their_sandboxes(site):
+    """What the timers start, as they start it: the services under their sandbox drop-ins still dump
+    the database as postgres, switch Nextcloud's maintenance mode as www-data, read its data and
+    reach the SFTP repository; `restic check` too. The check rates both sandboxes OK."""
+    before = snapshot_ids(site.ssh, site.host)
+    for service in ("commonstack-backup.service", "commonstack-backup-check.service"):
+        started = site.ssh(site.host, f"systemctl start {service}", timeout=900)
+        journal = site.run(f"journalctl -u {service} --no-pager -n 20")
+        assert started.returncode == 0, journal
+    assert "nextcloud: resumed" in site.run("journalctl -u commonstack-backup.service --no-pager -n 40")
+    # A new snapshot (the retention policy keeps one routine snapshot a day: it replaced today's).
+    assert set(snapshot_ids(site.ssh, site.host)) - set(before)
+    assert not site.in_maintenance()
+    result = site.cli("check", GROUP, "--only", "backup", "--json", timeout=600)
+    passed = {r["check"] for r in json.loads(result.stdout) if r["outcome"] == "passed"}
+    assert {"backup services are sandboxed", "last repository check passed"} <= passed, result.stdout
 
 
 def test_a_bookworm_snapshot_comes_back_on_a_new_trixie_host(site):

@@ -263,7 +263,7 @@ def test_file_modes_are_valid_and_owners_are_known():
         for f in s.plan.files:
             assert re.fullmatch(r"0[0-7]{3}", f.mode), (f.path, f.mode)
             assert not int(f.mode, 8) & 0o002, f"{f.path} is world-writable"
-            assert f.user in {"root"} and f.group in {"root", "matrix-synapse", "turnserver"}, f.path
+            assert f.user in {"root"} and f.group in {"root", "matrix-synapse", "turnserver", "redis"}, f.path
         sudoers = s.file("/etc/sudoers.d/commonstack-admin")
         assert sudoers.mode == "0440"
 
@@ -349,7 +349,8 @@ def test_sshd_accepts_the_drop_in_and_it_takes_effect(scenario, file, tmp_path):
     # Like Debian's sshd_config: the drop-ins are included before any other setting.
     config.write_text(
         f"Include {drop_in}\nHostKey {tmp_path / 'host_ed25519'}\nPidFile none\n"
-        "PasswordAuthentication yes\nPermitRootLogin yes\nX11Forwarding yes\n"
+        "PasswordAuthentication yes\nPermitRootLogin yes\nX11Forwarding yes\nAllowTcpForwarding yes\n"
+        "AllowAgentForwarding yes\n"
     )
     run(sshd, "-t", "-f", config)
     effective = run(sshd, "-T", "-f", config, "-C", "user=root,host=client.example,addr=192.0.2.1").stdout
@@ -357,7 +358,10 @@ def test_sshd_accepts_the_drop_in_and_it_takes_effect(scenario, file, tmp_path):
     assert settings["passwordauthentication"] == "no"
     assert settings["kbdinteractiveauthentication"] == "no"
     assert settings["permitrootlogin"] in ("prohibit-password", "without-password")
-    assert settings["x11forwarding"] == "no"
+    for forwarding in ("x11forwarding", "allowtcpforwarding", "allowagentforwarding", "allowstreamlocalforwarding",
+                       "permittunnel"):  # fmt: skip
+        assert settings[forwarding] == "no", forwarding
+    assert settings["loglevel"] == "VERBOSE", "fail2ban counts refused keys, which sshd logs at VERBOSE"
     assert int(settings["maxauthtries"]) <= 4
     assert settings["port"] == str(scenario.host.port)
 
