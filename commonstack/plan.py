@@ -153,7 +153,12 @@ def plan_host(
 
 
 def _backup_context(profile: StackProfile, layers: tuple[str, ...], release: Release) -> dict[str, Any]:
-    """What the backup script is rendered from: the registry's declarations of the host's layers."""
+    """What the backup script is rendered from: the registry's declarations of the host's layers.
+
+    A service deployed as prerequisites only (nextcloud.install, discourse.install) has no code to
+    pause or ask its version, and no data yet: it is left out until it is installed."""
+    held = {name for name in ("nextcloud", "discourse") if getattr(profile, name).install == "prerequisites"}
+    layers = tuple(name for name in layers if name not in held)
     parts = [
         {
             "name": name,

@@ -18,11 +18,13 @@ from commonstack.backups.snapshots import Snapshot, choose, refusal, restic_time
 from commonstack.errors import CommonstackError, ProfileError
 from commonstack.inventories.backup_keys import backup_key
 from commonstack.inventories.groups import Group
-from commonstack.plan import kit_version
-from commonstack.stacks.layers import LAYERS, layer, saved_paths
+from commonstack.plan import Release, kit_version, plan_host
+from commonstack.stacks.layers import LAYERS, generated_secrets, layer, saved_paths
 from commonstack.stacks.loader import load_profile
+from commonstack.stacks.model import StackProfile
 from commonstack.stacks.paths import BACKUP_STAGING
 from commonstack.stacks.repository import parse_repository
+from commonstack.stacks.sizing import HostFacts
 from commonstack.stacks.versions import versions
 from commonstack.testhosts import TestHost
 
@@ -201,3 +203,20 @@ def test_the_drill_copies_the_group_onto_the_throwaway_host(tmp_path):
     pinned = drilled.known_hosts.read_text()
     assert "AAAArepository" in pinned and "AAAAhost" not in pinned and "10.231.9.2" in pinned
     assert drill_host_name("tenants", "vps") != drill_host_name("tenants", "pi")
+
+
+@pytest.mark.parametrize("install", ["full", "prerequisites"])
+def test_a_nextcloud_deployed_as_prerequisites_is_left_out_of_the_backup(install):
+    """Without its code there is no occ to pause it or ask its version: every backup would fail."""
+    profile = StackProfile.model_validate({
+        "preset": "custom", "group": "g", "domain": "g.example.org", "admin_email": "a@g.example.org",
+        "hosts": [{"name": "vps", "address": "192.0.2.7"}], "nextcloud": {"enabled": True, "install": install},
+        "matrix": {"enabled": True},
+        "backup": {"enabled": True, "repository": "sftp:restic@backup.example.net:/srv/restic"},
+    })  # fmt: skip
+    secrets = {name: "s3cr3t" for name in generated_secrets(profile)}
+    plan = plan_host(profile, profile.hosts[0], secrets, Release(HostFacts(memory_mb=8000, cpus=4, arch="amd64"), "bookworm"))
+    script = next(f.content for f in plan.files if f.path == "/usr/local/sbin/commonstack-backup")
+    assert ("maintenance:mode --on" in script) == (install == "full")
+    assert ("nextcloud)" in script) == (install == "full"), "its database is dumped only once it is installed"
+    assert "synapse" in script, "the other layers are still saved"

@@ -3,8 +3,9 @@
 Every class of issue 17 is generated here: values that carry a line break or a format's special
 characters into a rendered file, values that are silently wrong (999.999.999.999, port: true),
 alias bombs, huge and deeply nested documents, duplicate keys, files that are not UTF-8, wrong
-types in secrets.yaml. Whatever the input, `commonstack validate` (and `render`) answer within a
-second of CPU with either exit 0 or exit 2 and one line that names the file (and the key, for a
+types in secrets.yaml. Whatever the input, `commonstack validate` (and `render`) answer without
+hanging (a loose bound of CPU, for a loaded machine: bench/bench_profiles.py measures how fast)
+with either exit 0 or exit 2 and one line that names the file (and the key, for a
 value), never a traceback or an internal error; a secrets file's values never appear in it. A value
 that is accepted renders files that are the files of a neutral value with this one in its place
 (tests/unit/test_formats.py: in_its_place), read back by the tool that reads each file.
@@ -32,7 +33,7 @@ from commonstack.plan import plan_group
 from tests.unit.test_certificates import make_ca
 from tests.unit.test_formats import DERIVED, MARKER, PAYLOADS, in_its_place, read_back, render, rendered_with_marker, with_value
 
-SECONDS = 1.0  # of CPU, for any one command on any one profile
+SECONDS = 5.0  # of CPU, for any one command on any one profile: a guard against a hang, not a speed
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 
 VALID = {"preset": "small-group", "group": "g", "domain": "example.org", "admin_email": "a@example.org",
