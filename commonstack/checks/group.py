@@ -28,11 +28,13 @@ def check_group(
     secrets: Mapping[str, str],
     only: frozenset[str] = frozenset(),
     unreachable: Mapping[str, str] | None = None,
+    exact_versions: bool = False,
 ) -> list[CheckResult]:
     """Check every planned host; `unreachable` hosts (name: why) fail with their reason.
 
     `only`: just these layers' checks (as `deploy --only` deployed them); layers this version of
-    the kit does not deploy yet are never checked.
+    the kit does not deploy yet are never checked. `exact_versions`: each service must run the
+    release its plan wants (an upgrade's health gate), not an older one with an upgrade pending.
     """
     controller = controller_view()  # a wrong path fails before any connection
     failures = [CheckResult(name, "ssh", "host can be reached", "failed", why) for name, why in (unreachable or {}).items()]
@@ -41,7 +43,9 @@ def check_group(
         if failures:
             return failures
         raise CommonstackError("no host to check")
-    expectations = {t.name: host_expectations(plans[t.name], checked_layers(plans[t.name], only)) for t in chosen}
+    expectations = {
+        t.name: host_expectations(plans[t.name], checked_layers(plans[t.name], only), exact_versions) for t in chosen
+    }
     modules = check_modules(only or None)
     return failures + run_checks(chosen, expectations, modules, controller=controller, secrets=list(secrets.values()))
 

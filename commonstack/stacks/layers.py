@@ -43,6 +43,29 @@ class Database:
     collation: str | None = None
 
 
+@dataclass(frozen=True)
+class LayerUpgrade:
+    """How `commonstack upgrade` moves a layer to another release (commonstack/upgrades.py runs it).
+
+    One layer of one host at a time: a preflight that changes nothing; a pre-upgrade backup (the
+    backup layer's, when the host has it) and always a local `pg_dump -Fc` of `dumps` and a copy
+    of `saved`; the new code beside the old, switched over, migrated; a health gate (the layer's
+    own checks, expecting the target release, with retries for slow starts); on a failed gate,
+    a rollback to the old code with the dumped databases and saved config, gated again. Each step
+    is recorded on the host, so an interrupted upgrade is resumed or rolled back by the next run.
+    """
+
+    steps: str  # module in commonstack.deploys: its installed_version() fact and its upgrade steps
+    pins: str | None = None  # its entry in versions.yaml (None: Debian's own updates)
+    profile_key: str | None = None  # the profile key that may hold it at another known release
+    dumps: tuple[str, ...] = ()  # its PostgreSQL databases: dumped before, restored by a rollback
+    saved: tuple[str, ...] = ()  # config the upgrade may change: copied before, put back by a rollback
+    running: str | None = None  # the code that runs (a folder, or a link to one); new code goes beside it
+    code_mb: int = 0  # free space the new code needs beside the old
+    one_major_at_a_time: bool = False  # no major may be skipped, and each is left from its newest patch
+    gate_seconds: int = 60  # how long its health gate retries before the upgrade counts as failed
+
+
 # What enables a layer on a host: the profile, and the services the profile places on the host.
 Wanted = Callable[["StackProfile", frozenset[str]], bool]
 Ports = Callable[["StackProfile", "Host"], tuple[Port, ...]]
@@ -69,6 +92,8 @@ class Layer:
     data: tuple[str, ...] = ()
     # "module:function": how it is turned off when stopping its units is not enough.
     remove: str | None = None
+    # How `commonstack upgrade` moves it to another release (None: it has no releases of its own).
+    upgrade: LayerUpgrade | None = None
 
     @property
     def generated_secrets(self) -> tuple[str, ...]:
@@ -112,6 +137,8 @@ LAYERS: tuple[Layer, ...] = (
         deploy="base:base",
         checks=("base", "host"),
         ports=_ssh,
+        # Debian's own updates, within the host's release.
+        upgrade=LayerUpgrade(steps="debian_upgrade"),
     ),
     Layer(
         "postgres",
@@ -160,6 +187,16 @@ LAYERS: tuple[Layer, ...] = (
         databases=(Database("synapse", "postgres_synapse_password", collation="C"),),
         units=("matrix-synapse",),
         data=("/var/lib/matrix-synapse", "/etc/matrix-synapse"),  # media, and the signing key
+        # A new virtualenv beside the old one; the database migrates when the new code starts.
+        upgrade=LayerUpgrade(
+            steps="synapse_upgrade",
+            pins="synapse",
+            profile_key="matrix.version",
+            dumps=("synapse",),
+            saved=("/etc/matrix-synapse",),
+            running="/opt/synapse/venv",
+            code_mb=400,  # a virtualenv with Synapse and its dependencies: about 250 MB
+        ),
     ),
     Layer(
         "coturn",
@@ -193,6 +230,17 @@ LAYERS: tuple[Layer, ...] = (
         databases=(Database("nextcloud", "postgres_nextcloud_password"),),
         units=("php{php}-fpm", "nextcloud-cron.timer"),
         data=("/var/www/nextcloud", "/var/lib/nextcloud"),  # its code and config, and the files
+        # The new release unpacked beside the old one, then `occ upgrade` in maintenance mode.
+        upgrade=LayerUpgrade(
+            steps="nextcloud_upgrade",
+            pins="nextcloud",
+            profile_key="nextcloud.version",
+            dumps=("nextcloud",),
+            saved=("/var/www/nextcloud/config",),
+            running="/var/www/nextcloud",
+            code_mb=1024,  # the unpacked release (about 700 MB) and its archive while it is checked
+            one_major_at_a_time=True,  # Nextcloud's admin manual: no major may be skipped
+        ),
     ),
     Layer(
         "docker",
@@ -214,6 +262,17 @@ LAYERS: tuple[Layer, ...] = (
         checks=("discourse",),
         data=("/var/discourse",),  # app.yml, and the forum's database and uploads in shared/
         remove="discourse:discourse_stopped",
+        # The launcher at its new commit, then `./launcher rebuild`; the forum's database lives in
+        # the container, so Discourse's own backup (database and uploads) is what a rollback restores.
+        upgrade=LayerUpgrade(
+            steps="discourse_upgrade",
+            pins="discourse_docker",
+            profile_key="discourse.launcher.commit",
+            saved=("/var/discourse/containers",),
+            running="/var/discourse",
+            code_mb=5 * 1024,  # the launcher's own check before a rebuild
+            gate_seconds=600,  # the new container boots Discourse and migrates before it answers
+        ),
     ),
     Layer(
         "backup",

@@ -13,7 +13,8 @@ REDIS_SOCKET = "/run/redis/redis-server.sock"
 
 # synapse
 SYNAPSE_USER = "matrix-synapse"
-SYNAPSE_VENV = "/opt/synapse/venv"
+SYNAPSE_RELEASES = "/opt/synapse"  # a virtualenv per release: venv-VERSION
+SYNAPSE_VENV = f"{SYNAPSE_RELEASES}/venv"  # points at the release that runs
 SYNAPSE_PYTHON = f"{SYNAPSE_VENV}/bin/python"
 SYNAPSE_CONFIG = "/etc/matrix-synapse/homeserver.yaml"
 SYNAPSE_SIGNING_KEY = "/etc/matrix-synapse/signing.key"
@@ -39,5 +40,17 @@ NEXTCLOUD_WEB_USER = "www-data"
 DISCOURSE_DIR = "/var/discourse"
 DISCOURSE_CONTAINER = "app"
 DISCOURSE_APP_YML = f"{DISCOURSE_DIR}/containers/{DISCOURSE_CONTAINER}.yml"
+DISCOURSE_BACKUPS = f"{DISCOURSE_DIR}/shared/standalone/backups/default"  # `discourse backup` writes here
 DISCOURSE_SOCKET = f"{DISCOURSE_DIR}/shared/standalone/nginx.http.sock"
 DISCOURSE_BUILD_STAMP = f"{STATE_DIR}/discourse-build"  # what the running container was built from
+
+# upgrades (commonstack upgrade): one folder per layer being upgraded, its steps in a journal;
+# finished upgrades move to history/, where their dumps and old code wait out a grace period.
+UPGRADES_DIR = f"{STATE_DIR}/upgrades"
+UPGRADE_LOCK = f"{UPGRADES_DIR}/lock"  # which controller runs an upgrade on the host
+UPGRADE_HISTORY = f"{UPGRADES_DIR}/history"
+
+# backup (the backup layer's host-side script; an upgrade runs it for its pre-upgrade backup)
+BACKUP_SCRIPT = "/usr/local/sbin/commonstack-backup"
+# Held by a backup, a restore and an upgrade: none of them ever runs during another.
+MAINTENANCE_LOCK = "/run/lock/commonstack-maintenance.lock"

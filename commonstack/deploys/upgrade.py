@@ -1,0 +1,505 @@
+"""The host side of `commonstack upgrade` that every layer shares: what the host records of an
+upgrade, the lock, the journal of steps, the databases dumped before and restored by a
+rollback, the pre-upgrade backup, and the removal of what finished upgrades left behind once
+their grace period is over. Each layer's own steps are in deploys/LAYER_upgrade.py;
+commonstack/upgrades.py drives them and decides between them.
+
+What a host keeps (stacks/paths.py)::
+
+    /var/lib/commonstack/upgrades/lock              the controller running an upgrade here
+    /var/lib/commonstack/upgrades/LAYER/            an upgrade that has not finished
+        plan.json                                   what it does: layer, from, to, id, started
+        journal                                     "STEP EPOCH" per step done, in order
+        DATABASE.dump, saved.tar                    pg_dump -Fc and config, taken before any change
+        leftovers.finished, leftovers.rolled-back   what to remove after the grace period
+        databases.rolled-back
+    /var/lib/commonstack/upgrades/history/ID/       finished (or rolled back), same files
+
+Every step is one shell command, run under the maintenance lock (no backup or restore runs
+meanwhile), that appends its name to the journal when it succeeded. A step the journal records
+is not run again, and each command can run again after an interruption: it finds what an
+earlier, interrupted run of it already did.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from importlib import import_module
+from io import StringIO
+from types import ModuleType
+
+from pyinfra import host
+from pyinfra.api import FactBase, operation
+from pyinfra.api.operation import OperationMeta
+from pyinfra.operations import files
+
+from commonstack.plan import HostPlan
+from commonstack.stacks.layers import layer
+from commonstack.stacks.paths import (
+    BACKUP_SCRIPT,
+    MAINTENANCE_LOCK,
+    UPGRADE_HISTORY,
+    UPGRADE_LOCK,
+    UPGRADES_DIR,
+)
+
+LOCK_WAIT_SECONDS = 900  # a running backup finishes first
+OUTCOMES = ("finished", "rolled-back")  # how an upgrade ends; a record with neither is unfinished
+BACKUP_TAG = "pre-upgrade"  # kept apart from the backups' retention policy
+
+# --- what the host records -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Record:
+    """One upgrade of one layer, as the host recorded it."""
+
+    folder: str  # relative to UPGRADES_DIR: LAYER (unfinished) or history/ID
+    plan: dict
+    steps: tuple[str, ...] = ()  # the journal's steps, in order
+    times: dict[str, int] = field(default_factory=dict)  # step -> when it was recorded (epoch)
+
+    @property
+    def layer(self) -> str:
+        return self.plan["layer"]
+
+    @property
+    def id(self) -> str:
+        return self.plan["id"]
+
+    @property
+    def from_version(self) -> str | None:
+        return self.plan.get("from")
+
+    @property
+    def to_version(self) -> str | None:
+        return self.plan.get("to")
+
+    @property
+    def outcome(self) -> str | None:
+        return next((step for step in reversed(self.steps) if step in OUTCOMES), None)
+
+    @property
+    def last_step(self) -> str | None:
+        return self.steps[-1] if self.steps else None
+
+
+@dataclass(frozen=True)
+class UpgradesOnHost:
+    unfinished: dict[str, Record] = field(default_factory=dict)  # by layer
+    lock: str | None = None  # the lock's holder
+    history: tuple[Record, ...] = ()
+
+
+class UpgradeRecords(FactBase[UpgradesOnHost]):
+    """The host's upgrade records: the unfinished ones (by layer), the lock's holder, the history."""
+
+    def command(self) -> str:
+        return (
+            f"d={UPGRADES_DIR}; if [ -d $d ]; then "
+            "if [ -f $d/lock ]; then printf '@lock %s\\n' \"$(cat $d/lock)\"; fi; "
+            "for f in $d/*/plan.json $d/history/*/plan.json; do "
+            '[ -f "$f" ] || continue; dir=${f%/plan.json}; '
+            "printf '@record %s\\n' \"${dir#$d/}\"; cat \"$f\"; echo; "
+            'if [ -f "$dir/journal" ]; then sed \'s/^/@step /\' "$dir/journal"; fi; '
+            "done; fi; true"
+        )
+
+    def default(self) -> UpgradesOnHost:
+        return UpgradesOnHost()
+
+    def process(self, output) -> UpgradesOnHost:
+        lock, records, current = None, [], None
+        for line in (line.rstrip("\n") for line in output):
+            if line.startswith("@lock "):
+                lock = line[6:].strip() or None
+            elif line.startswith("@record "):
+                current = {"folder": line[8:].strip(), "plan": None, "steps": [], "times": {}}
+                records.append(current)
+            elif current is not None and line.startswith("@step "):
+                parts = line[6:].split()
+                if parts:
+                    current["steps"].append(parts[0])
+                    if len(parts) > 1 and parts[1].isdigit():
+                        current["times"][parts[0]] = int(parts[1])
+            elif current is not None and current["plan"] is None and line.strip():
+                try:
+                    current["plan"] = json.loads(line)
+                except ValueError:
+                    current["plan"] = {}
+        parsed = [
+            Record(r["folder"], r["plan"], tuple(r["steps"]), r["times"])
+            for r in records
+            if r["plan"] and "layer" in r["plan"] and "id" in r["plan"]
+        ]
+        unfinished = {r.layer: r for r in parsed if not r.folder.startswith("history/")}
+        history = tuple(sorted((r for r in parsed if r.folder.startswith("history/")), key=lambda r: r.id))
+        return UpgradesOnHost(unfinished, lock, history)
+
+
+# --- what the preflight reads ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Space:
+    device: str  # the filesystem, so that two paths on one share its free space
+    free_mb: int
+
+
+class FreeSpace(FactBase[dict[str, Space]]):
+    """Free space where each path is (or would be: its nearest existing parent)."""
+
+    def command(self, paths: tuple[str, ...]) -> str:
+        quoted = " ".join(shlex.quote(p) for p in paths)
+        return (
+            f"for p in {quoted}; do q=$p; while [ ! -e \"$q\" ]; do q=$(dirname \"$q\"); done; "
+            "printf '%s %s %s\\n' \"$p\" \"$(stat -c %d \"$q\")\" "
+            "\"$(df -Pk \"$q\" | awk 'NR==2 {print $4}')\"; done"
+        )
+
+    def process(self, output) -> dict[str, Space]:
+        found = {}
+        for line in output:
+            parts = line.split()
+            if len(parts) == 3 and parts[2].isdigit():
+                found[parts[0]] = Space(parts[1], int(parts[2]) // 1024)
+        return found
+
+
+class DatabaseSizesMb(FactBase[dict[str, int]]):
+    """The size of every PostgreSQL database ({} when there is no PostgreSQL)."""
+
+    def command(self) -> str:
+        query = "SELECT datname, pg_database_size(datname) FROM pg_database"
+        return f"cd / && runuser -u postgres -- psql -XAtq -F ' ' -c {shlex.quote(query)} 2>/dev/null || true"
+
+    def default(self) -> dict[str, int]:
+        return {}
+
+    def process(self, output) -> dict[str, int]:
+        sizes = {}
+        for line in output:
+            parts = line.split()
+            if len(parts) == 2 and parts[1].isdigit():
+                sizes[parts[0]] = -(-int(parts[1]) // (1024 * 1024))
+        return sizes
+
+
+class Runtimes(FactBase[dict[str, str]]):
+    """What an upgrade's target needs of the host: Python's and the PostgreSQL server's versions,
+    the backup layer's script, needrestart, a pending reboot, the boot's id."""
+
+    def command(self) -> str:
+        return (
+            "printf 'python=%s\\n' \"$(python3 -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])' 2>/dev/null)\"; "
+            "printf 'postgresql=%s\\n' \"$(cd / && runuser -u postgres -- psql -XAtq -c 'SHOW server_version' "
+            "2>/dev/null | cut -d' ' -f1)\"; "
+            f"printf 'backup=%s\\n' \"$(test -x {BACKUP_SCRIPT} && echo yes)\"; "
+            "printf 'needrestart=%s\\n' \"$(command -v needrestart)\"; "
+            "printf 'reboot=%s\\n' \"$(test -e /run/reboot-required && echo yes)\"; "
+            "printf 'boot=%s\\n' \"$(cat /proc/sys/kernel/random/boot_id)\""
+        )
+
+    def process(self, output) -> dict[str, str]:
+        return dict(line.strip().split("=", 1) for line in output if "=" in line)
+
+
+class DebianUpdates(FactBase[list[str]]):
+    """Packages an `apt-get upgrade` within the host's release would change (from the package lists
+    the host has; unattended-upgrades refreshes them daily), "(security)" after security updates."""
+
+    def command(self) -> str:
+        return (
+            "LC_ALL=C apt-get -s -o Debug::NoLocking=1 upgrade --with-new-pkgs 2>/dev/null "
+            "| awk '/^Inst / {print $2 ($0 ~ /-security/ ? \" (security)\" : \"\")}'; true"
+        )
+
+    def default(self) -> list[str]:
+        return []
+
+    def process(self, output) -> list[str]:
+        return [line.strip() for line in output if line.strip()]
+
+
+@dataclass(frozen=True)
+class HostSurvey:
+    """What `commonstack upgrade` knows of a host before it changes anything."""
+
+    plan: HostPlan
+    installed: dict[str, str | None]  # per upgradable layer on the host: the release running
+    records: UpgradesOnHost
+    space: dict[str, Space]
+    database_mb: dict[str, int]
+    runtimes: dict[str, str]
+    debian_updates: list[str]
+
+    @property
+    def has_backup(self) -> bool:
+        return self.runtimes.get("backup") == "yes"
+
+
+def space_paths(plan: HostPlan) -> tuple[str, ...]:
+    """Where an upgrade of the host's layers writes: its records (dumps) and each layer's code."""
+    paths = [UPGRADES_DIR]
+    for name in plan.layers:
+        upgrade = layer(name).upgrade
+        if upgrade and upgrade.running:
+            paths.append(upgrade.running.rsplit("/", 1)[0] or "/")
+    return tuple(dict.fromkeys(paths))
+
+
+def steps_of(layer_name: str) -> ModuleType:
+    """The module of a layer's upgrade steps (its registry entry's `upgrade.steps`)."""
+    return import_module(f"commonstack.deploys.{layer(layer_name).upgrade.steps}")
+
+
+def installed_versions(layer_names: Iterable[str]) -> dict[str, str | None]:
+    """The release each of these layers runs on the current host (None: not installed), for the
+    layers that have releases of their own."""
+    return {
+        name: steps_of(name).installed_version()
+        for name in layer_names
+        if (upgrade := layer(name).upgrade) and upgrade.pins
+    }
+
+
+def survey_host(plan: HostPlan) -> HostSurvey:
+    """Read everything the upgrade's preflight and --list need (read-only facts)."""
+    return HostSurvey(
+        plan=plan,
+        installed=installed_versions(plan.layers),
+        records=host.get_fact(UpgradeRecords),
+        space=host.get_fact(FreeSpace, paths=space_paths(plan)),
+        database_mb=host.get_fact(DatabaseSizesMb),
+        runtimes=host.get_fact(Runtimes),
+        debian_updates=host.get_fact(DebianUpdates),
+    )
+
+
+# --- the steps -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UpgradeContext:
+    """One upgrade of one layer on the current host, as the steps need it."""
+
+    layer: str
+    id: str  # "LAYER-EPOCH": names its history folder and the databases a rollback sets aside
+    from_version: str | None
+    to_version: str | None
+    plan: HostPlan
+    owner: str  # who holds the lock: this controller's run
+    done: tuple[str, ...] = ()  # steps the journal already records
+    has_backup: bool = False  # the host has the backup layer's script
+
+    @property
+    def folder(self) -> str:
+        return f"{UPGRADES_DIR}/{self.layer}"
+
+    @property
+    def journal(self) -> str:
+        return f"{self.folder}/journal"
+
+    def step(self, step: str, command: str, name: str) -> OperationMeta:
+        """A recorded step (see journaled)."""
+        return journaled(name=name, journal=self.journal, step=step, command=command, done=self.done)
+
+
+def in_step(command: str, journal: str | None = None, step: str | None = None) -> str:
+    """`command` under the maintenance lock; recorded in `journal` as `step` once it succeeded."""
+    recorded = f" && echo \"{step} $(date +%s)\" >> {journal}" if journal else ""
+    return (
+        f"exec 9>{MAINTENANCE_LOCK} && flock -w {LOCK_WAIT_SECONDS} 9 || "
+        f"{{ echo 'a backup or a restore holds {MAINTENANCE_LOCK}: try again when it is done' >&2; exit 75; }}; "
+        f"( set -e; {command} ){recorded}"
+    )
+
+
+@operation()
+def journaled(journal: str, step: str, command: str, done: tuple[str, ...] = ()):
+    """Run one step of an upgrade unless its journal records it; record it once it succeeded.
+
+    + journal: the upgrade's journal file
+    + step: the step's name in the journal
+    + command: shell (run with `set -e`) that can run again after an interruption
+    + done: the steps the journal records (read before the run)
+
+    **Example:**
+
+    .. code:: python
+
+        journaled(name="Stop Synapse", journal="/var/lib/commonstack/upgrades/synapse/journal",
+                  step="stopped", command="systemctl stop matrix-synapse")
+    """
+    if step in done:
+        host.noop(f"{step}: done before")
+        return
+    yield in_step(command, journal, step)
+
+
+@operation()
+def locked(command: str):
+    """Run `command` (shell that can run again) under the maintenance lock, unrecorded."""
+    yield in_step(command)
+
+
+@operation()
+def upgrade_lock(owner: str, stale: str | None = None):
+    """Take the host's upgrade lock for `owner`: free, already `owner`'s, or held by `stale` (a run
+    that is known to have ended) are taken; anyone else's fails the operation, changing nothing.
+
+    **Example:**
+
+    .. code:: python
+
+        upgrade_lock(name="Take the upgrade lock", owner="laptop pid 4242 since 2026-11-30T10:00:00Z")
+    """
+    me, old = shlex.quote(owner), shlex.quote(stale or "")
+    yield (
+        f"mkdir -p -m 0700 {UPGRADES_DIR} && "
+        f"if ( set -C; printf '%s\\n' {me} > {UPGRADE_LOCK} ) 2>/dev/null; then exit 0; fi; "
+        f"holder=$(cat {UPGRADE_LOCK}); "
+        f"if [ \"$holder\" = {me} ]; then exit 0; fi; "
+        f"if [ -n {old} ] && [ \"$holder\" = {old} ]; then printf '%s\\n' {me} > {UPGRADE_LOCK}; exit 0; fi; "
+        "echo \"another upgrade holds the lock: $holder\" >&2; exit 1"
+    )
+
+
+@operation()
+def upgrade_unlocked(owner: str):
+    """Give the upgrade lock back, if `owner` holds it."""
+    yield (
+        f"if [ \"$(cat {UPGRADE_LOCK} 2>/dev/null)\" = {shlex.quote(owner)} ]; then rm -f {UPGRADE_LOCK}; fi"
+    )
+
+
+def begin(ctx: UpgradeContext, stale_owner: str | None, leftovers: dict[str, Iterable[str]]) -> None:
+    """Take the lock and, for a new upgrade, write what it is and what it will leave behind.
+
+    `leftovers`: per outcome ("finished", "rolled-back"), the paths to remove once the grace
+    period is over ("databases.rolled-back": the databases a rollback sets aside).
+    """
+    upgrade_lock(name="Take the host's upgrade lock", owner=ctx.owner, stale=stale_owner)
+    if "begun" in ctx.done:
+        return
+    files.directory(name=f"Upgrade records of {ctx.layer}", path=ctx.folder, mode="0700", user="root", group="root")
+    plan = {"layer": ctx.layer, "id": ctx.id, "from": ctx.from_version, "to": ctx.to_version,
+            "owner": ctx.owner}  # fmt: skip
+    contents = {"plan.json": json.dumps(plan) + "\n"}
+    contents.update({f"{kind}": "".join(f"{p}\n" for p in paths) for kind, paths in leftovers.items()})
+    for filename, content in contents.items():
+        files.put(
+            name=f"Record {filename}", src=StringIO(content), dest=f"{ctx.folder}/{filename}", mode="0600"
+        )
+    ctx.step("begun", "true", f"Begin the upgrade of {ctx.layer}")
+
+
+def pre_upgrade_backup(ctx: UpgradeContext) -> None:
+    """The backup layer's backup, tagged pre-upgrade (kept apart from its retention), when the host
+    has that layer. The maintenance lock is held already: the script must not wait for it."""
+    if ctx.has_backup:
+        ctx.step(
+            "backed-up",
+            f"COMMONSTACK_LOCK_HELD=1 {BACKUP_SCRIPT} run --tag {BACKUP_TAG}",
+            f"Back up the host ({BACKUP_SCRIPT} run --tag {BACKUP_TAG})",
+        )
+
+
+def dumped(ctx: UpgradeContext) -> None:
+    """`pg_dump -Fc` of the layer's databases and a copy of its config, into the upgrade's folder:
+    what a rollback restores. Taken with the layer stopped, so nothing written later is lost."""
+    upgrade = layer(ctx.layer).upgrade
+    commands = [
+        f"cd / && runuser -u postgres -- pg_dump -Fc -d {db} > {ctx.folder}/{db}.dump.part "
+        f"&& mv {ctx.folder}/{db}.dump.part {ctx.folder}/{db}.dump"
+        for db in upgrade.dumps
+    ]
+    if upgrade.saved:
+        paths = " ".join(shlex.quote(p.lstrip("/")) for p in upgrade.saved)
+        commands.append(f"tar -C / -cpf {ctx.folder}/saved.tar.part {paths} && mv {ctx.folder}/saved.tar.part "
+                        f"{ctx.folder}/saved.tar")  # fmt: skip
+    what = " and ".join(filter(None, [", ".join(f"database {db}" for db in upgrade.dumps),
+                                      ", ".join(upgrade.saved)]))  # fmt: skip
+    ctx.step("dumped", " && ".join(commands) or "true", f"Save {what} (pg_dump -Fc, kept for a rollback)")
+
+
+def aside_database(database: str, upgrade_id: str) -> str:
+    """The name a rollback gives the database it replaces (kept until the grace period ends)."""
+    return f"{database}_before_rollback_{upgrade_id.rsplit('-', 1)[-1]}"
+
+
+def databases_restored(ctx: UpgradeContext) -> None:
+    """Each dumped database restored into a new, empty database, then renamed in; the database it
+    replaces is renamed aside, not dropped. Run again, it finishes what an interrupted run began."""
+    upgrade = layer(ctx.layer).upgrade
+    collations = {d.name: d.collation for d in layer(ctx.layer).databases}
+    commands = []
+    for db in upgrade.dumps:
+        scratch, aside = f"{db}_commonstack_rollback", aside_database(db, ctx.id)
+        locale = f" --locale={collations[db]}" if collations.get(db) else ""
+        exists = "cd / && [ \"$(runuser -u postgres -- psql -XAtq -c \"SELECT 1 FROM pg_database WHERE datname = '{}'\")\" = 1 ]"
+        psql = "cd / && runuser -u postgres -- psql -Xq -v ON_ERROR_STOP=1 -c"
+        commands.append(
+            f"if [ -f {ctx.folder}/{db}.dump ]; then "
+            f"if [ ! -e {ctx.folder}/{db}.restored ]; then "
+            f"if {exists.format(scratch)}; then (cd / && runuser -u postgres -- dropdb {scratch}); fi; "
+            f"(cd / && runuser -u postgres -- createdb -O {db} -E UTF8{locale} -T template0 {scratch}); "
+            f"(cd / && runuser -u postgres -- pg_restore --exit-on-error -d {scratch}) < {ctx.folder}/{db}.dump; "
+            f"touch {ctx.folder}/{db}.restored; fi; "
+            f"if {exists.format(scratch)}; then "
+            f"{psql} \"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'\" >/dev/null; "
+            f"if {exists.format(db)}; then {psql} 'ALTER DATABASE {db} RENAME TO {aside}'; fi; "
+            f"{psql} 'ALTER DATABASE {scratch} RENAME TO {db}'; fi; fi"
+        )
+    ctx.step("restored", "; ".join(commands) or "true",
+             f"Restore the database{'s' if len(upgrade.dumps) > 1 else ''} from before the upgrade "
+             f"({', '.join(upgrade.dumps) or 'none'})")  # fmt: skip
+
+
+def config_restored(ctx: UpgradeContext) -> None:
+    """The saved config put back (files the upgrade changed get their old content again)."""
+    saved = f"{ctx.folder}/saved.tar"
+    ctx.step("config-restored", f"if [ -f {saved} ]; then tar -C / -xpf {saved}; fi",
+             f"Put back {', '.join(layer(ctx.layer).upgrade.saved)} from before the upgrade")  # fmt: skip
+
+
+def close(ctx: UpgradeContext, outcome: str) -> None:
+    """Record how the upgrade ended, move its records to history/ and give the lock back."""
+    ctx.step(outcome, "true", f"Record that the upgrade of {ctx.layer} {outcome.replace('-', ' ')}")
+    history = f"{UPGRADE_HISTORY}/{ctx.id}"
+    files.directory(name="Upgrade history", path=UPGRADE_HISTORY, mode="0700", user="root", group="root")
+    locked(
+        name=f"Move the upgrade's records to {history}",
+        command=f"if [ -d {ctx.folder} ]; then mv -T {ctx.folder} {history}; fi",
+    )
+    upgrade_unlocked(name="Give the host's upgrade lock back", owner=ctx.owner)
+
+
+def expired_removed(grace_seconds: int, protected: tuple[str, ...]) -> None:
+    """Remove what finished upgrades left behind (old or failed code, dumps, set-aside databases)
+    once `grace_seconds` have passed since they ended; never a path in `protected` (the code that
+    runs, links resolved). Each history folder keeps its plan and journal."""
+    keep = " ".join(shlex.quote(p) for p in protected)
+    locked(
+        name=f"Remove what upgrades older than {grace_seconds // 86400} days left behind",
+        command=(
+            "now=$(date +%s); protected=''; "
+            f"for p in {keep}; do protected=\"$protected $(readlink -f \"$p\" 2>/dev/null || echo \"$p\")\"; done; "
+            f"for entry in {UPGRADE_HISTORY}/*; do journal=$entry/journal; [ -f \"$journal\" ] || continue; "
+            "if grep -q '^cleaned ' \"$journal\"; then continue; fi; "
+            "line=$(grep -E '^(finished|rolled-back) ' \"$journal\" | tail -n 1); [ -n \"$line\" ] || continue; "
+            "outcome=${line%% *}; at=${line##* }; "
+            f"if [ $((now - at)) -lt {grace_seconds} ]; then continue; fi; "
+            "if [ -f \"$entry/leftovers.$outcome\" ]; then while IFS= read -r path; do [ -n \"$path\" ] || continue; "
+            "real=$(readlink -f \"$path\" 2>/dev/null || echo \"$path\"); "
+            "case \" $protected \" in *\" $real \"*) continue ;; esac; rm -rf -- \"$path\"; "
+            "done < \"$entry/leftovers.$outcome\"; fi; "
+            "if [ -f \"$entry/databases.$outcome\" ]; then while IFS= read -r db; do [ -n \"$db\" ] || continue; "
+            "(cd / && runuser -u postgres -- dropdb --if-exists \"$db\"); done < \"$entry/databases.$outcome\"; fi; "
+            "rm -f \"$entry\"/*.dump \"$entry\"/saved.tar \"$entry\"/*.tar.gz; "
+            "echo \"cleaned $now\" >> \"$journal\"; done"
+        ),
+    )
