@@ -29,12 +29,15 @@ def check_group(
     only: frozenset[str] = frozenset(),
     unreachable: Mapping[str, str] | None = None,
     exact_versions: bool = False,
+    modules: tuple[str, ...] | None = None,
 ) -> list[CheckResult]:
     """Check every planned host; `unreachable` hosts (name: why) fail with their reason.
 
     `only`: just these layers' checks (as `deploy --only` deployed them); layers this version of
     the kit does not deploy yet are never checked. `exact_versions`: each service must run the
     release its plan wants (an upgrade's health gate), not an older one with an upgrade pending.
+    `modules`: only these check modules, on hosts expected to run every layer of their plan (a
+    layer's own checks, its outside view through Caddy included).
     """
     controller = controller_view()  # a wrong path fails before any connection
     failures = [CheckResult(name, "ssh", "host can be reached", "failed", why) for name, why in (unreachable or {}).items()]
@@ -46,7 +49,7 @@ def check_group(
     expectations = {
         t.name: host_expectations(plans[t.name], checked_layers(plans[t.name], only), exact_versions) for t in chosen
     }
-    modules = check_modules(only or None)
+    modules = modules or check_modules(only or None)
     return failures + run_checks(chosen, expectations, modules, controller=controller, secrets=list(secrets.values()))
 
 

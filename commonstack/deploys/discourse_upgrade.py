@@ -21,7 +21,7 @@ import shlex
 
 from pyinfra import host
 
-from commonstack.deploys.discourse import RepositoryAnswers, build_stamp, discourse_docker_source
+from commonstack.deploys.discourse import DockerContainer, RepositoryAnswers, build_stamp, discourse_docker_source
 from commonstack.deploys.discourse import installed_version as installed_version  # the registry's entry point
 from commonstack.deploys.preflight import SourceUnavailable, require_upstream
 from commonstack.deploys.upgrade import UpgradeContext, config_restored, dumped
@@ -98,3 +98,20 @@ def rollback(ctx: UpgradeContext) -> None:
         f"docker exec {DISCOURSE_CONTAINER} discourse disable_restore; fi",
         "Restore the forum from Discourse's own backup taken before the upgrade",
     )
+
+
+def down_reason() -> str | None:
+    state = host.get_fact(DockerContainer, container=DISCOURSE_CONTAINER)
+    if state == "running":
+        return None
+    return f"the forum's container is {state or 'not there'} on {host.name}: `cd {LAUNCHER} && ./launcher logs app`"
+
+
+def manual_rollback(ctx: UpgradeContext) -> list[str]:
+    return [
+        _checked_out(ctx.from_version),
+        f"tar -C / -xpf {ctx.folder}/saved.tar",
+        f"cd {LAUNCHER} && ./launcher rebuild {DISCOURSE_CONTAINER}",
+        f"cp {ctx.folder}/{EXPORT} {DISCOURSE_BACKUPS}/ && docker exec {DISCOURSE_CONTAINER} discourse enable_restore "
+        f"&& docker exec {DISCOURSE_CONTAINER} discourse restore {EXPORT}",
+    ]

@@ -24,6 +24,7 @@ from dataclasses import replace
 from io import BytesIO
 
 from pyinfra import host
+from pyinfra.api import FactBase
 from pyinfra.operations import files
 
 from commonstack.deploys.configs import put_configs
@@ -41,7 +42,14 @@ from commonstack.deploys.nextcloud_source import (
     unreachable_message,
 )
 from commonstack.deploys.preflight import SourceUnavailable, require_upstream
-from commonstack.deploys.upgrade import UpgradeContext, aside_database, config_restored, databases_restored, dumped
+from commonstack.deploys.upgrade import (
+    UpgradeContext,
+    aside_database,
+    config_restored,
+    databases_restored,
+    dumped,
+    manual_restore,
+)
 from commonstack.errors import CommonstackError
 from commonstack.plan import HostPlan
 from commonstack.stacks.paths import NEXTCLOUD_CODE as CODE_DIR
@@ -102,6 +110,8 @@ def _php_reloaded(ctx: UpgradeContext) -> str:
 
 
 def prepare(ctx: UpgradeContext) -> None:
+    if "prepared" in ctx.done:
+        return
     release = pinned_release(ctx.to_version)
     target = beside(ctx.to_version)
     unpack = [f for f in ctx.plan.files_of("nextcloud") if f.path == UNPACK]
@@ -135,7 +145,7 @@ def apply(ctx: UpgradeContext) -> None:
         # Into the new release go config.php (and any *.config.php) and the apps the group added from
         # the app store (those the old release did not ship, core/shipped.json), as the admin manual
         # says; the old release keeps everything of its own.
-        f"{VERSION_OF}; if [ \"$(version_of {CODE_DIR})\" != {ctx.to_version} ]; then "
+        f"umask 022; {VERSION_OF}; if [ \"$(version_of {CODE_DIR})\" != {ctx.to_version} ]; then "
         f"if [ -d {CODE_DIR} ]; then for f in {CODE_DIR}/config/*; do "
         f"[ \"$(basename \"$f\")\" = config.sample.php ] || cp -a \"$f\" {new}/config/; done; "
         f"rm -f {new}/config/CAN_INSTALL; "
@@ -178,3 +188,35 @@ def rollback(ctx: UpgradeContext) -> None:
         f"{OCC_LINE} maintenance:mode --off && systemctl start {CRON_TIMER}",
         "Maintenance mode off, background jobs back",
     )
+
+
+class MaintenanceMode(FactBase[bool]):
+    """Whether config.php puts Nextcloud in maintenance mode."""
+
+    def command(self) -> str:
+        return f"grep -qs \"'maintenance' => true\" {CODE_DIR}/config/config.php && echo yes || echo no"
+
+    def process(self, output) -> bool:
+        return "".join(output).strip() == "yes"
+
+
+def down_reason() -> str | None:
+    """Why Nextcloud does not serve its users (None: it does, as far as maintenance mode goes)."""
+    if not host.get_fact(MaintenanceMode):
+        return None
+    return (
+        f"Nextcloud on {host.name} is in maintenance mode: its users see a maintenance page until "
+        f"`sudo -u {WEB_USER} php {CODE_DIR}/occ maintenance:mode --off`"
+    )
+
+
+def manual_rollback(ctx: UpgradeContext) -> list[str]:
+    old = beside(ctx.from_version)
+    return [
+        f"systemctl stop {CRON_TIMER}",
+        *manual_restore(ctx),
+        f"mv -T {CODE_DIR} {failed(ctx)} && mv -T {old} {CODE_DIR}   # if {old} is there",
+        f"tar -C / -xpf {ctx.folder}/saved.tar",
+        f"systemctl reload php{ctx.plan.php_version}-fpm",
+        f"{OCC_LINE} maintenance:mode --off && systemctl start {CRON_TIMER}",
+    ]

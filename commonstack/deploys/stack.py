@@ -11,14 +11,14 @@ from pyinfra import host
 from pyinfra.operations import apt, files, postgres, systemd
 
 from commonstack.deploys.base import APT_CACHE_SECONDS
-from commonstack.deploys.facts import FileNames, gather_release
+from commonstack.deploys.facts import FileNames, planned_here
 from commonstack.deploys.identity import operation_identity
 from commonstack.deploys.postgres import AS_POSTGRES
 from commonstack.deploys.preflight import SourceUnavailable
 from commonstack.deploys.upgrade import UpgradeRecords, installed_versions
 from commonstack.errors import CommonstackError
 from commonstack.inventories.groups import Group
-from commonstack.plan import HostPlan, plan_one
+from commonstack.plan import HostPlan
 from commonstack.stacks.layers import LAYERS, Layer, layer
 from commonstack.stacks.model import StackProfile
 from commonstack.stacks.paths import STATE_DIR
@@ -153,16 +153,6 @@ def turn_off(plan: HostPlan, item: Layer, purge: bool = False) -> None:
     for path in item.data:
         files.directory(name=f"Purge {item.name}: delete {path}", path=path, present=False)
     files.file(name=f"Purge {item.name}: forget it was deployed", path=f"{LAYER_RECORDS}/{item.name}", present=False)
-
-
-def planned_here(group: Group, profile: StackProfile, secrets: Mapping[str, str]) -> HostPlan:
-    """The current host's plan, from its facts (read-only)."""
-    wanted = next(h for h in profile.hosts if h.name == host.name)
-    release = gather_release()
-    if wanted.memory_mb and wanted.memory_mb < release.facts.memory_mb:
-        # The profile may reserve RAM for other uses: size for its figure, not the machine's.
-        release = replace(release, facts=replace(release.facts, memory_mb=wanted.memory_mb))
-    return plan_one(group, profile, wanted, secrets, release)
 
 
 def stack_operations(

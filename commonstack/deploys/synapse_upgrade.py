@@ -20,7 +20,17 @@ from dataclasses import replace
 from commonstack.deploys.configs import put_configs
 from commonstack.deploys.synapse import INSTALLER, NoSynapseWheel, point_venv_at, release_folder, wheel_sha256
 from commonstack.deploys.synapse import installed_version as installed_version  # the registry's entry point
-from commonstack.deploys.upgrade import UpgradeContext, aside_database, config_restored, databases_restored, dumped
+from pyinfra import host
+
+from commonstack.deploys.upgrade import (
+    UnitActive,
+    UpgradeContext,
+    aside_database,
+    config_restored,
+    databases_restored,
+    dumped,
+    manual_restore,
+)
 from commonstack.plan import HostPlan
 from commonstack.stacks.paths import SYNAPSE_VENV
 
@@ -58,6 +68,8 @@ def started() -> str:
 
 
 def prepare(ctx: UpgradeContext) -> None:
+    if "prepared" in ctx.done:
+        return
     installer = [f for f in ctx.plan.files_of("synapse") if f.path == INSTALLER]
     put_configs(replace(ctx.plan, files=installer), "synapse")  # this kit's installer, with its arguments
     sha256 = wheel_sha256(ctx.to_version, ctx.plan.release.facts.arch)
@@ -84,3 +96,19 @@ def rollback(ctx: UpgradeContext) -> None:
         "switched-back", point_venv_at(ctx.from_version), f"Point {SYNAPSE_VENV} back at Synapse {ctx.from_version}"
     )
     ctx.step("rollback-started", started(), f"Start Synapse {ctx.from_version}")
+
+
+def down_reason() -> str | None:
+    """Why Synapse does not serve (None: it runs)."""
+    if host.get_fact(UnitActive, unit=SERVICE):
+        return None
+    return f"Synapse is not running on {host.name}: `journalctl -u {SERVICE} -n 50` says why"
+
+
+def manual_rollback(ctx: UpgradeContext) -> list[str]:
+    return [
+        f"systemctl stop {SERVICE}",
+        *manual_restore(ctx),
+        f"ln -sfn venv-{ctx.from_version} {SYNAPSE_VENV}",
+        f"systemctl start {SERVICE} && curl -fsS http://127.0.0.1:8008/health",
+    ]

@@ -11,8 +11,7 @@ What a host keeps (stacks/paths.py)::
         plan.json                                   what it does: layer, from, to, id, started
         journal                                     "STEP EPOCH" per step done, in order
         DATABASE.dump, saved.tar                    pg_dump -Fc and config, taken before any change
-        leftovers.finished, leftovers.rolled-back   what to remove after the grace period
-        databases.rolled-back
+        leftovers                                   what to remove after the grace period, by outcome
     /var/lib/commonstack/upgrades/history/ID/       finished (or rolled back), same files
 
 Every step is one shell command, run under the maintenance lock (no backup or restore runs
@@ -25,7 +24,7 @@ from __future__ import annotations
 
 import json
 import shlex
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import import_module
 from io import StringIO
@@ -36,6 +35,7 @@ from pyinfra.api import FactBase, operation
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import files
 
+from commonstack.deploys.facts import planned_here
 from commonstack.plan import HostPlan
 from commonstack.stacks.layers import layer
 from commonstack.stacks.paths import (
@@ -47,7 +47,7 @@ from commonstack.stacks.paths import (
 )
 
 LOCK_WAIT_SECONDS = 900  # a running backup finishes first
-OUTCOMES = ("finished", "rolled-back")  # how an upgrade ends; a record with neither is unfinished
+OUTCOMES = ("finished", "rolled-back", "abandoned")  # how an upgrade ends; without one it is unfinished
 BACKUP_TAG = "pre-upgrade"  # kept apart from the backups' retention policy
 
 # --- what the host records -------------------------------------------------------------------
@@ -224,6 +224,16 @@ class DebianUpdates(FactBase[list[str]]):
         return [line.strip() for line in output if line.strip()]
 
 
+class UnitActive(FactBase[bool]):
+    """Whether a systemd unit is active."""
+
+    def command(self, unit: str) -> str:
+        return f"systemctl is-active -q {shlex.quote(unit)} && echo yes || echo no"
+
+    def process(self, output) -> bool:
+        return "".join(output).strip() == "yes"
+
+
 @dataclass(frozen=True)
 class HostSurvey:
     """What `commonstack upgrade` knows of a host before it changes anything."""
@@ -235,6 +245,7 @@ class HostSurvey:
     database_mb: dict[str, int]
     runtimes: dict[str, str]
     debian_updates: list[str]
+    source_problems: dict[str, str | None] = field(default_factory=dict)  # per layer: why its target cannot be fetched
 
     @property
     def has_backup(self) -> bool:
@@ -266,16 +277,24 @@ def installed_versions(layer_names: Iterable[str]) -> dict[str, str | None]:
     }
 
 
-def survey_host(plan: HostPlan) -> HostSurvey:
-    """Read everything the upgrade's preflight and --list need (read-only facts)."""
+def survey_host(plan: HostPlan, targets: dict[str, str] | None = None) -> HostSurvey:
+    """Read everything the upgrade's preflight and --list need (read-only facts); `targets`: the
+    release each layer would move to, whose source is checked (can the host get it?)."""
+    installed = installed_versions(plan.layers)
+    problems = {
+        name: steps_of(name).source_problem(plan, target)
+        for name, target in (targets or {}).items()
+        if name in installed and installed[name] and installed[name] != target
+    }
     return HostSurvey(
         plan=plan,
-        installed=installed_versions(plan.layers),
+        installed=installed,
         records=host.get_fact(UpgradeRecords),
         space=host.get_fact(FreeSpace, paths=space_paths(plan)),
         database_mb=host.get_fact(DatabaseSizesMb),
         runtimes=host.get_fact(Runtimes),
         debian_updates=host.get_fact(DebianUpdates),
+        source_problems=problems,
     )
 
 
@@ -303,29 +322,30 @@ class UpgradeContext:
     def journal(self) -> str:
         return f"{self.folder}/journal"
 
-    def step(self, step: str, command: str, name: str) -> OperationMeta:
-        """A recorded step (see journaled)."""
-        return journaled(name=name, journal=self.journal, step=step, command=command, done=self.done)
+    def step(self, step: str, command: str, name: str) -> OperationMeta | None:
+        """A recorded step (see journaled); one the journal records already is left out."""
+        if step in self.done:
+            return None
+        return journaled(name=name, journal=self.journal, step=step, command=command)
 
 
 def in_step(command: str, journal: str | None = None, step: str | None = None) -> str:
     """`command` under the maintenance lock; recorded in `journal` as `step` once it succeeded."""
     recorded = f" && echo \"{step} $(date +%s)\" >> {journal}" if journal else ""
     return (
-        f"exec 9>{MAINTENANCE_LOCK} && flock -w {LOCK_WAIT_SECONDS} 9 || "
+        f"umask 077; exec 9>{MAINTENANCE_LOCK} && flock -w {LOCK_WAIT_SECONDS} 9 || "
         f"{{ echo 'a backup or a restore holds {MAINTENANCE_LOCK}: try again when it is done' >&2; exit 75; }}; "
         f"( set -e; {command} ){recorded}"
     )
 
 
 @operation()
-def journaled(journal: str, step: str, command: str, done: tuple[str, ...] = ()):
-    """Run one step of an upgrade unless its journal records it; record it once it succeeded.
+def journaled(journal: str, step: str, command: str):
+    """Run one step of an upgrade and record it in its journal once it succeeded.
 
     + journal: the upgrade's journal file
     + step: the step's name in the journal
     + command: shell (run with `set -e`) that can run again after an interruption
-    + done: the steps the journal records (read before the run)
 
     **Example:**
 
@@ -334,9 +354,6 @@ def journaled(journal: str, step: str, command: str, done: tuple[str, ...] = ())
         journaled(name="Stop Synapse", journal="/var/lib/commonstack/upgrades/synapse/journal",
                   step="stopped", command="systemctl stop matrix-synapse")
     """
-    if step in done:
-        host.noop(f"{step}: done before")
-        return
     yield in_step(command, journal, step)
 
 
@@ -379,22 +396,21 @@ def upgrade_unlocked(owner: str):
 def begin(ctx: UpgradeContext, stale_owner: str | None, leftovers: dict[str, Iterable[str]]) -> None:
     """Take the lock and, for a new upgrade, write what it is and what it will leave behind.
 
-    `leftovers`: per outcome ("finished", "rolled-back"), the paths to remove once the grace
-    period is over ("databases.rolled-back": the databases a rollback sets aside).
+    `leftovers`: per outcome ("finished", "rolled-back", "abandoned"), the paths to remove once
+    the grace period is over ("databases.rolled-back": the databases a rollback sets aside).
     """
     upgrade_lock(name="Take the host's upgrade lock", owner=ctx.owner, stale=stale_owner)
     if "begun" in ctx.done:
         return
-    files.directory(name=f"Upgrade records of {ctx.layer}", path=ctx.folder, mode="0700", user="root", group="root")
     plan = {"layer": ctx.layer, "id": ctx.id, "from": ctx.from_version, "to": ctx.to_version,
             "owner": ctx.owner}  # fmt: skip
-    contents = {"plan.json": json.dumps(plan) + "\n"}
-    contents.update({f"{kind}": "".join(f"{p}\n" for p in paths) for kind, paths in leftovers.items()})
-    for filename, content in contents.items():
-        files.put(
-            name=f"Record {filename}", src=StringIO(content), dest=f"{ctx.folder}/{filename}", mode="0600"
-        )
-    ctx.step("begun", "true", f"Begin the upgrade of {ctx.layer}")
+    listed = "".join(f"{kind} {path}\n" for kind, paths in leftovers.items() for path in paths)
+    ctx.step(
+        "begun",
+        f"mkdir -p -m 0700 {ctx.folder} && printf '%s\\n' {shlex.quote(json.dumps(plan))} > {ctx.folder}/plan.json "
+        f"&& printf '%s' {shlex.quote(listed)} > {ctx.folder}/leftovers",
+        f"Record the upgrade of {ctx.layer} in {ctx.folder}",
+    )
 
 
 def pre_upgrade_backup(ctx: UpgradeContext) -> None:
@@ -466,6 +482,25 @@ def config_restored(ctx: UpgradeContext) -> None:
              f"Put back {', '.join(layer(ctx.layer).upgrade.saved)} from before the upgrade")  # fmt: skip
 
 
+def manual_restore(ctx: UpgradeContext) -> list[str]:
+    """The shell a volunteer types to put the dumped databases and the saved config back by hand."""
+    upgrade = layer(ctx.layer).upgrade
+    collations = {d.name: d.collation for d in layer(ctx.layer).databases}
+    as_postgres = "cd / && runuser -u postgres --"
+    lines = []
+    for db in upgrade.dumps:
+        locale = f" --locale={collations[db]}" if collations.get(db) else ""
+        lines += [
+            f"{as_postgres} createdb -O {db} -E UTF8{locale} -T template0 {db}_restored",
+            f"{as_postgres} pg_restore --exit-on-error -d {db}_restored < {ctx.folder}/{db}.dump",
+            f"{as_postgres} psql -c 'ALTER DATABASE {db} RENAME TO {db}_failed' "
+            f"-c 'ALTER DATABASE {db}_restored RENAME TO {db}'",
+        ]
+    if upgrade.saved:
+        lines.append(f"tar -C / -xpf {ctx.folder}/saved.tar")
+    return lines
+
+
 def close(ctx: UpgradeContext, outcome: str) -> None:
     """Record how the upgrade ended, move its records to history/ and give the lock back."""
     ctx.step(outcome, "true", f"Record that the upgrade of {ctx.layer} {outcome.replace('-', ' ')}")
@@ -490,16 +525,52 @@ def expired_removed(grace_seconds: int, protected: tuple[str, ...]) -> None:
             f"for p in {keep}; do protected=\"$protected $(readlink -f \"$p\" 2>/dev/null || echo \"$p\")\"; done; "
             f"for entry in {UPGRADE_HISTORY}/*; do journal=$entry/journal; [ -f \"$journal\" ] || continue; "
             "if grep -q '^cleaned ' \"$journal\"; then continue; fi; "
-            "line=$(grep -E '^(finished|rolled-back) ' \"$journal\" | tail -n 1); [ -n \"$line\" ] || continue; "
+            "line=$(grep -E '^(finished|rolled-back|abandoned) ' \"$journal\" | tail -n 1); [ -n \"$line\" ] || continue; "
             "outcome=${line%% *}; at=${line##* }; "
             f"if [ $((now - at)) -lt {grace_seconds} ]; then continue; fi; "
-            "if [ -f \"$entry/leftovers.$outcome\" ]; then while IFS= read -r path; do [ -n \"$path\" ] || continue; "
+            "if [ -f \"$entry/leftovers\" ]; then while read -r kind path; do [ -n \"$path\" ] || continue; "
+            "if [ \"$kind\" = \"databases.$outcome\" ]; then (cd / && runuser -u postgres -- dropdb --if-exists \"$path\"); "
+            "continue; fi; [ \"$kind\" = \"leftovers.$outcome\" ] || continue; "
             "real=$(readlink -f \"$path\" 2>/dev/null || echo \"$path\"); "
             "case \" $protected \" in *\" $real \"*) continue ;; esac; rm -rf -- \"$path\"; "
-            "done < \"$entry/leftovers.$outcome\"; fi; "
-            "if [ -f \"$entry/databases.$outcome\" ]; then while IFS= read -r db; do [ -n \"$db\" ] || continue; "
-            "(cd / && runuser -u postgres -- dropdb --if-exists \"$db\"); done < \"$entry/databases.$outcome\"; fi; "
+            "done < \"$entry/leftovers\"; fi; "
             "rm -f \"$entry\"/*.dump \"$entry\"/saved.tar \"$entry\"/*.tar.gz; "
             "echo \"cleaned $now\" >> \"$journal\"; done"
         ),
     )
+
+
+# --- what the upgrader reads between its steps ------------------------------------------------
+
+
+def survey_operations(
+    group, profile, secrets, targets: dict[str, str], surveys: dict[str, HostSurvey]
+) -> Callable[[], None]:
+    """The runner's `add_operations` of a survey: plan the host from its facts and read what the
+    upgrade needs to know; no operation is added."""
+    def add_operations() -> None:
+        plan = planned_here(group, profile, secrets)
+        surveys[host.name] = survey_host(plan, {name: v for name, v in targets.items() if name in plan.layers})
+
+    return add_operations
+
+
+@dataclass(frozen=True)
+class HostState:
+    """What the upgrader reads between two phases: the records, and whether the layer is down."""
+
+    records: UpgradesOnHost
+    boot: str  # the boot's id (a reboot changes it)
+    down: str | None  # why the upgraded layer does not serve (None: it serves, as far as that goes)
+
+
+def state_operations(layer_name: str, states: dict[str, HostState]) -> Callable[[], None]:
+    def add_operations() -> None:
+        steps = steps_of(layer_name)
+        states[host.name] = HostState(
+            records=host.get_fact(UpgradeRecords),
+            boot=host.get_fact(Runtimes).get("boot", ""),
+            down=steps.down_reason() if hasattr(steps, "down_reason") else None,
+        )
+
+    return add_operations

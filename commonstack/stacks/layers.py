@@ -196,6 +196,7 @@ LAYERS: tuple[Layer, ...] = (
             saved=("/etc/matrix-synapse",),
             running="/opt/synapse/venv",
             code_mb=400,  # a virtualenv with Synapse and its dependencies: about 250 MB
+            gate_seconds=30,  # its start returns once it is ready (Type=notify, after its migrations)
         ),
     ),
     Layer(

@@ -28,6 +28,7 @@ LEVELS = {
     "commonstack.checks": 5,
     "commonstack.testhosts": 5,
     "commonstack.trial": 6,
+    "commonstack.upgrades": 6,  # drives deploys and checks together
     "commonstack.cli": 7,
     "commonstack.__main__": 8,
 }
