@@ -621,7 +621,7 @@ def upgrade(ctx, group_name, hosts, only, to, listing, dry_run, yes, force, rebo
             plan = survey.plan
             click.secho(f"{name} [{plan.release.codename}, {plan.host.address}]", bold=True)
             for layer_name, text in host_listing(survey, group_name):
-                colour = "red" if text.startswith("UNFINISHED") else "yellow" if "would install" in text else None
+                colour = "red" if text.startswith(("UNFINISHED", "DOWN")) else "yellow" if "would install" in text else None
                 click.secho(f"  {layer_name:10} {text}", fg=colour)
         sys.exit(1 if unreachable else 0)
     tasks = upgrader.tasks()
@@ -683,7 +683,7 @@ def _upgrade_steps(task, survey) -> list[str]:
     dumps = ", ".join(f"{db} ({survey.database_mb.get(db, 0)} MB)" for db in upgrade.dumps)
     if dumps:
         steps.append(f"pg_dump of {dumps}, kept on the host for a rollback")
-    steps.append(f"the new release beside the running one; then a short downtime to switch and migrate")
+    steps.append("the new release beside the running one; then a short downtime to switch and migrate")
     steps.append("health checks of the new release; a failure rolls everything back")
     return steps
 

@@ -22,7 +22,7 @@ import shlex
 from pyinfra import host
 
 from commonstack.deploys.discourse import DockerContainer, RepositoryAnswers, build_stamp, discourse_docker_source
-from commonstack.deploys.discourse import installed_version as installed_version  # the registry's entry point
+from commonstack.deploys.discourse import installed_version  # noqa: F401  (the registry reads it here)
 from commonstack.deploys.preflight import SourceUnavailable, require_upstream
 from commonstack.deploys.upgrade import UpgradeContext, config_restored, dumped
 from commonstack.plan import HostPlan

@@ -19,7 +19,7 @@ from dataclasses import replace
 
 from commonstack.deploys.configs import put_configs
 from commonstack.deploys.synapse import INSTALLER, NoSynapseWheel, point_venv_at, release_folder, wheel_sha256
-from commonstack.deploys.synapse import installed_version as installed_version  # the registry's entry point
+from commonstack.deploys.synapse import installed_version  # noqa: F401  (the registry reads it here)
 from pyinfra import host
 
 from commonstack.deploys.upgrade import (

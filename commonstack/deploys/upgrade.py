@@ -27,7 +27,6 @@ import shlex
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import import_module
-from io import StringIO
 from types import ModuleType
 
 from pyinfra import host
@@ -246,6 +245,7 @@ class HostSurvey:
     runtimes: dict[str, str]
     debian_updates: list[str]
     source_problems: dict[str, str | None] = field(default_factory=dict)  # per layer: why its target cannot be fetched
+    down: dict[str, str] = field(default_factory=dict)  # per layer: why it does not serve (maintenance mode...)
 
     @property
     def has_backup(self) -> bool:
@@ -295,7 +295,13 @@ def survey_host(plan: HostPlan, targets: dict[str, str] | None = None) -> HostSu
         runtimes=host.get_fact(Runtimes),
         debian_updates=host.get_fact(DebianUpdates),
         source_problems=problems,
+        down={name: why for name, running in installed.items() if running and (why := _down(name))},
     )
+
+
+def _down(layer_name: str) -> str | None:
+    steps = steps_of(layer_name)
+    return steps.down_reason() if hasattr(steps, "down_reason") else None
 
 
 # --- the steps -------------------------------------------------------------------------------
@@ -566,11 +572,10 @@ class HostState:
 
 def state_operations(layer_name: str, states: dict[str, HostState]) -> Callable[[], None]:
     def add_operations() -> None:
-        steps = steps_of(layer_name)
         states[host.name] = HostState(
             records=host.get_fact(UpgradeRecords),
             boot=host.get_fact(Runtimes).get("boot", ""),
-            down=steps.down_reason() if hasattr(steps, "down_reason") else None,
+            down=_down(layer_name) if layer(layer_name).upgrade.pins else None,
         )
 
     return add_operations

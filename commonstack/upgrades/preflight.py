@@ -319,6 +319,8 @@ def listing(survey: HostSurvey, group: str) -> list[tuple[str, str]]:
         else:
             text = f"{short(running)} runs, newer than the {short(wanted)} the profile asks for: set {upgrade.profile_key}"
         rows.append((name, text))
+    for name, why in survey.down.items():
+        rows.append((name, f"DOWN: {why}"))
     for name, record in survey.records.unfinished.items():
         rows.append((name, f"UNFINISHED: the upgrade {short(record.from_version)} -> {short(record.to_version)} "
                            f"stopped after '{record.last_step}': `commonstack upgrade {group} --host {plan.host.name}` "

@@ -109,10 +109,10 @@ class Upgrader:
         reboot: bool = False,
         on_progress: Callable[[str], None] | None = None,
     ):
+        self.layers = upgradable_layers(only)  # a request no host could do fails before anything is read
+        self.wanted = targets(group.load(), self.layers, to)
         self.converger = GroupConverger(group, limit)  # read-only: the secrets must exist already
         self.group, self.profile, self.secrets = group, self.converger.profile, self.converger.secrets
-        self.layers = upgradable_layers(only)
-        self.wanted = targets(self.profile, self.layers, to)
         self.force, self.reboot = force, reboot
         self.owner = owner_name(datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
         self.say = on_progress or (lambda message: None)

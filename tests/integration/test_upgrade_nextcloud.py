@@ -1,0 +1,159 @@
+"""`commonstack upgrade` of Nextcloud on a real test host, through the CLI, with the STAND-IN
+releases of tests/integration/nextcloud_standin.py (download.nextcloud.com is unreachable here):
+not Nextcloud, but real signed tarballs, the kit's real verification and unpacking, a real occ
+(of the stand-in) that migrates the real PostgreSQL database, PHP-FPM and Caddy for real.
+
+One 2 GB host for the module (Nextcloud alone), deployed at the stand-in N = 32.0.90 from a
+folder of releases (nextcloud.archive), then in order:
+
+1. N -> N+2 (34.0.90) refused before any change: one major at a time;
+2. N -> 33.0.80, a TEST-ONLY BROKEN RELEASE (its status.php answers 500): the health gate fails,
+   the rollback puts N, its database and config back; maintenance mode is off;
+3. N -> N+1 (33.0.90): upgraded, migrated, maintenance mode off, checks green;
+4. N+1 -> N+2: the profile's release, reached one major at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+
+import pytest
+
+from commonstack import testhosts
+from tests.integration.conftest import new_host_name
+from tests.integration.nextcloud_standin import ThrowawayKey, build_release, pins_for, run_cli
+from tests.integration.stacks import failed_checks, write_group
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+GROUP = "ncup"
+N, BROKEN, NEXT, AFTER = "32.0.90", "33.0.80", "33.0.90", "34.0.90"
+LAYERS = ("--only", "base", "--only", "postgres", "--only", "redis", "--only", "caddy", "--only", "nextcloud")
+OCC = "cd / && runuser -u www-data -- php /var/www/nextcloud/occ"
+RECORDS = "/var/lib/commonstack/upgrades"
+
+
+@pytest.fixture(scope="module")
+def site(testhosts_state, tmp_path_factory, testhost_ssh):
+    if not shutil.which("gpg"):
+        pytest.skip("needs gpg on this machine to sign the stand-in releases (package gnupg)")
+    inventories = tmp_path_factory.mktemp("inventories")
+    work = tmp_path_factory.mktemp("stand-in")
+    key = ThrowawayKey(work / "key", "commonstack test fixture: pinned <pinned@commonstack.invalid>")
+    releases = inventories / GROUP / "releases"
+    releases.mkdir(parents=True)
+    archives = [build_release(releases, v, broken=v == BROKEN) for v in (N, BROKEN, NEXT, AFTER)]
+    for archive in archives:
+        key.sign(archive)
+    host = testhosts.up(new_host_name(), suite="bookworm", memory="2G")
+    site = {"host": host, "inventories": inventories, "pins": pins_for(key, archives, current=AFTER)}
+    try:
+        hold(site, N)
+        started = time.monotonic()
+        first = cli(site, "deploy", GROUP, "--yes", *LAYERS, timeout=1800)
+        assert first.returncode == 0, f"deploy failed:\n{first.stdout}\n{first.stderr}"
+        site["seconds"] = time.monotonic() - started
+        yield site
+    finally:
+        testhosts.down(host.name)
+
+
+def hold(site, version: str) -> None:
+    overrides = {"matrix": {"enabled": False}, "nextcloud": {"archive": "releases", "version": version}}
+    write_group(site["inventories"], GROUP, "small-group", {"server": site["host"]}, overrides=overrides)
+
+
+def cli(site, *args: str, timeout=1200):
+    return run_cli(site["inventories"], *args, pins=site["pins"], timeout=timeout)
+
+
+def on_host(site, testhost_ssh) -> dict:
+    """What the host runs: Nextcloud's status, the stand-in's migrations, the upgrade records."""
+    def run(command: str) -> str:
+        result = testhost_ssh(site["host"], command)
+        assert result.returncode == 0, f"{command}: {result.stderr}"
+        return result.stdout
+
+    status = json.loads(run(f"{OCC} status --output=json"))
+    exit_code = testhost_ssh(site["host"], f"{OCC} status --exit-code").returncode
+    migrations = run("cd / && runuser -u postgres -- psql -XAtq -d nextcloud -c "
+                     "'SELECT version FROM oc_standin_migrations ORDER BY 1' 2>/dev/null; true").split()  # fmt: skip
+    unfinished = [n for n in run(f"ls {RECORDS} 2>/dev/null; true").split() if n not in ("history", "lock")]
+    return {"version": status["versionstring"], "maintenance": status["maintenance"], "exit_code": exit_code,
+            "migrations": migrations, "unfinished": unfinished,
+            "code": run("ls -d /var/www/nextcloud*").split()}  # fmt: skip
+
+
+def checks_pass(site) -> list[dict]:
+    result = cli(site, "check", GROUP, "--json", timeout=600)
+    assert result.returncode in (0, 1), result.stdout + result.stderr
+    results = json.loads(result.stdout)
+    assert not failed_checks(results), failed_checks(results)
+    return results
+
+
+def test_the_stand_in_release_n_runs_and_its_checks_pass(site, testhost_ssh):
+    print(f"deployed the stand-in {N} in {site['seconds']:.0f} s")
+    assert on_host(site, testhost_ssh) | {"code": None} == {
+        "version": N, "maintenance": False, "exit_code": 0, "migrations": [], "unfinished": [], "code": None
+    }  # fmt: skip
+    results = checks_pass(site)
+    assert {r["outcome"] for r in results if r["layer"] == "nextcloud"} == {"passed"}
+
+
+def test_n_to_n_plus_2_is_refused_before_any_change(site, testhost_ssh):
+    before = on_host(site, testhost_ssh)
+    hold(site, AFTER)
+    result = cli(site, "upgrade", GROUP, "--only", "nextcloud", "-y")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"server: nextcloud {N} -> {AFTER}: refused" in result.stdout
+    assert f"nextcloud moves one major at a time: {N} -> {AFTER} skips a major; upgrade with --to {NEXT} first" \
+        in result.stdout, result.stdout  # fmt: skip
+    assert on_host(site, testhost_ssh) == before, "the host was changed"
+    deployed = cli(site, "deploy", GROUP, "--yes", "--no-check", *LAYERS)
+    assert f"server: nextcloud {N} runs and the profile asks for {AFTER}: the deploy keeps {N}" in deployed.stdout
+    assert "Nothing to change." in deployed.stdout, deployed.stdout
+
+
+def test_a_release_that_fails_its_health_gate_is_rolled_back_out_of_maintenance_mode(site, testhost_ssh):
+    result = cli(site, "upgrade", GROUP, "--only", "nextcloud", "--to", BROKEN, "-y")
+    print(result.stdout)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Maintenance mode on, background jobs stopped: the downtime starts" in result.stdout
+    assert f"rolling back nextcloud to {N}: the health gate failed: " in result.stdout
+    assert "status php says installed and not in maintenance (status.php answers 500" in result.stdout
+    assert "server: nextcloud ROLLED BACK in " in result.stdout and "is in maintenance mode" not in result.stdout
+    now = on_host(site, testhost_ssh)
+    assert now["version"] == N and now["maintenance"] is False and now["exit_code"] == 0, now
+    assert now["migrations"] == [] and now["unfinished"] == [], "the database from before the upgrade is not back"
+    assert f"/var/www/nextcloud-{BROKEN}.failed-" in " ".join(now["code"]), "the failed release was not kept aside"
+    checks_pass(site)
+
+
+def test_n_to_n_plus_1_upgrades_migrates_and_leaves_maintenance_mode(site, testhost_ssh):
+    result = cli(site, "upgrade", GROUP, "--only", "nextcloud", "--to", NEXT, "-y")
+    print(result.stdout)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"server: nextcloud UPGRADED in \d+ s, down \d+ s", result.stdout), result.stdout
+    now = on_host(site, testhost_ssh)
+    assert now["version"] == NEXT and now["maintenance"] is False and now["exit_code"] == 0, now
+    assert now["migrations"] == [f"{NEXT}.0"] and now["unfinished"] == [], now
+    assert f"/var/www/nextcloud-{N}" in now["code"], "the old release is not kept for its grace period"
+    checks_pass(site)
+
+
+def test_the_profiles_release_is_reached_one_major_at_a_time(site, testhost_ssh):
+    result = cli(site, "upgrade", GROUP, "--only", "nextcloud", "-y")
+    print(result.stdout)
+    assert result.returncode == 0, result.stdout + result.stderr
+    now = on_host(site, testhost_ssh)
+    assert now["version"] == AFTER and now["migrations"] == [f"{NEXT}.0", f"{AFTER}.0"] and not now["maintenance"]
+    results = checks_pass(site)
+    assert {r["outcome"] for r in results if r["layer"] == "nextcloud"} == {"passed"}
+    listed = cli(site, "upgrade", GROUP, "--list")
+    assert f"nextcloud  {AFTER} runs: up to date" in listed.stdout, listed.stdout
+    again = cli(site, "deploy", GROUP, "--yes", "--no-check", *LAYERS)
+    assert "Nothing to change." in again.stdout, again.stdout
