@@ -88,21 +88,16 @@ def seen_deltas(testhost_ssh, server: Homeserver) -> set[str]:
     return set(ssh(testhost_ssh, server, f"cd / && runuser -u postgres -- psql -XAtq -d synapse -c {shlex.quote(query)}").split())
 
 
-async def create_user(server: Homeserver, admin: nio.AsyncClient, localpart: str, password: str) -> str:
-    """A user made by the admin through Synapse's admin API (registration is closed)."""
-    user_id = f"@{localpart}:{server.domain}"
-    url = f"{admin.homeserver}/_synapse/admin/v2/users/{user_id}"
-    headers = {"Authorization": f"Bearer {admin.access_token}"}
-    async with admin.client_session.put(url, json={"password": password}, headers=headers, ssl=admin.ssl) as response:
-        assert response.status in (200, 201), await response.text()
-    return user_id
+def create_user(testhost_ssh, server: Homeserver, localpart: str, password: str) -> str:
+    """A user made on the host with Synapse's shared registration secret (registration is closed)."""
+    ssh(testhost_ssh, server, f"/opt/synapse/venv/bin/register_new_matrix_user --no-admin -u {localpart} "
+                              f"-p {shlex.quote(password)} -c /etc/matrix-synapse/homeserver.yaml http://127.0.0.1:8008")  # fmt: skip
+    return f"@{localpart}:{server.domain}"
 
 
-async def seed(server: Homeserver) -> dict:
+async def seed(server: Homeserver, alice: str, password: str) -> dict:
     """Two users, two rooms, messages from both: what the upgrades must keep readable."""
     admin = await logged_in(server)
-    password = "upgrade-test-" + os.urandom(8).hex()
-    alice = await create_user(server, admin, "alice", password)
     member = await logged_in(server, alice, password)
     rooms, messages = [], []
     try:
@@ -160,8 +155,10 @@ def homeserver(testhosts_state, tmp_path_factory, testhost_ssh) -> Homeserver:
 
 
 @pytest.fixture(scope="module")
-def seeded(homeserver) -> dict:
-    return asyncio.run(seed(homeserver))
+def seeded(homeserver, testhost_ssh) -> dict:
+    password = "upgrade-test-" + os.urandom(8).hex()
+    alice = create_user(testhost_ssh, homeserver, "alice", password)
+    return asyncio.run(seed(homeserver, alice, password))
 
 
 # --- 1. what runs, and deploy never changes it ------------------------------------------------
