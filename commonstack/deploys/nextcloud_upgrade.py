@@ -28,22 +28,9 @@ from pyinfra.api import FactBase
 from pyinfra.operations import files
 
 from commonstack.deploys.configs import put_configs
-<<<<<<< HEAD
 from commonstack.deploys.facts import DownloadProblem
 from commonstack.deploys.nextcloud import KEYRING, OCC, UNPACK, ReleaseVersion, group_folder, nextcloud_code
-from commonstack.deploys.nextcloud import installed_version as installed_version  # the registry's entry point
-=======
-from commonstack.deploys.nextcloud import (
-    KEYRING,
-    OCC,
-    UNPACK,
-    DownloadProblem,
-    ReleaseVersion,
-    group_folder,
-    nextcloud_code,
-)
 from commonstack.deploys.nextcloud import installed_version  # noqa: F401  (the registry reads it here)
->>>>>>> a0d7a12 (Integration tests of Synapse and Nextcloud upgrades (shared Matrix client and Nextcloud stand-in helpers), unit tests of the upgrade's rules and steps, bench of upgrade and rollback downtime, README: upgrades)
 from commonstack.deploys.nextcloud_source import (
     LocalArchive,
     NextcloudRelease,
@@ -208,6 +195,9 @@ class MaintenanceMode(FactBase[bool]):
 
     def command(self) -> str:
         return f"grep -qs \"'maintenance' => true\" {CODE_DIR}/config/config.php && echo yes || echo no"
+
+    def default(self) -> bool:
+        return False
 
     def process(self, output) -> bool:
         return "".join(output).strip() == "yes"

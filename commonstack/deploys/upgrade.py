@@ -30,9 +30,9 @@ from importlib import import_module
 from types import ModuleType
 
 from pyinfra import host
-from pyinfra.api import FactBase, operation
+from pyinfra.api import FactBase, OperationError, operation
 from pyinfra.api.operation import OperationMeta
-from pyinfra.operations import files
+from pyinfra.facts.files import Directory
 
 from commonstack.deploys.facts import planned_here
 from commonstack.plan import HostPlan
@@ -159,6 +159,9 @@ class FreeSpace(FactBase[dict[str, Space]]):
             "\"$(df -Pk \"$q\" | awk 'NR==2 {print $4}')\"; done"
         )
 
+    def default(self) -> dict[str, Space]:
+        return {}
+
     def process(self, output) -> dict[str, Space]:
         found = {}
         for line in output:
@@ -202,6 +205,9 @@ class Runtimes(FactBase[dict[str, str]]):
             "printf 'boot=%s\\n' \"$(cat /proc/sys/kernel/random/boot_id)\""
         )
 
+    def default(self) -> dict[str, str]:
+        return {}
+
     def process(self, output) -> dict[str, str]:
         return dict(line.strip().split("=", 1) for line in output if "=" in line)
 
@@ -228,6 +234,9 @@ class UnitActive(FactBase[bool]):
 
     def command(self, unit: str) -> str:
         return f"systemctl is-active -q {shlex.quote(unit)} && echo yes || echo no"
+
+    def default(self) -> bool:
+        return False
 
     def process(self, output) -> bool:
         return "".join(output).strip() == "yes"
@@ -329,7 +338,8 @@ class UpgradeContext:
         return f"{self.folder}/journal"
 
     def step(self, step: str, command: str, name: str) -> OperationMeta | None:
-        """A recorded step (see journaled); one the journal records already is left out."""
+        """A recorded step (see journaled). One the journal recorded before this phase is left out,
+        so that the progress shows only what runs (the operation would say it has nothing to do)."""
         if step in self.done:
             return None
         return journaled(name=name, journal=self.journal, step=step, command=command)
@@ -345,9 +355,53 @@ def in_step(command: str, journal: str | None = None, step: str | None = None) -
     )
 
 
+class JournalSteps(FactBase[list[str]]):
+    """The steps an upgrade's journal records, in order ([] when there is no journal)."""
+
+    def command(self, journal: str) -> str:
+        return f"sed 's/ .*//' {shlex.quote(journal)} 2>/dev/null; true"
+
+    def default(self) -> list[str]:
+        return []
+
+    def process(self, output) -> list[str]:
+        return [line.strip() for line in output if line.strip()]
+
+
+class LockHolder(FactBase[str | None]):
+    """Who holds the host's upgrade lock (None: nobody)."""
+
+    def command(self) -> str:
+        return f"cat {UPGRADE_LOCK} 2>/dev/null; true"
+
+    def process(self, output) -> str | None:
+        lines = [line.strip() for line in output if line.strip()]
+        return lines[0] if lines else None
+
+
+class ExpiredUpgrades(FactBase[list[str]]):
+    """The history folders of upgrades that ended more than `grace_seconds` ago and still hold
+    what they left behind."""
+
+    def command(self, grace_seconds: int) -> str:
+        return (
+            f"now=$(date +%s); for entry in {UPGRADE_HISTORY}/*; do [ -f \"$entry/journal\" ] || continue; "
+            "grep -q '^cleaned ' \"$entry/journal\" && continue; "
+            f"at=$(grep -E '^({'|'.join(OUTCOMES)}) ' \"$entry/journal\" | tail -n 1 | cut -d' ' -f2); "
+            f"[ -n \"$at\" ] && [ $((now - at)) -ge {int(grace_seconds)} ] && echo \"$entry\"; done; true"
+        )
+
+    def default(self) -> list[str]:
+        return []
+
+    def process(self, output) -> list[str]:
+        return [line.strip() for line in output if line.strip()]
+
+
 @operation()
 def journaled(journal: str, step: str, command: str):
-    """Run one step of an upgrade and record it in its journal once it succeeded.
+    """Run one step of an upgrade, under the maintenance lock, unless its journal records it;
+    record it there once it succeeded.
 
     + journal: the upgrade's journal file
     + step: the step's name in the journal
@@ -360,19 +414,20 @@ def journaled(journal: str, step: str, command: str):
         journaled(name="Stop Synapse", journal="/var/lib/commonstack/upgrades/synapse/journal",
                   step="stopped", command="systemctl stop matrix-synapse")
     """
+    if step in host.get_fact(JournalSteps, journal=journal):
+        host.noop(f"{step}: recorded in {journal}")
+        return
     yield in_step(command, journal, step)
 
 
-@operation()
-def locked(command: str):
-    """Run `command` (shell that can run again) under the maintenance lock, unrecorded."""
-    yield in_step(command)
+class UpgradeLockHeld(OperationError):
+    """Another run holds the host's upgrade lock."""
 
 
 @operation()
 def upgrade_lock(owner: str, stale: str | None = None):
-    """Take the host's upgrade lock for `owner`: free, already `owner`'s, or held by `stale` (a run
-    that is known to have ended) are taken; anyone else's fails the operation, changing nothing.
+    """Take the host's upgrade lock for `owner`. A lock held by `stale` (a run known to have
+    ended) is taken over; anyone else's fails the operation, changing nothing.
 
     **Example:**
 
@@ -380,13 +435,19 @@ def upgrade_lock(owner: str, stale: str | None = None):
 
         upgrade_lock(name="Take the upgrade lock", owner="laptop pid 4242 since 2026-11-30T10:00:00Z")
     """
+    holder = host.get_fact(LockHolder)
+    if holder == owner:
+        host.noop("this run holds the upgrade lock")
+        return
+    if holder is not None and holder != stale:
+        raise UpgradeLockHeld(f"another upgrade holds the lock: {holder}")
     me, old = shlex.quote(owner), shlex.quote(stale or "")
+    # Made at once (noclobber), so that of two runs that both found it free, one fails.
     yield (
         f"mkdir -p -m 0700 {UPGRADES_DIR} && "
         f"if ( set -C; printf '%s\\n' {me} > {UPGRADE_LOCK} ) 2>/dev/null; then exit 0; fi; "
         f"holder=$(cat {UPGRADE_LOCK}); "
-        f"if [ \"$holder\" = {me} ]; then exit 0; fi; "
-        f"if [ -n {old} ] && [ \"$holder\" = {old} ]; then printf '%s\\n' {me} > {UPGRADE_LOCK}; exit 0; fi; "
+        f"if [ \"$holder\" = {old} ]; then printf '%s\\n' {me} > {UPGRADE_LOCK}; exit 0; fi; "
         "echo \"another upgrade holds the lock: $holder\" >&2; exit 1"
     )
 
@@ -394,9 +455,51 @@ def upgrade_lock(owner: str, stale: str | None = None):
 @operation()
 def upgrade_unlocked(owner: str):
     """Give the upgrade lock back, if `owner` holds it."""
-    yield (
-        f"if [ \"$(cat {UPGRADE_LOCK} 2>/dev/null)\" = {shlex.quote(owner)} ]; then rm -f {UPGRADE_LOCK}; fi"
-    )
+    if host.get_fact(LockHolder) != owner:
+        host.noop("this run does not hold the upgrade lock")
+        return
+    yield f"rm -f {UPGRADE_LOCK}"
+
+
+@operation()
+def records_archived(folder: str, history: str):
+    """Move a finished upgrade's records from `folder` to `history` (its folder in history/)."""
+    if not host.get_fact(Directory, path=folder):
+        host.noop(f"{folder} is archived")
+        return
+    yield f"mkdir -p -m 0700 {UPGRADE_HISTORY} && mv -T {folder} {history}"
+
+
+@operation()
+def expired_removed(grace_seconds: int, protected: tuple[str, ...]):
+    """Remove what upgrades left behind (old or failed code, dumps, databases set aside) once
+    `grace_seconds` have passed since they ended; never a path in `protected` (the code that runs,
+    links resolved). Each history folder keeps its plan and journal, and records the removal.
+
+    **Example:**
+
+    .. code:: python
+
+        expired_removed(name="Remove old code", grace_seconds=7 * 86400, protected=("/opt/synapse/venv",))
+    """
+    expired = host.get_fact(ExpiredUpgrades, grace_seconds=grace_seconds)
+    if not expired:
+        host.noop(f"no upgrade ended more than {grace_seconds // 86400} days ago left anything")
+        return
+    keep = " ".join(shlex.quote(p) for p in protected)
+    for entry in expired:
+        quoted = shlex.quote(entry)
+        yield in_step(
+            f"protected=''; for p in {keep}; do protected=\"$protected $(readlink -f \"$p\" || echo \"$p\")\"; done; "
+            f"outcome=$(grep -E '^({'|'.join(OUTCOMES)}) ' {quoted}/journal | tail -n 1 | cut -d' ' -f1); "
+            f"if [ -f {quoted}/leftovers ]; then while read -r kind path; do [ -n \"$path\" ] || continue; "
+            "if [ \"$kind\" = \"databases.$outcome\" ]; then (cd / && runuser -u postgres -- dropdb --if-exists \"$path\"); "
+            "continue; fi; [ \"$kind\" = \"leftovers.$outcome\" ] || continue; "
+            "real=$(readlink -f \"$path\" || echo \"$path\"); "
+            "case \" $protected \" in *\" $real \"*) continue ;; esac; rm -rf -- \"$path\"; "
+            f"done < {quoted}/leftovers; fi; "
+            f"rm -f {quoted}/*.dump {quoted}/saved.tar {quoted}/*.tar.gz; echo \"cleaned $(date +%s)\" >> {quoted}/journal"
+        )
 
 
 def begin(ctx: UpgradeContext, stale_owner: str | None, leftovers: dict[str, Iterable[str]]) -> None:
@@ -511,39 +614,8 @@ def close(ctx: UpgradeContext, outcome: str) -> None:
     """Record how the upgrade ended, move its records to history/ and give the lock back."""
     ctx.step(outcome, "true", f"Record that the upgrade of {ctx.layer} {outcome.replace('-', ' ')}")
     history = f"{UPGRADE_HISTORY}/{ctx.id}"
-    files.directory(name="Upgrade history", path=UPGRADE_HISTORY, mode="0700", user="root", group="root")
-    locked(
-        name=f"Move the upgrade's records to {history}",
-        command=f"if [ -d {ctx.folder} ]; then mv -T {ctx.folder} {history}; fi",
-    )
+    records_archived(name=f"Move the upgrade's records to {history}", folder=ctx.folder, history=history)
     upgrade_unlocked(name="Give the host's upgrade lock back", owner=ctx.owner)
-
-
-def expired_removed(grace_seconds: int, protected: tuple[str, ...]) -> None:
-    """Remove what finished upgrades left behind (old or failed code, dumps, set-aside databases)
-    once `grace_seconds` have passed since they ended; never a path in `protected` (the code that
-    runs, links resolved). Each history folder keeps its plan and journal."""
-    keep = " ".join(shlex.quote(p) for p in protected)
-    locked(
-        name=f"Remove what upgrades older than {grace_seconds // 86400} days left behind",
-        command=(
-            "now=$(date +%s); protected=''; "
-            f"for p in {keep}; do protected=\"$protected $(readlink -f \"$p\" 2>/dev/null || echo \"$p\")\"; done; "
-            f"for entry in {UPGRADE_HISTORY}/*; do journal=$entry/journal; [ -f \"$journal\" ] || continue; "
-            "if grep -q '^cleaned ' \"$journal\"; then continue; fi; "
-            "line=$(grep -E '^(finished|rolled-back|abandoned) ' \"$journal\" | tail -n 1); [ -n \"$line\" ] || continue; "
-            "outcome=${line%% *}; at=${line##* }; "
-            f"if [ $((now - at)) -lt {grace_seconds} ]; then continue; fi; "
-            "if [ -f \"$entry/leftovers\" ]; then while read -r kind path; do [ -n \"$path\" ] || continue; "
-            "if [ \"$kind\" = \"databases.$outcome\" ]; then (cd / && runuser -u postgres -- dropdb --if-exists \"$path\"); "
-            "continue; fi; [ \"$kind\" = \"leftovers.$outcome\" ] || continue; "
-            "real=$(readlink -f \"$path\" 2>/dev/null || echo \"$path\"); "
-            "case \" $protected \" in *\" $real \"*) continue ;; esac; rm -rf -- \"$path\"; "
-            "done < \"$entry/leftovers\"; fi; "
-            "rm -f \"$entry\"/*.dump \"$entry\"/saved.tar \"$entry\"/*.tar.gz; "
-            "echo \"cleaned $now\" >> \"$journal\"; done"
-        ),
-    )
 
 
 # --- what the upgrader reads between its steps ------------------------------------------------

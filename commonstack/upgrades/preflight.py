@@ -105,6 +105,17 @@ def targets(profile: StackProfile, layers: list[str], to: str | None) -> dict[st
     return {name: target_of(profile, name, to) for name in based}
 
 
+def holding(profile: StackProfile, layer_name: str, version: str) -> StackProfile:
+    """The profile with the layer held at `version` (what a health gate expects to find)."""
+
+    def set_in(model, keys: list[str]):
+        if len(keys) == 1:
+            return model.model_copy(update={keys[0]: version})
+        return model.model_copy(update={keys[0]: set_in(getattr(model, keys[0]), keys[1:])})
+
+    return set_in(profile, layer(layer_name).upgrade.profile_key.split("."))
+
+
 # --- the lock --------------------------------------------------------------------------------
 
 

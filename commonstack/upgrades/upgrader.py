@@ -43,11 +43,11 @@ from commonstack.errors import CommonstackError
 from commonstack.inventories.groups import Group
 from commonstack.plan import HostPlan
 from commonstack.stacks.layers import LAYERS, layer
-from commonstack.stacks.model import StackProfile
 from commonstack.stacks.paths import UPGRADES_DIR
 from commonstack.upgrades.preflight import (
     Task,
     blocking_failures,
+    holding,
     host_tasks,
     owner_name,
     targets,
@@ -79,17 +79,6 @@ class Verdict:
     @property
     def ok(self) -> bool:
         return self.outcome in ("upgraded", "updated", "up to date") and self.healthy and not self.down
-
-
-def holding(profile: StackProfile, layer_name: str, version: str) -> StackProfile:
-    """The profile with the layer held at `version` (what a health gate expects to find)."""
-
-    def set_in(model, keys: list[str]):
-        if len(keys) == 1:
-            return model.model_copy(update={keys[0]: version})
-        return model.model_copy(update={keys[0]: set_in(getattr(model, keys[0]), keys[1:])})
-
-    return set_in(profile, layer(layer_name).upgrade.profile_key.split("."))
 
 
 def shorter(text: str, limit: int = 160) -> str:
@@ -289,7 +278,8 @@ class Upgrader:
         def ops(c: UpgradeContext) -> None:
             close(c, outcome)
             if outcome == "finished":
-                expired_removed(GRACE_DAYS * 86400, protected)
+                expired_removed(name=f"Remove what upgrades that ended over {GRACE_DAYS} days ago left behind",
+                                grace_seconds=GRACE_DAYS * 86400, protected=protected)  # fmt: skip
 
         self._phase(task, ctx, ops)
         return self._verdict(task, {"finished": "upgraded", "rolled-back": "rolled back"}.get(outcome, "not upgraded"))

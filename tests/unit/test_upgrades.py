@@ -22,10 +22,12 @@ from commonstack.deploys.upgrade import (
     UpgradeRecords,
     UpgradesOnHost,
     aside_database,
+    ExpiredUpgrades,
+    UpgradeLockHeld,
+    expired_removed,
     in_step,
     manual_restore,
     upgrade_lock,
-    upgrade_unlocked,
 )
 from commonstack.plan import Release, plan_host
 from commonstack.stacks.model import StackProfile
@@ -33,8 +35,8 @@ from commonstack.stacks.paths import MAINTENANCE_LOCK, UPGRADE_HISTORY, UPGRADES
 from commonstack.stacks.sizing import HostFacts
 from commonstack.stacks.versions import versions
 from commonstack.upgrades import preflight
-from commonstack.upgrades.preflight import BadUpgradeRequest, host_tasks, listing, targets, version_refusals
-from commonstack.upgrades.upgrader import holding
+from commonstack.upgrades.preflight import BadUpgradeRequest, holding, host_tasks, listing, targets, version_refusals
+from tests.unit.pyinfra_tables import FakeHost, run_operation
 
 SECRETS = {name: f"s3cr3t-{name}" for name in (
     "postgres_synapse_password", "postgres_nextcloud_password", "synapse_registration_shared_secret",
@@ -241,20 +243,20 @@ def test_a_step_runs_under_the_maintenance_lock_and_is_recorded_only_when_it_suc
     assert [line.split()[0] for line in journal.read_text().splitlines()] == ["first"]
 
 
-def test_the_lock_is_taken_when_free_or_ended_and_refused_when_someone_else_holds_it(tmp_path):
-    def lock(owner: str, stale: str | None = None) -> subprocess.CompletedProcess:
-        (command,) = upgrade_lock._inner(owner=owner, stale=stale)  # the operation's own generator
+def test_the_lock_command_takes_a_free_or_ended_lock_and_refuses_a_race_it_lost(tmp_path):
+    """The decision is the operation's (its table of cases); its command holds a race to account."""
+
+    def take(owner: str, stale: str | None, seen: str | None) -> subprocess.CompletedProcess:
+        (command,) = run_operation(upgrade_lock, {"owner": owner, "stale": stale}, FakeHost({"upgrade.LockHolder": seen}))
         return sh(command, tmp_path, check=False)
 
-    assert lock("me").returncode == 0
-    assert lock("me").returncode == 0, "its own lock"
-    other = lock("someone else")
-    assert other.returncode == 1 and "another upgrade holds the lock: me" in other.stderr
-    assert lock("someone else", stale="me").returncode == 0
-    assert (tmp_path / UPGRADES_DIR.lstrip("/") / "lock").read_text() == "someone else\n"
-    (command,) = upgrade_unlocked._inner(owner="me")
-    sh(command, tmp_path)
-    assert (tmp_path / UPGRADES_DIR.lstrip("/") / "lock").exists(), "only its holder gives it back"
+    lock = tmp_path / UPGRADES_DIR.lstrip("/") / "lock"
+    assert take("me", None, None).returncode == 0 and lock.read_text() == "me\n"
+    raced = take("other", None, None)  # it saw no lock, but "me" took it meanwhile
+    assert raced.returncode == 1 and "another upgrade holds the lock: me" in raced.stderr
+    assert take("other", "me", "me").returncode == 0 and lock.read_text() == "other\n", "an ended run's lock"
+    with pytest.raises(UpgradeLockHeld, match="another upgrade holds the lock: other"):
+        run_operation(upgrade_lock, {"owner": "me"}, FakeHost({"upgrade.LockHolder": "other"}))
 
 
 def nextcloud_context(root: Path) -> UpgradeContext:
@@ -311,32 +313,38 @@ def test_nextcloud_switch_carries_config_and_added_apps_and_the_way_back_restore
         assert not (www / "nextcloud-32.0.2").exists()
 
 
-def test_expired_leftovers_are_removed_but_never_the_code_that_runs(tmp_path, monkeypatch):
-    from commonstack.deploys import upgrade
-
+def test_expired_leftovers_are_removed_but_never_the_code_that_runs(tmp_path):
     history = tmp_path / UPGRADE_HISTORY.lstrip("/")
     opt = tmp_path / "opt/synapse"
     for name in ("venv-1.160.0", "venv-1.161.0"):
         (opt / name).mkdir(parents=True)
     (opt / "venv").symlink_to("venv-1.161.0")
+    (tmp_path / "run/lock").mkdir(parents=True)
     entries = {
-        "synapse-1": ("finished", 1000, [f"leftovers.finished {opt}/venv-1.160.0", f"leftovers.rolled-back {opt}/venv-1.161.0"]),
-        "synapse-2": ("rolled-back", 1000, [f"leftovers.rolled-back {opt}/venv-1.161.0"]),  # runs now: kept
-        "synapse-3": ("finished", 10**10, []),  # not expired
+        "synapse-1": ("finished", [f"leftovers.finished {opt}/venv-1.160.0", f"leftovers.rolled-back {opt}/venv-1.161.0"]),
+        "synapse-2": ("rolled-back", [f"leftovers.rolled-back {opt}/venv-1.161.0"]),  # it runs now: kept
     }  # fmt: skip
-    for name, (outcome, at, leftovers) in entries.items():
+    for name, (outcome, leftovers) in entries.items():
         (history / name).mkdir(parents=True)
-        (history / name / "journal").write_text(f"begun 900\n{outcome} {at}\n")
+        (history / name / "journal").write_text(f"begun 900\n{outcome} 1000\n")
         (history / name / "leftovers").write_text("".join(f"{line}\n" for line in leftovers))
         (history / name / "synapse.dump").write_text("dump")
-    removal = []
-    monkeypatch.setattr(upgrade, "locked", lambda name, command: removal.append(command))
-    upgrade.expired_removed(7 * 86400, ("/opt/synapse/venv",))  # moved into tmp_path by local()
-    sh(removal[0].replace("runuser -u postgres -- dropdb", "echo dropdb"), tmp_path)
+    expired = [f"{UPGRADE_HISTORY}/synapse-1", f"{UPGRADE_HISTORY}/synapse-2"]
+    commands = run_operation(expired_removed, {"grace_seconds": 7 * 86400, "protected": ("/opt/synapse/venv",)},
+                             FakeHost({"upgrade.ExpiredUpgrades": {"grace_seconds=604800": expired}}))  # fmt: skip
+    for command in commands:
+        sh(command, tmp_path)
     assert sorted(p.name for p in opt.iterdir()) == ["venv", "venv-1.161.0"]
-    assert not (history / "synapse-1/synapse.dump").exists() and (history / "synapse-3/synapse.dump").exists()
-    assert "cleaned " in (history / "synapse-2/journal").read_text()
-    assert "cleaned " not in (history / "synapse-3/journal").read_text()
+    assert not (history / "synapse-1/synapse.dump").exists() and not (history / "synapse-2/synapse.dump").exists()
+    assert all("cleaned " in (history / name / "journal").read_text() for name in entries)
+    # Which are expired is the fact's to say, from the journals' times:
+    found = subprocess.run(["sh", "-c", local(ExpiredUpgrades().command(grace_seconds=7 * 86400), tmp_path)],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    assert found.stdout == "", "cleaned ones are not expired again"
+    (history / "synapse-3").mkdir()
+    (history / "synapse-3" / "journal").write_text(f"begun 900\nfinished {10**10}\n")
+    assert subprocess.run(["sh", "-c", local(ExpiredUpgrades().command(grace_seconds=1), tmp_path)],
+                          capture_output=True, text=True).stdout == "", "not expired yet"  # fmt: skip
 
 
 def test_a_failed_rollback_says_exactly_how_to_restore_by_hand():
