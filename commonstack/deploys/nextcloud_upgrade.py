@@ -31,6 +31,7 @@ from commonstack.deploys.configs import put_configs
 from commonstack.deploys.facts import DownloadProblem
 from commonstack.deploys.nextcloud import KEYRING, OCC, UNPACK, ReleaseVersion, group_folder, nextcloud_code
 from commonstack.deploys.nextcloud import installed_version  # noqa: F401  (the registry reads it here)
+from commonstack.deploys.nextcloud_app_source import require_app_compatibility
 from commonstack.deploys.nextcloud_source import (
     LocalArchive,
     NextcloudRelease,
@@ -88,6 +89,8 @@ def source_problem(plan: HostPlan, version: str) -> str | None:
     try:
         release = pinned_release(version)
         require_php_compatibility(release, plan.release.codename)
+        for app in plan.profile.nextcloud.apps:  # the group's apps must suit the new major too
+            require_app_compatibility(app, release.major)
         release_source(plan, release)
         release_keyring(release)
     except CommonstackError as exc:

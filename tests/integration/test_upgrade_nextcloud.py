@@ -1,7 +1,8 @@
 """`commonstack upgrade` of Nextcloud on a real test host, through the CLI, with the STAND-IN
-releases of tests/integration/nextcloud_standin.py (download.nextcloud.com is unreachable here):
+releases of tests/integration/nextcloud_stand_in.py (download.nextcloud.com is unreachable here):
 not Nextcloud, but real signed tarballs, the kit's real verification and unpacking, a real occ
-(of the stand-in) that migrates the real PostgreSQL database, PHP-FPM and Caddy for real.
+(of the stand-in) that migrates the real PostgreSQL database and keeps the group's apps (stand-in
+calendar and contacts for majors 32 to 34), PHP-FPM and Caddy for real.
 
 One 2 GB host for the module (Nextcloud alone), deployed at the stand-in N = 32.0.90 from a
 folder of releases (nextcloud.archive), then in order:
@@ -24,7 +25,7 @@ import pytest
 
 from commonstack import testhosts
 from tests.integration.conftest import new_host_name
-from tests.integration.nextcloud_standin import ThrowawayKey, build_release, pins_for, run_cli
+from tests.integration.nextcloud_stand_in import build_apps, build_release, known_releases, run_cli
 from tests.integration.stacks import failed_checks, write_group
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -42,19 +43,21 @@ def site(testhosts_state, tmp_path_factory, testhost_ssh):
         pytest.skip("needs gpg on this machine to sign the stand-in releases (package gnupg)")
     inventories = tmp_path_factory.mktemp("inventories")
     work = tmp_path_factory.mktemp("stand-in")
-    key = ThrowawayKey(work / "key", "commonstack test fixture: pinned <pinned@commonstack.invalid>")
-    releases = inventories / GROUP / "releases"
-    releases.mkdir(parents=True)
-    archives = [build_release(releases, v, broken=v == BROKEN) for v in (N, BROKEN, NEXT, AFTER)]
-    for archive in archives:
-        key.sign(archive)
+    folder = inventories / GROUP / "stand-in"
+    first = build_release(folder, work, N)
+    releases = [first] + [build_release(folder, work, v, broken=v == BROKEN, keys=(first.pinned, first.other))
+                          for v in (BROKEN, NEXT, AFTER)]  # fmt: skip
+    for release in releases:
+        first.pinned.sign(release.archive)
+    apps = build_apps(folder, majors=(32, 34))
     host = testhosts.up(new_host_name(), suite="bookworm", memory="2G")
-    site = {"host": host, "inventories": inventories, "pins": pins_for(key, archives, current=AFTER)}
+    site = {"host": host, "inventories": inventories, "pins": known_releases(releases, current=AFTER),
+            "apps": apps.pins, "app_archives": {app: f"stand-in/{a.name}" for app, a in apps.archives.items()}}  # fmt: skip
     try:
         hold(site, N)
         started = time.monotonic()
-        first = cli(site, "deploy", GROUP, "--yes", *LAYERS, timeout=1800)
-        assert first.returncode == 0, f"deploy failed:\n{first.stdout}\n{first.stderr}"
+        deployed = cli(site, "deploy", GROUP, "--yes", *LAYERS, timeout=1800)
+        assert deployed.returncode == 0, f"deploy failed:\n{deployed.stdout}\n{deployed.stderr}"
         site["seconds"] = time.monotonic() - started
         yield site
     finally:
@@ -62,16 +65,19 @@ def site(testhosts_state, tmp_path_factory, testhost_ssh):
 
 
 def hold(site, version: str) -> None:
-    overrides = {"matrix": {"enabled": False}, "nextcloud": {"archive": "releases", "version": version}}
-    write_group(site["inventories"], GROUP, "small-group", {"server": site["host"]}, overrides=overrides)
+    nextcloud = {"archive": "stand-in", "version": version, "app_archives": site["app_archives"]}
+    write_group(site["inventories"], GROUP, "small-group", {"server": site["host"]},
+                overrides={"matrix": {"enabled": False}, "nextcloud": nextcloud})  # fmt: skip
 
 
 def cli(site, *args: str, timeout=1200):
-    return run_cli(site["inventories"], *args, pins=site["pins"], timeout=timeout)
+    return run_cli(site["inventories"], *args, release=site["pins"], apps=site["apps"], timeout=timeout)
 
 
 def on_host(site, testhost_ssh) -> dict:
-    """What the host runs: Nextcloud's status, the stand-in's migrations, the upgrade records."""
+    """What the host runs: Nextcloud's status, the stand-in's migrations and enabled apps, the
+    upgrade records, the releases in /var/www."""
+
     def run(command: str) -> str:
         result = testhost_ssh(site["host"], command)
         assert result.returncode == 0, f"{command}: {result.stderr}"
@@ -81,9 +87,10 @@ def on_host(site, testhost_ssh) -> dict:
     exit_code = testhost_ssh(site["host"], f"{OCC} status --exit-code").returncode
     migrations = run("cd / && runuser -u postgres -- psql -XAtq -d nextcloud -c "
                      "'SELECT version FROM oc_standin_migrations ORDER BY 1' 2>/dev/null; true").split()  # fmt: skip
+    apps = sorted(json.loads(run(f"{OCC} app:list --output=json"))["enabled"])
     unfinished = [n for n in run(f"ls {RECORDS} 2>/dev/null; true").split() if n not in ("history", "lock")]
     return {"version": status["versionstring"], "maintenance": status["maintenance"], "exit_code": exit_code,
-            "migrations": migrations, "unfinished": unfinished,
+            "migrations": migrations, "apps": apps, "unfinished": unfinished,
             "code": run("ls -d /var/www/nextcloud*").split()}  # fmt: skip
 
 
@@ -98,7 +105,8 @@ def checks_pass(site) -> list[dict]:
 def test_the_stand_in_release_n_runs_and_its_checks_pass(site, testhost_ssh):
     print(f"deployed the stand-in {N} in {site['seconds']:.0f} s")
     assert on_host(site, testhost_ssh) | {"code": None} == {
-        "version": N, "maintenance": False, "exit_code": 0, "migrations": [], "unfinished": [], "code": None
+        "version": N, "maintenance": False, "exit_code": 0, "migrations": [], "unfinished": [], "code": None,
+        "apps": ["calendar", "contacts", "dav", "files"],
     }  # fmt: skip
     results = checks_pass(site)
     assert {r["outcome"] for r in results if r["layer"] == "nextcloud"} == {"passed"}
@@ -141,6 +149,7 @@ def test_n_to_n_plus_1_upgrades_migrates_and_leaves_maintenance_mode(site, testh
     now = on_host(site, testhost_ssh)
     assert now["version"] == NEXT and now["maintenance"] is False and now["exit_code"] == 0, now
     assert now["migrations"] == [f"{NEXT}.0"] and now["unfinished"] == [], now
+    assert now["apps"] == ["calendar", "contacts", "dav", "files"], "the group's apps were not carried over"
     assert f"/var/www/nextcloud-{N}" in now["code"], "the old release is not kept for its grace period"
     checks_pass(site)
 
