@@ -673,7 +673,8 @@ def _upgrade_steps(task, survey) -> list[str]:
     from commonstack.stacks.layers import layer
 
     if task.resume:
-        return [f"it stopped after '{task.resume.last_step}': continued, or rolled back if its health gate fails"]
+        down = [survey.down[task.layer]] if task.layer in survey.down else []
+        return down + [f"it stopped after '{task.resume.last_step}': continued, or rolled back if its health gate fails"]
     upgrade = layer(task.layer).upgrade
     steps = []
     if survey.has_backup:

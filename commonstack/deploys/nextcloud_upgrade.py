@@ -149,13 +149,13 @@ def apply(ctx: UpgradeContext) -> None:
         # the app store (those the old release did not ship, core/shipped.json), as the admin manual
         # says; the old release keeps everything of its own.
         f"umask 022; {VERSION_OF}; if [ \"$(version_of {CODE_DIR})\" != {ctx.to_version} ]; then "
-        f"if [ -d {CODE_DIR} ]; then for f in {CODE_DIR}/config/*; do "
-        f"[ \"$(basename \"$f\")\" = config.sample.php ] || cp -a \"$f\" {new}/config/; done; "
+        f"if [ -d {CODE_DIR} ]; then mkdir -p {new}/config && for f in {CODE_DIR}/config/*; do "
+        f"[ \"$(basename \"$f\")\" = config.sample.php ] || cp -a \"$f\" {new}/config/ || exit 1; done; "
         f"rm -f {new}/config/CAN_INSTALL; "
         f"for app in {CODE_DIR}/apps/*/ {CODE_DIR}/custom_apps/*/; do [ -d \"$app\" ] || continue; "
         f"a=$(basename \"$app\"); where=$(basename \"$(dirname \"$app\")\"); "
         f"if [ -e {new}/$where/$a ] || grep -qs \"\\\"$a\\\"\" {CODE_DIR}/core/shipped.json; then continue; fi; "
-        f"mkdir -p {new}/$where && cp -a \"$app\" {new}/$where/; done; "
+        f"mkdir -p {new}/$where && cp -a \"$app\" {new}/$where/ || exit 1; done; "
         f"chown -R {WEB_USER}:{WEB_USER} {new}; "
         f"if [ -e {old} ]; then mv -T {old} {old}.before-$(date +%s); fi; mv -T {CODE_DIR} {old}; fi; "
         f"mv -T {new} {CODE_DIR}; fi; {_php_reloaded(ctx)}",

@@ -185,7 +185,7 @@ class Upgrader:
         if prepared.status == "failed":
             return self._not_prepared(task, ctx, prepared.error)
         ctx = self._fresh(task, ctx)
-        if self._down_since is None:
+        if self._down_since is None and not task.debian:  # Debian's updates restart services one by one
             self._down_since = time.monotonic()
         applied = self._phase(task, ctx, lambda c: (upgrade_lock(name="Hold the host's upgrade lock", owner=self.owner),
                                                     steps.apply(c)))  # fmt: skip

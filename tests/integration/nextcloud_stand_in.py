@@ -115,8 +115,9 @@ function status(): array {
 }
 function database() {
     $c = load_config();
-    $db = @pg_connect(sprintf("host=%s dbname=%s user=%s password='%s'", $c['dbhost'], $c['dbname'], $c['dbuser'], $c['dbpassword']));
-    if (!$db) { fail('cannot connect to the PostgreSQL database'); }
+    $db = @pg_connect(sprintf("host=%s dbname=%s user=%s password='%s'", $c['dbhost'] ?? '', $c['dbname'] ?? '',
+        $c['dbuser'] ?? '', $c['dbpassword'] ?? ''));
+    if (!$db) { fail('cannot connect to the PostgreSQL database: ' . (error_get_last()['message'] ?? 'no reason given')); }
     return $db;
 }
 """,
