@@ -207,15 +207,17 @@ class Upgrader:
         steps.prepare(ctx)
 
     def _not_prepared(self, task: Task, ctx: UpgradeContext, error: str | None) -> Verdict:
-        """Prepare failed: nothing of the running layer changed. Record it so (if it was recorded)."""
+        """Prepare failed. Before any apply step nothing of the running layer changed: recorded as
+        abandoned. A resumed upgrade that had begun to apply stays recorded, to be resumed again."""
         state = self._state(task)
         record = state.records.unfinished.get(task.layer) if state else None
-        if record and not any(step in APPLY_STEPS for step in record.steps):
+        if record and any(step in APPLY_STEPS for step in record.steps):
+            return self._verdict(task, "not upgraded", f"{error}; the upgrade stays stopped after '{record.last_step}': "
+                                 f"run `commonstack upgrade {self.group.name} --host {task.host}` again to resume it or "
+                                 "roll it back", state)  # fmt: skip
+        if record:
             self._phase(task, replace(ctx, done=record.steps), lambda c: close(c, "abandoned"))
-        detail = f"{error}; nothing of the running {task.layer} was changed"
-        if state and task.layer not in state.records.unfinished:
-            return self._verdict(task, "not upgraded", detail)
-        return self._verdict(task, "not upgraded", detail, state)
+        return self._verdict(task, "not upgraded", f"{error}; nothing of the running {task.layer} was changed", state)
 
     def _gate(self, task: Task, version: str) -> str | None:
         """The layer's checks, expecting `version`, until they pass or its patience ends; None when
