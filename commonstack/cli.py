@@ -119,25 +119,56 @@ def presets() -> None:
     help="[NAME=][USER@]ADDRESS[:PORT]; repeat for several hosts (split: home=..., vps=...).",
 )
 @click.option("--admin-email", help="Where certificates and services send admin mail. Default: admin@DOMAIN.")
+@click.option("--smtp-host", help="The mail relay the services send through, e.g. smtp.example.org.")
+@click.option("--smtp-port", type=click.IntRange(1, 65535), help="Its port. Default: 587 (STARTTLS).")
+@click.option("--smtp-user", help="The login at the relay, if it needs one.")
+@click.option("--smtp-from", help="The sender address of the services' mail. Default: noreply@DOMAIN.")
+@click.option(
+    "--smtp-password-file",
+    type=click.File("r"),
+    help="A file holding the relay password ('-': standard input); it is copied into secrets.yaml "
+    "(mode 0600). Without it the password is asked, hidden.",
+)
+@click.option("--no-email", is_flag=True, help="No outgoing email (not for the forum preset: see below).")
 @click.option("--force", is_flag=True, help="Replace an existing stack.yaml (secrets are kept).")
 @click.pass_context
-def init(ctx, group_name, preset, domain, hosts, admin_email, force) -> None:
+def init(ctx, group_name, preset, domain, hosts, admin_email, smtp_host, smtp_port, smtp_user, smtp_from,
+         smtp_password_file, no_email, force) -> None:
     """Create inventories/GROUP/ with a stack profile and freshly generated secrets.
 
     Missing options are asked for when run in a terminal. An existing group is
-    never overwritten without --force, and its secrets are always kept.
+    never overwritten without --force, and its secrets are always kept. A failed
+    init leaves nothing behind.
+
+    Email: Discourse cannot work without it (sign-ups, password resets), so the
+    forum preset needs an SMTP relay. With --no-email, full and split leave the
+    forum out (written disabled in stack.yaml, with why); Nextcloud and Matrix
+    work without email (no notifications or password resets by mail). The relay
+    password never goes on a command line: it is asked hidden or read from
+    --smtp-password-file, and stored only in secrets.yaml.
 
     \b
     Examples:
       commonstack init tenants --preset small-group --domain tenants.example.org \\
           --host root@203.0.113.7
+      commonstack init neighbours --preset forum --domain neighbours.example.org \\
+          --host root@203.0.113.8 --smtp-host smtp.example.org \\
+          --smtp-user forum@neighbours.example.org --smtp-password-file ~/relay-password
       commonstack init coop --preset split --domain coop.example.org \\
-          --host home=pi@192.168.1.20 --host vps=root@203.0.113.7
+          --host home=pi@192.168.1.20 --host vps=root@203.0.113.7 --no-email
     """
     from commonstack.errors import GroupError
-    from commonstack.inventories.groups import parse_host, required_host_names, stack_document
-    from commonstack.inventories.secrets import ensure_secrets
-    from commonstack.stacks.loader import load_preset, load_profile, preset_names
+    from commonstack.inventories.groups import (
+        NEEDS_EMAIL,
+        create_group,
+        parse_host,
+        preset_services,
+        required_host_names,
+        services_needing_email,
+        stack_document,
+    )
+    from commonstack.inventories.secrets import read_secrets
+    from commonstack.stacks.loader import load_preset, preset_names
 
     group = _group(ctx, group_name)
     if group.stack_file.exists() and not force:
@@ -163,18 +194,71 @@ def init(ctx, group_name, preset, domain, hosts, admin_email, force) -> None:
     entries = [parse_host(spec, default_name=names[min(i, len(names) - 1)]) for i, spec in enumerate(hosts)]
     admin_email = admin_email or f"admin@{domain}"
 
-    # Validate the new profile before writing it, so a typo leaves nothing behind.
-    group.folder.mkdir(parents=True, exist_ok=True)
-    draft = group.folder / ".stack.yaml.new"
-    draft.write_text(stack_document(group_name, preset, domain, admin_email, entries))
-    try:
-        profile = load_profile(draft)
-    except Exception:
-        draft.unlink()
-        raise
-    draft.replace(group.stack_file)
-    ensure_secrets(group.secrets_file, profile)
+    # Email: what the preset's services need, what the volunteer gave, and what to ask.
+    given = {"--smtp-port": smtp_port, "--smtp-user": smtp_user, "--smtp-from": smtp_from,
+             "--smtp-password-file": smtp_password_file}
+    if no_email and (smtp_host or any(given.values())):
+        option = "--smtp-host" if smtp_host else next(o for o, v in given.items() if v)
+        raise GroupError(f"--no-email and {option} exclude each other: give a relay, or no email")
+    if not smtp_host and any(given.values()):
+        raise GroupError(f"{next(o for o, v in given.items() if v)} needs --smtp-host (the relay it belongs to)")
+    if smtp_password_file and not smtp_user:
+        raise GroupError("--smtp-password-file needs --smtp-user (the login that password is for)")
+    needing = services_needing_email(preset)
+    why = "; ".join(NEEDS_EMAIL[s] for s in needing)
+    alone = bool(needing) and set(needing) == set(preset_services(preset))
+    if no_email and alone:
+        raise GroupError(
+            f"--no-email: the {preset} preset cannot run without email ({why}); give --smtp-host "
+            "(and --smtp-user with --smtp-password-file if the relay needs a login)"
+        )
+    wants_email = bool(smtp_host)
+    if not wants_email and not no_email:
+        if interactive:
+            if alone:
+                wants_email = True
+            elif needing:
+                wants_email = click.confirm(f"{why}. Set up an SMTP relay now (no: the forum is left out)?", default=True)
+            else:
+                wants_email = click.confirm("Send email (notifications, password resets) through an SMTP relay?",
+                                            default=False)
+        elif needing:
+            hint = "" if alone else ", or --no-email to leave the forum out"
+            raise GroupError(f"--smtp-host is required: {why} (no terminal to ask on{hint})")
+    smtp, smtp_password = None, None
+    if wants_email:
+        if not smtp_host:  # on a terminal, without SMTP options: ask for each
+            smtp_host = click.prompt("SMTP relay (e.g. smtp.example.org)")
+            smtp_port = click.prompt("SMTP port", type=click.IntRange(1, 65535), default=587)
+            smtp_user = click.prompt("SMTP login (blank if the relay needs none)", default="", show_default=False)
+            smtp_from = click.prompt("Sender address", default=f"noreply@{domain}")
+        smtp = {"host": smtp_host}
+        smtp.update({k: v for k, v in (("port", smtp_port), ("username", smtp_user or None),
+                                      ("from_address", smtp_from)) if v})
+        if smtp_user:
+            if smtp_password_file:
+                smtp_password = smtp_password_file.read().rstrip("\r\n")
+                if not smtp_password:
+                    raise GroupError(f"--smtp-password-file {smtp_password_file.name}: the file is empty")
+            elif interactive:
+                smtp_password = click.prompt(f"Password of {smtp_user} at {smtp_host} (hidden)", hide_input=True,
+                                             confirmation_prompt=True)
+            elif not read_secrets(group.secrets_file).get("smtp_password"):
+                raise GroupError(
+                    f"--smtp-password-file is required with --smtp-user (a file holding the password of "
+                    f"{smtp_user}; it is copied into secrets.yaml, mode 0600)"
+                )
+    left_out = {}
+    if not smtp:
+        left_out = {s: f"{s} is left out: {NEEDS_EMAIL[s]}, and this group was set up without an SMTP relay. "
+                       "To add it: give smtp (host, username) here, smtp_password in secrets.yaml, and set "
+                       "enabled: true." for s in needing}
+
+    document = stack_document(group_name, preset, domain, admin_email, entries, smtp, left_out)
+    create_group(group, document, {"smtp_password": smtp_password} if smtp_password else None)
     click.echo(f"Created {group.stack_file} (preset {preset}) and {group.secrets_file} (mode 0600).")
+    for service in left_out:
+        click.secho(f"Left out {service}: it cannot work without email (see stack.yaml).", fg="yellow")
     click.echo(f"Next: commonstack validate {group_name}")
 
 
@@ -259,7 +343,8 @@ def schema() -> None:
 @click.option("-y", "--yes", is_flag=True, help="Pin without asking (only on a network you trust).")
 @click.pass_context
 def pin_keys(ctx, group_name, yes) -> None:
-    """Record each host's SSH key in inventories/GROUP/known_hosts.
+    """Record each host's SSH key in inventories/GROUP/known_hosts, and that
+    of the SFTP backup repository's server (which the hosts connect to).
 
     Every later connection checks the host against this file, so a swapped or
     intercepted server is refused. Compare each fingerprint shown with the one
@@ -272,12 +357,20 @@ def pin_keys(ctx, group_name, yes) -> None:
     """
     from commonstack.inventories.known_hosts import fingerprint, pin, scan_host_key
 
+    from commonstack.stacks.repository import parse_repository
+
     group = _group(ctx, group_name)
-    for host in group.load().hosts:
-        key_type, key = scan_host_key(host.address, host.port)
-        click.echo(f"{host.name} ({host.address}:{host.port}): {key_type} {fingerprint(key)}")
+    profile = group.load()
+    servers = [(host.name, host.address, host.port) for host in profile.hosts]
+    if profile.backup.enabled and profile.backup.repository:
+        repository = parse_repository(profile.backup.repository)
+        if repository.kind == "sftp":  # the hosts reach it with this key pinned, never trusting blindly
+            servers.append(("backup repository", repository.server, repository.port))
+    for name, address, port in servers:
+        key_type, key = scan_host_key(address, port)
+        click.echo(f"{name} ({address}:{port}): {key_type} {fingerprint(key)}")
         if yes or click.confirm("  Is this the right fingerprint?", default=False):
-            added = pin(group.known_hosts, host.address, host.port, key_type, key)
+            added = pin(group.known_hosts, address, port, key_type, key)
             click.echo("  pinned" if added else "  already pinned")
         else:
             click.echo("  not pinned")
@@ -387,11 +480,19 @@ def _confirm_purge(planned, assume_yes: bool) -> bool:
     return assume_yes or click.confirm("Delete these? There is no undo (a backup is the only way back)", default=False)
 
 
-def _check(converger, plans, only=frozenset(), unreachable=None):
-    """The health checks of the planned hosts of a converger's group."""
-    from commonstack.checks.group import check_group
+def _check(converger, plans, only=frozenset(), unreachable=None, started=None):
+    """The health checks of the planned hosts of a converger's group; their verdicts and hints are
+    kept on this machine for the runbook (without secrets, and not in the group's folder)."""
+    import shlex
+    from dataclasses import asdict
 
-    return check_group(converger.targets, plans, converger.secrets, only, unreachable)
+    from commonstack.checks.group import check_group
+    from commonstack.inventories.last_check import save_last_check
+
+    results = check_group(converger.targets, plans, converger.secrets, only, unreachable, started=started)
+    save_last_check(converger.group.last_check_file, [asdict(r) for r in results],
+                    "commonstack " + shlex.join(sys.argv[1:]), converger.secrets.values())  # fmt: skip
+    return results
 
 
 def _progress(message: str) -> None:
@@ -551,12 +652,15 @@ def check(ctx, group_name, hosts, only, as_json, junit) -> None:
     import json
     from dataclasses import asdict
 
+    from commonstack.checks.group import start_group_checks
     from commonstack.checks.report import write_junit
     from commonstack.deploys.converge import GroupConverger
 
     converger = GroupConverger(_group(ctx, group_name), hosts, on_progress=_progress)
-    sized = converger.sized()
-    results = _check(converger, sized.plans, frozenset(only), {r.name: r.error or r.status for r in sized.failed})
+    with start_group_checks(converger.targets, converger.secrets, frozenset(only)) as started:  # while facts are read
+        sized = converger.sized()
+        unreachable = {r.name: r.error or r.status for r in sized.failed}
+        results = _check(converger, sized.plans, frozenset(only), unreachable, started)
     if junit:
         junit.parent.mkdir(parents=True, exist_ok=True)
         write_junit(results, junit, name=f"commonstack check {group_name}")
@@ -703,6 +807,32 @@ def _print_verdict(verdict) -> None:
         click.secho(f"  {line}", fg="red")
 
 
+@main.command()
+@click.argument("group_name", metavar="GROUP")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+              help="Folder to write into. Default: the group's own, inventories/GROUP/.")
+@click.pass_context
+def runbook(ctx, group_name, out) -> None:
+    """Write the group's handover runbook: runbook.md and runbook.html.
+
+    For the group and the next volunteer: each host with its address, size and
+    services; each site and what it is for; how to log in as admin; where the
+    secrets and the backups are (never their values); the exact commands to
+    check, back up, restore and upgrade; the last saved health check; the
+    pinned versions. Offline: nothing is contacted.
+
+    \b
+    Examples:
+      commonstack runbook tenants                  # inventories/tenants/runbook.{md,html}
+      commonstack runbook tenants --out /tmp/handover && xdg-open /tmp/handover/runbook.html
+    """
+    from commonstack.runbook.document import write_runbook
+
+    group = _group(ctx, group_name)
+    for path in write_runbook(group, group.load(), out or group.folder):
+        click.echo(f"Wrote {path}")
+
+
 @main.group()
 def hosts() -> None:
     """Local Debian test hosts (systemd-nspawn) that behave like a VPS.
@@ -774,42 +904,73 @@ def hosts_list() -> None:
 @click.option("--online", is_flag=True,
               help="Let the test hosts fetch upstream releases (download.nextcloud.com, github.com). "
                    "Without it they reach only the package mirrors, and what needs more is left out.")
+@click.option("--name", default="try", show_default=True,
+              help="The group and its test host(s): NAME, or NAME-HOST for a preset of several hosts.")
 @click.pass_context
-def try_preset(ctx, preset, suite, arch, memory, online) -> None:
+def try_preset(ctx, preset, suite, arch, memory, online, name) -> None:
     """See a preset work on this machine before renting anything.
 
     Boots local Debian test hosts (systemd-nspawn; needs root), writes the group
     'try' for them (domain try.test, certificates from Caddy's own CA), deploys
-    the preset, runs the health checks and tells you where everything is. Run it
-    again to re-deploy; `commonstack hosts down try` removes the host.
+    the preset, runs the health checks and tells you where everything is.
+
+    A service whose source the test hosts cannot reach (offline, Nextcloud's and
+    Discourse's downloads) is left out before anything is deployed, and written
+    disabled in inventories/try/stack.yaml with the reason: the group describes
+    what runs, so `commonstack plan try`, `deploy try` and `check try` work on it
+    like on any group. Run it again to re-deploy; `commonstack hosts down try`
+    removes the host.
 
     \b
     Examples:
       sudo commonstack try
-      sudo commonstack try chat --suite trixie
+      sudo commonstack try chat --suite trixie --name trychat
     """
     from commonstack.deploys.converge import GroupConverger
+    from commonstack.errors import CommonstackError
+    from commonstack.inventories.groups import group as named_group
     from commonstack.stacks.loader import load_preset
     from commonstack.testhosts import up
-    from commonstack.trial import trial_hosts, write_try_group
+    from commonstack.trial import services_left_out, trial_hosts, write_try_group
 
     load_preset(preset)
+    named_group(name, ctx.obj)  # a bad name: a clear error before any host is booted
     ctx.invoke(hosts)  # progress of the test hosts on stderr
-    trial = trial_hosts(preset, memory)
+    trial = trial_hosts(preset, memory, name)
     running = []
     for host in trial:
         click.echo(f"Starting test host {host.testhost} ({suite}, {arch}, {host.memory_mb} MB)...")
         running.append((host, up(host.testhost, suite=suite, arch=arch, memory=f"{host.memory_mb}M",
                                  trust_controller_ca=True)))
-    group = write_try_group(ctx.obj, preset, running, overrides={"offline": not online})
-    converger = GroupConverger(group, on_progress=_progress, skip_unavailable=True, generate_secrets=True)
+    overrides = {"offline": not online}
+    group = write_try_group(ctx.obj, preset, running, name=name, overrides=overrides)
+    # What the test hosts cannot get is found before any change (each layer's preflight), and the
+    # group is written without it: then it describes exactly what this deploys.
+    click.echo(f"Planning the {preset} preset...")
+    planned = GroupConverger(group, on_progress=_progress, skip_unavailable=True).plan()
+    if planned.failed:
+        _print_results(planned, planned=True)
+        sys.exit(1)
+    left_out = services_left_out(planned.unavailable, group.load())
+    if left_out:
+        if set(left_out) == set(group.load().enabled_services()):
+            why = "; ".join(f"{service}: {reason}" for service, reason in left_out.items())
+            raise CommonstackError(
+                f"nothing of the {preset} preset can be deployed on these test hosts ({why}); "
+                f"`commonstack try {preset} --online` where they can reach it. "
+                f"`commonstack hosts down {running[0][1].name}` removes the host."
+            )
+        group = write_try_group(ctx.obj, preset, running, name=name, overrides=overrides, left_out=left_out)
+        for service, reason in left_out.items():
+            click.secho(f"Left out {service}: {reason}", fg="yellow")
+    converger = GroupConverger(group, on_progress=_progress, generate_secrets=True)
     click.echo(f"Deploying the {preset} preset (first run: a few minutes of package installs)...")
     applied = converger.apply()
     _print_results(applied, planned=False)
     if applied.failed:
         sys.exit(1)
     click.echo("Health checks:")
-    healthy = _print_checks(_check(converger, applied.deployed_plans()))
+    healthy = _print_checks(_check(converger, applied.plans))
     profile = converger.profile
     click.echo("")
     for trial_host, testhost in running:
@@ -819,6 +980,192 @@ def try_preset(ctx, preset, suite, arch, memory, online) -> None:
             click.echo(f"Sites on {testhost.address}: add `{testhost.address} {names}` to /etc/hosts to browse them")
     click.echo(f"Logins and passwords: {group.secrets_file} (mode 0600)")
     click.echo(f"Connect: ssh -i {running[0][1].key_path} root@{running[0][1].address}")
+    click.echo(f"Next: commonstack plan {name} (nothing to change), commonstack check {name}, "
+               f"commonstack runbook {name}")
     click.echo("Clean up: " + " && ".join(f"commonstack hosts down {t.name}" for _, t in running)
                + f" && rm -r {group.folder}")
     sys.exit(0 if healthy else 1)
+
+
+# --- backups ---------------------------------------------------------------------------------
+
+
+def _backup_hosts(ctx, group_name: str, hosts: tuple[str, ...]):
+    """(group, profile, targets) of the hosts that run the backup layer (all, or `hosts`)."""
+    from commonstack.errors import GroupError
+    from commonstack.inventories.targets import host_targets
+    from commonstack.stacks.layers import layers_on
+
+    group = _group(ctx, group_name)
+    profile = group.load()
+    if not profile.backup.enabled:
+        raise GroupError(
+            f"{group.stack_file}: backup: not enabled; add `backup: {{enabled: true, repository: "
+            "sftp:USER@HOST:/PATH}` (see the README's Backups) and deploy"
+        )
+    backed_up = [h.name for h in profile.hosts if "backup" in layers_on(profile, h)]
+    return group, profile, [t for t in host_targets(group, profile, hosts) if t.name in backed_up]
+
+
+def _keep_off_the_host(group, profile) -> None:
+    click.secho(
+        "Keep these OFF the host too, or no backup can ever be read: the password (restic_password in "
+        f"{group.secrets_file}), the repository's address (backup.repository in {group.stack_file}: "
+        f"{profile.backup.repository}) — a copy of {group.folder}/ in a password manager or on a USB stick will do.",
+        fg="yellow",
+    )
+
+
+@main.command("backup")
+@click.argument("group_name", metavar="GROUP")
+@click.option("--host", "hosts", **HOST_OPTION)
+@click.pass_context
+def backup_now(ctx, group_name, hosts) -> None:
+    """Back up the hosts of a group now, showing restic's progress.
+
+    Each host dumps its databases (pg_dump), saves its layers' data with a
+    manifest of every service's version as one restic snapshot in the
+    repository of the profile (backup.repository), then applies the retention
+    policy. The daily timer does the same on its own. Exit status 1 if a
+    backup failed (nothing is counted as saved then).
+
+    \b
+    Examples:
+      commonstack backup tenants
+      commonstack backup coop --host home
+    """
+    from commonstack.backups.remote import HostCommandFailed, HostShell
+
+    group, profile, targets = _backup_hosts(ctx, group_name, hosts)
+    failed = []
+    with HostShell(targets) as shell:
+        for target in targets:
+            click.secho(f"{target.name}: backing up to {profile.backup.repository}", bold=True)
+            try:
+                shell.script(target.name, "run", "--tag", "routine", "--progress", on_line=lambda line: click.echo(f"  {line}"))
+            except HostCommandFailed as exc:
+                click.secho(f"error: {exc}", fg="red", err=True)
+                failed.append(target.name)
+    _keep_off_the_host(group, profile)
+    sys.exit(1 if failed else 0)
+
+
+@main.command("backups")
+@click.argument("group_name", metavar="GROUP")
+@click.option("--host", "hosts", **HOST_OPTION)
+@click.option("--keys", is_flag=True, help="Print each host's SSH key for an SFTP repository's authorized_keys.")
+@click.pass_context
+def backups_list(ctx, group_name, hosts, keys) -> None:
+    """List the snapshots of each host: time, age, kind, size, layers, versions.
+
+    Routine snapshots (daily, and `commonstack backup`) age out by the
+    retention policy (backup.retention); pre-upgrade and pre-restore snapshots
+    are kept apart from it.
+
+    \b
+    Examples:
+      commonstack backups tenants
+      commonstack backups tenants --keys    # the lines for the SFTP server's authorized_keys
+    """
+    from commonstack.backups.remote import HostShell
+    from commonstack.backups.snapshots import host_snapshots
+    from commonstack.inventories.backup_keys import SEED_SECRET, backup_key
+    from commonstack.inventories.secrets import ensure_secrets
+
+    group, profile, targets = _backup_hosts(ctx, group_name, hosts)
+    if keys:
+        seed = ensure_secrets(group.secrets_file, profile)[SEED_SECRET]
+        for target in targets:
+            click.echo(backup_key(seed, profile.group, target.name).public)
+        return
+    with HostShell(targets) as shell:
+        for target in targets:
+            snapshots = host_snapshots(shell, target.name)
+            click.secho(f"{target.name}: {len(snapshots)} snapshot(s) in {profile.backup.repository}", bold=True)
+            for s in reversed(snapshots):
+                click.echo(f"  {s.short_id}  {s.time:%Y-%m-%d %H:%M} UTC  {s.age():>7} old  {s.kind:<11} "
+                           f"{s.size / 1e6:8.1f} MB  {', '.join(s.layers)}")
+                click.secho(f"            {s.versions_line()}", dim=True)
+    _keep_off_the_host(group, profile)
+
+
+@main.command()
+@click.argument("group_name", metavar="GROUP")
+@click.option("--snapshot", metavar="ID", help="The snapshot (an ID from `commonstack backups`); default: the latest.")
+@click.option("--host", "hosts", **HOST_OPTION)
+@click.option("--only", **ONLY_OPTION)
+@click.option("-y", "--yes", is_flag=True, help="Restore without asking.")
+@click.pass_context
+def restore(ctx, group_name, snapshot, hosts, only, yes) -> None:
+    """Put a snapshot's data back onto its host, keeping the current data until
+    the restored layers pass their health checks.
+
+    Refuses, before any change, a snapshot of newer service versions than this
+    kit installs. Deploys the layers first (after a disaster: a new host in the
+    profile, `commonstack pin-keys`, `commonstack deploy`, then this), saves
+    the current data as a pre-restore snapshot, fetches the snapshot, restores
+    each database into a NEW database and swaps it in, moves the folders in,
+    then runs the checks and counts users, rooms, messages and files against
+    the snapshot's. Only when they pass is the data from before deleted; if
+    anything fails it is put back. Exit status 1 if the restore failed.
+
+    \b
+    Examples:
+      commonstack restore tenants                        # the latest snapshot
+      commonstack restore tenants --snapshot 1a2b3c4d --only synapse
+      commonstack restore coop --host home
+    """
+    from commonstack.backups.restore import restore_host
+    from commonstack.errors import GroupError
+
+    group, profile, targets = _backup_hosts(ctx, group_name, hosts)
+    if snapshot and len(targets) > 1:
+        raise GroupError("--snapshot names one host's snapshot: add --host HOST")
+    if not yes and not click.confirm(
+        f"Replace the data of {', '.join(t.name for t in targets)} with "
+        f"{'snapshot ' + snapshot if snapshot else 'the latest snapshot'}? (the current data is saved first)"
+    ):
+        click.echo("Nothing changed.")
+        sys.exit(1)
+    for target in targets:
+        report = restore_host(group, target.name, snapshot, tuple(only), say=click.echo, progress=_progress)
+        click.secho(f"{target.name}: restored snapshot {report.snapshot.short_id} ({report.snapshot.age()} old): "
+                    f"{', '.join(report.layers)}; {len(report.passed_checks)} checks passed", fg="green")  # fmt: skip
+        for line in report.counts:
+            click.echo(f"  {line}")
+
+
+@main.command()
+@click.argument("group_name", metavar="GROUP")
+@click.option("--host", "host_names", **HOST_OPTION)
+@click.option("--snapshot", metavar="ID", help="The snapshot to drill; default: the latest.")
+@click.option("--suite", type=click.Choice(["bookworm", "trixie"]), default="bookworm", show_default=True,
+              help="The Debian release of the throwaway host (that of the snapshot, or newer).")
+@click.option("--keep", is_flag=True, help="Leave the throwaway host running afterwards, to look around.")
+@click.pass_context
+def drill(ctx, group_name, host_names, snapshot, suite, keep) -> None:
+    """Prove that the backups restore: on a throwaway local test host.
+
+    Boots a local Debian test host (systemd-nspawn; needs root), fetches the
+    latest snapshot from the group's real repository (the throwaway host never
+    writes to it), deploys what the snapshot holds and restores it like
+    `commonstack restore`, runs the health checks and compares the restored
+    counts (users, rooms, messages, files) with the snapshot's, then prints a
+    one-line verdict and removes the host. A local-path repository (a USB disk
+    on the host) cannot be drilled from here.
+    Nothing of the group's real hosts is touched. Exit status 1 if the drill
+    failed.
+
+    \b
+    Examples:
+      sudo commonstack drill tenants
+      sudo commonstack drill coop --host home --suite trixie
+    """
+    from commonstack.backups.drill import run_drill
+
+    ctx.invoke(hosts)  # progress of the test host on stderr
+    group, _, targets = _backup_hosts(ctx, group_name, host_names)
+    verdicts = [run_drill(group, t.name, snapshot, suite, keep, say=click.echo, progress=_progress) for t in targets]
+    for verdict in verdicts:
+        click.secho(verdict.line, fg="green" if verdict.passed else "red", bold=True)
+    sys.exit(0 if all(v.passed for v in verdicts) else 1)

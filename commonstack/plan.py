@@ -16,16 +16,31 @@ from commonstack.errors import ProfileError
 from commonstack.formats import UnsafeValue
 from commonstack.inventories.groups import Group
 from commonstack.rendering import ConfigFile, render_layer
+from commonstack.inventories.backup_keys import SEED_SECRET, backup_key
+from commonstack.inventories.known_hosts import host_pattern
+from commonstack.stacks import paths, values
 from commonstack.stacks.certificates import MAX_BYTES, NotCertificates, ca_certificates
-from commonstack.stacks.layers import firewall_ports, layer, layers_on
+from commonstack.stacks.layers import firewall_ports, layer, layers_on, saved_paths
 from commonstack.stacks.model import Host, StackProfile
 from commonstack.stacks.reading import ReadError, read_text
+from commonstack.stacks.repository import Repository, parse_repository
 from commonstack.stacks.sizing import HostFacts, HostTooSmall, Sizing, UnsupportedArchitecture, compute_sizing
 from commonstack.stacks.sizing import minimum_memory_mb
 from commonstack.stacks.versions import DebianRelease, versions
 
 CA_FOLDER = "/usr/local/share/ca-certificates/commonstack"
 ACME_ROOT = "/etc/caddy/acme-ca-root.pem"
+BACKUP_SSH_KEY = f"{paths.BACKUP_CONFIG_DIR}/backup-ssh-key"
+BACKUP_KNOWN_HOSTS = f"{paths.BACKUP_CONFIG_DIR}/backup-known_hosts"
+
+
+def kit_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("commonstack")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "0+unknown"
 
 
 @dataclass(frozen=True)
@@ -128,9 +143,45 @@ def plan_host(
         "firewall_ports": firewall_ports(profile, host),
         "secrets": secrets,
         "versions": versions(),
+        "paths": paths,
+        "kit_version": kit_version(),
+        **_backup_context(profile, layers, release),
     }
     files = [f for name in layers for f in render_layer(name, context)]
+    repository = context["repository"]
+    if "backup" in layers and repository.kind == "sftp":
+        # The host's own key for the repository, derived from secrets.yaml (inventories/backup_keys.py).
+        seed = secrets.get(SEED_SECRET, "")
+        # `render` and `validate` have placeholders for secrets: no key is made from one.
+        private = f"{seed}\n" if seed.startswith("<") else backup_key(seed, profile.group, host.name).private
+        files.append(ConfigFile(layer="backup", path=BACKUP_SSH_KEY, content=private, mode="0600"))
     return HostPlan(profile, host, release, layers, sizing, secrets, files)
+
+
+def _backup_context(profile: StackProfile, layers: tuple[str, ...], release: Release) -> dict[str, Any]:
+    """What the backup script is rendered from: the registry's declarations of the host's layers."""
+    parts = [
+        {
+            "name": name,
+            "spec": spec,
+            "units": [unit.format(php=release.debian.php) for unit in layer(name).units],
+            "collations": {database.name: database.collation for database in layer(name).databases},
+            "restorable": spec.restorable,
+        }
+        for name in layers
+        if (spec := layer(name).backup)
+    ]
+    address = profile.backup.repository
+    try:
+        repository = parse_repository(values.restic_repository(address)) if address else Repository("", "local")
+    except ValueError:  # a profile that bypassed validation: refuse without quoting the value
+        raise UnsafeValue("backup.repository is not a repository address the kit can write into its files") from None
+    return {
+        "backup_layers": parts,
+        "backup_paths": saved_paths(layers),
+        "backup_excludes": sorted({pattern for part in parts for pattern in part["spec"].exclude}),
+        "repository": repository,
+    }
 
 
 def plan_group(
@@ -162,7 +213,28 @@ def plan_one(
     if profile.tls.acme_ca_root and "caddy" in plan.layers:
         pem = _read_pem(group, profile.tls.acme_ca_root, "tls.acme_ca_root")
         plan.files.append(ConfigFile(layer="caddy", path=ACME_ROOT, content=pem))
+    if "backup" in plan.layers and profile.backup.repository:
+        repository = parse_repository(profile.backup.repository)
+        if repository.kind == "sftp":
+            lines = repository_host_keys(group, repository)
+            plan.files.append(ConfigFile(layer="backup", path=BACKUP_KNOWN_HOSTS, content="".join(lines)))
     return plan
+
+
+def repository_host_keys(group: Group, repository: Repository) -> list[str]:
+    """The lines of the group's known_hosts that pin the SFTP repository server's key."""
+    pattern = host_pattern(repository.server or "", repository.port)
+    if not group.known_hosts.is_file():
+        return []
+    try:
+        pinned = read_text(group.known_hosts)
+    except ReadError as exc:
+        raise ProfileError(group.known_hosts, exc.message) from None
+    return [
+        line + "\n"
+        for line in pinned.splitlines()
+        if line.split() and pattern in line.split()[0].split(",")
+    ]
 
 
 def _read_pem(group: Group, path: Path, key: str) -> str:

@@ -10,56 +10,118 @@ from __future__ import annotations
 import json
 import os
 import ssl
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from functools import cache
 
 import pytest
 
 from commonstack.checks.expect import require_layer
 from commonstack.checks.matrix_login import admin_session
+from commonstack.checks.probes import calibrate, declared_tcp_ports, start_probes
 from commonstack.stacks.paths import CADDY_LOCAL_ROOT
+
+_background = ThreadPoolExecutor(4, thread_name_prefix="head-start")
+_logins: dict[str, Future] = {}  # host name -> the one admin login of this run
+
+
+# The checks may start before `commonstack check` has read the hosts' facts (checks/runner.py):
+# the file appears, whole, once it has.
+CONTEXT_WAIT = 600  # seconds
+
+
+@cache
+def _context(path: str) -> dict:
+    deadline = time.monotonic() + CONTEXT_WAIT
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            pytest.fail(f"no expectations in {path} after {CONTEXT_WAIT} s")
+        time.sleep(0.01)
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def _expected(host) -> dict | None:
+    path = os.environ.get("COMMONSTACK_CHECK_CONTEXT")
+    return _context(path)["hosts"].get(host.backend.get_hostname()) if path else None
+
+
+@pytest.fixture(scope="module", autouse=True)
+def head_start(host) -> None:
+    """What the checks of a host will wait on longest starts in the background at its first
+    check: the outside TCP probes (after measuring the round trip, see probes.calibrate) and the
+    Matrix admin's login (about a second of password hashing on the host)."""
+    expected = _expected(host)
+    if not expected:
+        return
+    address = expected["address"]
+    ssh = next((int(p["port"]) for p in expected["firewall_ports"] if p["why"] == "SSH"), None)
+    if ssh:
+        _background.submit(calibrate, address, ssh).add_done_callback(
+            lambda _: start_probes(address, sorted({*expected["never_public"], *declared_tcp_ports(expected["firewall_ports"])}))
+        )
+    if "synapse" in expected["layers"] and expected.get("matrix"):
+        _admin_login(host, expected["matrix"]["admin_user_id"])
+
+
+def _admin_login(host, admin_user_id: str) -> Future:
+    name = host.backend.get_hostname()
+    if name not in _logins:
+        _logins[name] = _background.submit(admin_session, host, admin_user_id)
+    return _logins[name]
 
 
 @pytest.fixture(scope="module")
 def stack(host) -> dict:
     """What this host should run: layers, services, ports, hostnames, sizing (see context.py)."""
-    path = os.environ.get("COMMONSTACK_CHECK_CONTEXT")
-    if not path:
+    if not os.environ.get("COMMONSTACK_CHECK_CONTEXT"):
         pytest.skip("no expectations: run through `commonstack check`, or set COMMONSTACK_CHECK_CONTEXT")
-    hosts = json.loads(open(path).read())["hosts"]
-    name = host.backend.get_hostname()
-    if name not in hosts:
-        pytest.skip(f"{name} is not a host of this group")
-    return hosts[name]
+    expected = _expected(host)
+    if expected is None:
+        pytest.skip(f"{host.backend.get_hostname()} is not a host of this group")
+    return expected
 
 
 @pytest.fixture(scope="module")
 def controller() -> dict:
     """Settings of the outside view (the machine running the checks)."""
     path = os.environ.get("COMMONSTACK_CHECK_CONTEXT")
-    return json.loads(open(path).read())["controller"] if path else {}
+    return _context(path)["controller"] if path else {}
+
+
+# Module fixtures that several check modules ask for, read once per host and run.
+_per_host: dict[tuple[str, str], object] = {}
 
 
 @pytest.fixture(scope="module")
 def in_container(host) -> bool:
     """Whether the host is a container (a test host, an LXC VPS): no swap, no clock of its own."""
-    return host.run_expect([0, 1], "systemd-detect-virt --container").rc == 0
+    key = ("in_container", host.backend.get_hostname())
+    if key not in _per_host:
+        _per_host[key] = host.run_expect([0, 1], "systemd-detect-virt --container").rc == 0
+    return _per_host[key]
 
 
 @pytest.fixture(scope="module")
 def trust(host, stack, controller) -> ssl.SSLContext:
     """What a visitor trusts: the public CAs, plus the group's own CA where it uses one."""
     require_layer(stack, "caddy")  # no Caddy on this host: nothing is served, nothing to trust
-    context = ssl.create_default_context()
-    if controller.get("ca_file"):
-        context.load_verify_locations(controller["ca_file"])
-    if stack["tls_mode"] == "internal":
-        root = host.file(CADDY_LOCAL_ROOT)
-        assert root.exists, f"Caddy has no local CA yet ({CADDY_LOCAL_ROOT}): `journalctl -u caddy`"
-        context.load_verify_locations(cadata=root.content_string)
-    return context
+    key = ("trust", host.backend.get_hostname())
+    if key not in _per_host:
+        context = ssl.create_default_context()
+        if controller.get("ca_file"):
+            context.load_verify_locations(controller["ca_file"])
+        if stack["tls_mode"] == "internal":
+            root = host.file(CADDY_LOCAL_ROOT)
+            assert root.exists, f"Caddy has no local CA yet ({CADDY_LOCAL_ROOT}): `journalctl -u caddy`"
+            context.load_verify_locations(cadata=root.content_string)
+        _per_host[key] = context
+    return _per_host[key]
 
 
 @pytest.fixture(scope="module")
 def matrix_admin(host, stack) -> dict:
-    """The outcomes of one login as the Matrix admin on the host (see matrix_login.py)."""
+    """The outcomes of one login as the Matrix admin on the host (see matrix_login.py), begun
+    in the background by `head_start`."""
     require_layer(stack, "synapse")
-    return admin_session(host, stack["matrix"]["admin_user_id"])
+    return _admin_login(host, stack["matrix"]["admin_user_id"]).result()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from commonstack.stacks.versions import numeric
 
 NOT_HERE = "is not on this host"
@@ -11,6 +9,8 @@ NOT_HERE = "is not on this host"
 
 def require_layer(stack: dict, layer: str) -> None:
     """Skip a check of a layer the host does not run (the report leaves such checks out)."""
+    import pytest  # here: `commonstack check` reads NOT_HERE without loading pytest
+
     if layer not in stack["layers"]:
         pytest.skip(f"{layer} {NOT_HERE}")
 
@@ -18,6 +18,8 @@ def require_layer(stack: dict, layer: str) -> None:
 def require_release(service: dict, running: str, what: str) -> None:
     """The release running must be the one the profile wants. An older one, outside an upgrade's
     health gate (`exact_version`), is a pending upgrade: the check skips, saying so."""
+    import pytest
+
     wanted = service["version"]
     if running == wanted:
         return

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from commonstack.checks.context import host_expectations
 from commonstack.checks.probes import read_hosts_file
-from commonstack.checks.runner import CheckResult, run_checks
+from commonstack.checks.runner import CheckResult, CheckRun, start_checks
 from commonstack.errors import CommonstackError
 from commonstack.inventories.targets import HostTarget
 from commonstack.plan import HostPlan
@@ -28,21 +28,26 @@ def check_group(
     secrets: Mapping[str, str],
     only: frozenset[str] = frozenset(),
     unreachable: Mapping[str, str] | None = None,
+    *,
+    started: CheckRun | None = None,
     exact_versions: bool = False,
     modules: tuple[str, ...] | None = None,
 ) -> list[CheckResult]:
     """Check every planned host; `unreachable` hosts (name: why) fail with their reason.
 
     `only`: just these layers' checks (as `deploy --only` deployed them); layers this version of
-    the kit does not deploy yet are never checked. `exact_versions`: each service must run the
-    release its plan wants (an upgrade's health gate), not an older one with an upgrade pending.
-    `modules`: only these check modules, on hosts expected to run every layer of their plan (a
-    layer's own checks, its outside view through Caddy included).
+    the kit does not deploy yet are never checked. `started`: the run `start_group_checks` began
+    (for these targets and `only`) while the plans were being made. `exact_versions`: each service
+    must run the release its plan wants (an upgrade's health gate), not an older one with an
+    upgrade pending. `modules`: only these check modules, on hosts expected to run every layer of
+    their plan (a layer's own checks, its outside view through Caddy included).
     """
     controller = controller_view()  # a wrong path fails before any connection
     failures = [CheckResult(name, "ssh", "host can be reached", "failed", why) for name, why in (unreachable or {}).items()]
     chosen = [t for t in targets if t.name in plans]
     if not chosen:
+        if started:
+            started.close()
         if failures:
             return failures
         raise CommonstackError("no host to check")
@@ -50,7 +55,16 @@ def check_group(
         t.name: host_expectations(plans[t.name], checked_layers(plans[t.name], only), exact_versions) for t in chosen
     }
     modules = modules or check_modules(only or None)
-    return failures + run_checks(chosen, expectations, modules, controller=controller, secrets=list(secrets.values()))
+    run = started or start_checks(chosen, modules, controller, list(secrets.values()))
+    return failures + run.finish(expectations)
+
+
+def start_group_checks(
+    targets: list[HostTarget], secrets: Mapping[str, str], only: frozenset[str] = frozenset()
+) -> CheckRun:
+    """Open the connections and start the checks of `targets` before their plans exist (reading
+    facts takes as long as pytest takes to start); `check_group(..., started=)` completes them."""
+    return start_checks(targets, check_modules(only or None), controller_view(), list(secrets.values()))
 
 
 def checked_layers(plan: HostPlan, only: frozenset[str] = frozenset()) -> tuple[str, ...]:

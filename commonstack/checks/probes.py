@@ -10,33 +10,71 @@ import os
 import re
 import socket
 import ssl
-from concurrent.futures import ThreadPoolExecutor
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 # RFC 2606 / 6761: names under these are never in public DNS (`commonstack try` uses try.test).
 RESERVED_TLDS = ("test", "example", "invalid", "localhost")
-PROBE_TIMEOUT = 2.0  # seconds: a port the firewall drops never answers; an open one does within this
+# How long a TCP probe waits for an answer. A port the firewall drops never answers, so proving it
+# closed costs the whole wait: once the host's round trip is known (`calibrate`: the time to
+# connect to its SSH port), the wait is a few round trips, within these bounds.
+PROBE_TIMEOUT = 2.0  # seconds: the bound, and the wait before calibration
+MIN_PROBE_TIMEOUT = 0.3  # seconds: a lost SYN is retried by the kernel after 1 s, not sooner
+ROUND_TRIPS = 5
 STUN_BINDING_REQUEST = bytes.fromhex("0001 0000 2112a442") + os.urandom(12)
+
+_probing = ThreadPoolExecutor(32, thread_name_prefix="probe")
+_answers: dict[tuple[str, int], Future] = {}  # (address, port) -> accepts(...): probed once per run
+_timeouts: dict[str, float] = {}  # address -> calibrated probe timeout
+_lock = threading.Lock()
 
 
 # --- ports -------------------------------------------------------------------------------------
 
 
-def accepts(address: str, port: int, timeout: float = PROBE_TIMEOUT) -> bool:
-    """Whether a TCP connection to address:port is accepted within `timeout`."""
+def accepts(address: str, port: int, timeout: float | None = None) -> bool:
+    """Whether a TCP connection to address:port is accepted within `timeout` (by default the
+    calibrated wait for `address`, see `calibrate`)."""
     try:
-        with socket.create_connection((address, port), timeout=timeout):
+        with socket.create_connection((address, port), timeout=timeout or probe_timeout(address)):
             return True
     except OSError:
         return False
 
 
+def calibrate(address: str, open_port: int) -> float:
+    """Measure the round trip to `address` by connecting to a port that answers (its SSH port);
+    TCP probes of that address then wait ROUND_TRIPS of it, within the bounds. Returns the wait."""
+    with _lock:
+        if address in _timeouts:
+            return _timeouts[address]
+    started = time.perf_counter()
+    reached = accepts(address, open_port, timeout=PROBE_TIMEOUT)
+    took = time.perf_counter() - started
+    timeout = min(max(ROUND_TRIPS * took, MIN_PROBE_TIMEOUT), PROBE_TIMEOUT) if reached else PROBE_TIMEOUT
+    with _lock:
+        _timeouts.setdefault(address, timeout)
+    return timeout
+
+
+def probe_timeout(address: str) -> float:
+    return _timeouts.get(address, PROBE_TIMEOUT)
+
+
+def start_probes(address: str, ports: list[int]) -> None:
+    """Begin probing these ports in the background: `answering` then waits only for what is left."""
+    with _lock:
+        for port in ports:
+            if (address, port) not in _answers:
+                _answers[(address, port)] = _probing.submit(accepts, address, port)
+
+
 def answering(address: str, ports: list[int]) -> list[int]:
-    """The ports of `ports` that accept a connection, probed side by side."""
-    if not ports:
-        return []
-    with ThreadPoolExecutor(len(ports)) as pool:
-        return [p for p, ok in zip(ports, pool.map(lambda p: accepts(address, p), ports)) if ok]
+    """The ports of `ports` that accept a connection, probed side by side (once per run)."""
+    start_probes(address, ports)
+    return [port for port in ports if _answers[(address, port)].result()]
 
 
 def stun_answers(address: str, port: int, attempts: int = 3) -> bool:

@@ -3,12 +3,17 @@
 Each host gets one multiplexed SSH connection (opened first, in parallel, so an unreachable
 host or a changed host key is one clear failure instead of one per check); pytest-xdist runs
 the hosts in parallel. Results come back through the report plugin (report.py) as JSON lines.
+
+A run can start before its expectations are known (`start_checks`, then `CheckRun.finish`): the
+connections open and pytest starts (about half a second of imports and collection) while the
+caller reads each host's facts; the checks wait for the expectations file (conftest.py).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,7 +33,12 @@ CONNECT_TIMEOUT = 10  # seconds, for the first connection to each host
 # is a Python process that costs about 0.5 s of CPU to start.
 MAX_WORKERS = 8
 # Only the plugins the checks need: autoloading every installed plugin (hypothesis, ...) costs seconds.
-PLUGINS = ("testinfra.plugin", "xdist.plugin", "commonstack.checks.report")
+# pytest-xdist only for several hosts: its import costs one host's checks a tenth of a second.
+PLUGINS = ("testinfra.plugin", "commonstack.checks.report")
+PARALLEL_PLUGIN = "xdist.plugin"
+CONTEXT_FILE = "context.json"  # what each host should run (conftest.py waits for it)
+RESULTS_FILE = "results.jsonl"
+OUTPUT_FILE = "pytest.out"
 
 
 @dataclass(frozen=True)
@@ -84,29 +94,87 @@ def run_checks(
     Any of the `secrets` (the group's secrets) that a message contains is replaced by
     ********, so no output built from the results can show one.
     """
-    modules = modules or check_modules()
-    secrets = list(secrets or [])
-    with tempfile.TemporaryDirectory(prefix="commonstack-check-") as tmp:
-        folder = Path(tmp)
-        config = folder / "ssh_config"
-        config.write_text(ssh_config(hosts, control_dir=folder))
+    return start_checks(hosts, modules, controller, secrets).finish(expectations)
+
+
+def start_checks(
+    hosts: list[HostTarget],
+    modules: tuple[str, ...] | None = None,
+    controller: dict | None = None,
+    secrets: list[str] | None = None,
+) -> CheckRun:
+    """Open the hosts' connections and start pytest; `finish` gives it the expectations."""
+    return CheckRun(hosts, modules or check_modules(), controller or {}, list(secrets or []))
+
+
+class CheckRun:
+    """One run of the checks, begun before its expectations are known."""
+
+    def __init__(self, hosts: list[HostTarget], modules: tuple[str, ...], controller: dict, secrets: list[str]):
+        self.hosts, self.modules, self.controller, self.secrets = hosts, modules, controller, secrets
+        self.folder = Path(tempfile.mkdtemp(prefix="commonstack-check-"))
+        self.config = self.folder / "ssh_config"
+        self.config.write_text(ssh_config(hosts, control_dir=self.folder))
+        self.process: subprocess.Popen | None = None
         try:
-            unreachable = _connect(hosts, config)
-            reachable = [h for h in hosts if h.name not in unreachable]
-            rows = (
-                _run_pytest(folder, reachable, expectations, modules, controller or {}, secrets) if reachable else []
-            )
+            self.unreachable = _connect(hosts, self.config)
+            self.reachable = [h for h in hosts if h.name not in self.unreachable]
+            if self.reachable:
+                self.process = _start_pytest(self.folder, self.reachable, modules)
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> CheckRun:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()  # when the caller failed before `finish`: nothing keeps running
+
+    def finish(self, expectations: dict) -> list[CheckResult]:
+        """Give the checks what each host should run (hosts left out of `expectations` are not
+        checked: their verdicts are dropped) and collect the verdicts."""
+        try:
+            rows = self._rows(expectations) if self.process else []
         finally:
-            _disconnect(hosts, config)
-    results = [CheckResult(name, "ssh", "host can be reached", "failed", why) for name, why in unreachable.items()]
-    host_order = {h.name: i for i, h in enumerate(hosts)}
-    module_order = {m: i for i, m in enumerate(modules)}
-    rows.sort(key=lambda r: (host_order.get(r["host"], len(hosts)), module_order.get(r["module"], len(modules)),
-                             r.get("line", 0)))  # fmt: skip
-    for row in rows:
-        results.append(CheckResult(row["host"], row["layer"], row["check"], row["outcome"], row["message"]))
-    results = [r for r in results if not (r.outcome == "skipped" and r.message.endswith(NOT_HERE))]
-    return [_redacted(r, secrets) for r in results] if secrets else results
+            self.close()
+        results = [CheckResult(n, "ssh", "host can be reached", "failed", why)
+                   for n, why in self.unreachable.items() if n in expectations]  # fmt: skip
+        host_order = {h.name: i for i, h in enumerate(self.hosts)}
+        module_order = {m: i for i, m in enumerate(self.modules)}
+        rows.sort(key=lambda r: (host_order.get(r["host"], len(self.hosts)), module_order.get(r["module"], len(self.modules)),
+                                 r.get("line", 0)))  # fmt: skip
+        for row in rows:
+            if row["host"] in expectations:
+                results.append(CheckResult(row["host"], row["layer"], row["check"], row["outcome"], row["message"]))
+        results = [r for r in results if not (r.outcome == "skipped" and r.message.endswith(NOT_HERE))]
+        return [_redacted(r, self.secrets) for r in results] if self.secrets else results
+
+    def _rows(self, expectations: dict) -> list[dict]:
+        context = {"hosts": {h.name: expectations[h.name] for h in self.reachable if h.name in expectations},
+                   "controller": self.controller}  # fmt: skip
+        # The expectations may hold a credential a check logs in with: readable by this user only.
+        # Written beside, then renamed: the checks wait for the file and must never read half of it.
+        draft = self.folder / "context.json.draft"
+        draft.touch(mode=0o600)
+        draft.write_text(json.dumps(context))
+        draft.replace(self.folder / CONTEXT_FILE)
+        self.process.wait()
+        results_file = self.folder / RESULTS_FILE
+        if self.process.returncode not in (0, 1) or not results_file.exists():  # 0/1: ran, passed/failed
+            tail = " / ".join((self.folder / OUTPUT_FILE).read_text().strip().splitlines()[-3:])
+            raise CommonstackError(f"the checks could not run: {redact(tail, self.secrets)}")
+        return [json.loads(line) for line in results_file.read_text().splitlines()]
+
+    def close(self) -> None:
+        """Stop pytest if it still runs, close the connections, remove the run's folder (once)."""
+        if not self.folder.exists():
+            return
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        _disconnect(self.hosts, self.config)
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def _connect(hosts: list[HostTarget], config: Path) -> dict[str, str]:
@@ -146,28 +214,15 @@ def _disconnect(hosts: list[HostTarget], config: Path) -> None:
         process.wait()
 
 
-def _run_pytest(
-    folder: Path,
-    hosts: list[HostTarget],
-    expectations: dict,
-    modules: tuple[str, ...],
-    controller: dict,
-    secrets: list[str],
-) -> list[dict]:
-    context_file = folder / "context.json"
-    # The expectations may hold a credential a check logs in with: readable by this user only.
-    context_file.touch(mode=0o600)
-    context_file.write_text(json.dumps({"hosts": {h.name: expectations[h.name] for h in hosts},
-                                        "controller": controller}))
-    results_file = folder / "results.jsonl"
+def _start_pytest(folder: Path, hosts: list[HostTarget], modules: tuple[str, ...]) -> subprocess.Popen:
     env = dict(
         os.environ,
-        COMMONSTACK_CHECK_CONTEXT=str(context_file),
-        COMMONSTACK_CHECK_RESULTS=str(results_file),
+        COMMONSTACK_CHECK_CONTEXT=str(folder / CONTEXT_FILE),
+        COMMONSTACK_CHECK_RESULTS=str(folder / RESULTS_FILE),
         PYTEST_DISABLE_PLUGIN_AUTOLOAD="1",
     )
     # A worker per host (report.py's scheduler keeps each host's checks together); one host needs none.
-    parallel = ["-n", str(min(len(hosts), MAX_WORKERS))] if len(hosts) > 1 else []
+    parallel = ["-p", PARALLEL_PLUGIN, "-n", str(min(len(hosts), MAX_WORKERS))] if len(hosts) > 1 else []
     command = [
         sys.executable, "-m", "pytest", "-q", "--no-header", "-p", "no:cacheprovider",
         *[arg for plugin in PLUGINS for arg in ("-p", plugin)],
@@ -177,11 +232,10 @@ def _run_pytest(
         *parallel,
         *[str(CHECKS_DIR / f"{m}.py") for m in modules],
     ]  # fmt: skip
-    completed = subprocess.run(command, env=env, capture_output=True, text=True, cwd=folder)
-    if completed.returncode not in (0, 1) or not results_file.exists():  # 0/1: ran, passed/failed
-        tail = " / ".join((completed.stdout + completed.stderr).strip().splitlines()[-3:])
-        raise CommonstackError(f"the checks could not run: {redact(tail, secrets)}")
-    return [json.loads(line) for line in results_file.read_text().splitlines()]
+    # Output to a file, not a pipe: nobody reads a pipe while the caller is busy reading facts.
+    with open(folder / OUTPUT_FILE, "w") as output:
+        return subprocess.Popen(command, env=env, cwd=folder, stdin=subprocess.DEVNULL, stdout=output,
+                                stderr=subprocess.STDOUT)  # fmt: skip
 
 
 def _redacted(result: CheckResult, secrets: list[str]) -> CheckResult:

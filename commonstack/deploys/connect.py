@@ -1,4 +1,5 @@
-"""Turning SSH connection problems into one clear line per host (used by ``runner``).
+"""Connecting to the hosts of a run, and turning SSH connection problems into one clear line per
+host (used by ``runner``).
 
 pyinfra's SSH connector wraps every connection failure in a ``ConnectError`` whose text is
 terse ("Could not connect (...)", "SSH error (...)"). The original paramiko/socket
@@ -7,8 +8,8 @@ inside the ``except`` block), so we classify on exception *types*, not on messag
 
 Also here: the ``sudo`` preflight for hosts reached as a non-root user.
 
-Import ``commonstack.deploys.runner`` (which monkey-patches gevent first) rather than this
-module directly.
+The functions that take a pyinfra State import ``pyinfra_api`` (which patches gevent) when
+called: the others serve callers without pyinfra (pinning keys, the tests).
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def fingerprint(key: Any) -> str:
 
 def root_cause(error: BaseException) -> BaseException:
     """The exception pyinfra wrapped into its ConnectError (or ``error`` itself)."""
-    from pyinfra.api.exceptions import ConnectError
+    from .pyinfra_api import ConnectError
 
     seen = set()
     exc: BaseException = error
@@ -93,7 +94,7 @@ def describe_connect_error(
         BadHostKeyException,
         SSHException,
     )
-    from pyinfra.api.exceptions import PyinfraError
+    from .pyinfra_api import PyinfraError
 
     exc = root_cause(error)
     at = where(target)
@@ -160,6 +161,53 @@ def describe_connect_error(
     return f"cannot connect to {at}: {type(exc).__name__}: {one_line(exc)}"
 
 
+def connect_all(state: Any, hosts: list[Any], targets: dict[str, HostTarget]) -> dict[str, str]:
+    """Connect the `hosts` of a pyinfra State side by side; {name: why} of those that could not
+    be, in one line each. Like ``pyinfra.api.connect.connect_all``, but one host's failure is
+    kept and explained instead of ending the run."""
+    import gevent
+
+    from . import pyinfra_api as api
+
+    def connect(host):
+        try:
+            host.connect(show_errors=False, raise_exceptions=True)
+        except Exception as e:  # ConnectError, or PyinfraError for an unusable key
+            return e
+        return None
+
+    greenlets = {state.pool.spawn(connect, host): host for host in hosts}
+    gevent.joinall(list(greenlets))
+    unreachable = {}
+    for greenlet, host in greenlets.items():
+        error = greenlet.value
+        if error is None and host.connected:
+            state.activate_host(host)
+            continue
+        if error is None:
+            error = greenlet.exception or RuntimeError("not connected")
+        unreachable[host.name] = describe_connect_error(
+            targets[host.name], error, api.offered_host_key(host), state.config.CONNECT_TIMEOUT
+        )
+    return unreachable
+
+
+def sudo_problems(state: Any, hosts: list[Any], targets: dict[str, HostTarget]) -> dict[str, str]:
+    """{name: why} of the `hosts` whose login user cannot use sudo without a password (root
+    needs none), probed side by side."""
+    import gevent
+
+    needs_sudo = [h for h in hosts if targets[h.name].user != "root"]
+    greenlets = {state.pool.spawn(sudo_problem, host, targets[host.name]): host for host in needs_sudo}
+    gevent.joinall(list(greenlets))
+    problems = {}
+    for greenlet, host in greenlets.items():
+        problem = greenlet.value if greenlet.successful() else one_line(greenlet.exception)
+        if problem:
+            problems[host.name] = problem
+    return problems
+
+
 def check_local_files(target: HostTarget) -> str | None:
     """Problems with the controller-side files a connection needs, before any network traffic."""
     if target.known_hosts is not None and not Path(target.known_hosts).is_file():
@@ -186,7 +234,7 @@ SUDO_PROBE = (
 
 def sudo_problem(host: Any, target: HostTarget) -> str | None:
     """None when ``target.user`` can run ``sudo`` without a password on ``host``."""
-    from pyinfra.api import StringCommand
+    from .pyinfra_api import StringCommand
 
     try:
         status, output = host.run_shell_command(StringCommand(SUDO_PROBE))

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from commonstack.deploys import runner  # first: it patches gevent before pyinfra loads
+from commonstack.deploys.pyinfra_api import host
 from commonstack.deploys.stack import HostOutcome, stack_operations
 from commonstack.inventories.groups import Group
 from commonstack.inventories.secrets import current_secrets, ensure_secrets
@@ -35,13 +36,6 @@ class GroupRun:
     def unavailable(self) -> dict[str, dict[str, str]]:
         """Per host, the layers left out because their source was unreachable, and why."""
         return {name: outcome.unavailable for name, outcome in self.outcomes.items() if outcome.unavailable}
-
-    def deployed_plans(self) -> dict[str, HostPlan]:
-        """The plans without the layers left out because their source was unreachable."""
-        return {
-            name: replace(plan, layers=tuple(l for l in plan.layers if l not in self.unavailable.get(name, {})))
-            for name, plan in self.plans.items()
-        }
 
     def undeployable_layers(self) -> dict[str, list[str]]:
         """Per host, layers this version of the kit does not deploy yet."""
@@ -103,5 +97,13 @@ class GroupConverger:
             self.skip_unavailable,
             self.purge,
         )
-        run.results = method(targets, operations, self.on_progress, redact=list(self.secrets.values()))
+
+        def add_operations() -> None:
+            # The runner may call this more than once per host (reading facts ahead): the last
+            # call plans the host from its real facts, an earlier one possibly from defaults.
+            run.plans.pop(host.name, None)
+            run.outcomes.pop(host.name, None)
+            operations()
+
+        run.results = method(targets, add_operations, self.on_progress, redact=list(self.secrets.values()))
         return run

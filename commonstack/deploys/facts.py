@@ -67,7 +67,9 @@ class UnsupportedRelease(CommonstackError):
 
 def gather_release() -> Release:
     """The current host's facts, as rendering and sizing need them."""
+    # Every fact is asked before any is judged, so the runner reads them in one batch (prefetch.py).
     distribution = host.get_fact(LinuxDistribution)
+    machine, memory_mb, cpus = host.get_fact(Arch), host.get_fact(UsableMemoryMb), host.get_fact(Cpus)
     codename = (distribution.get("release_meta") or {}).get("VERSION_CODENAME", "")
     if distribution.get("name") != "Debian" or codename not in versions().debian:
         supported = ", ".join(versions().debian)
@@ -75,18 +77,15 @@ def gather_release() -> Release:
             f"{host.name}: runs {distribution.get('name')} {codename or distribution.get('major')}; "
             f"commonstack supports Debian ({supported})"
         )
-    machine = host.get_fact(Arch)
-    facts = HostFacts(
-        memory_mb=host.get_fact(UsableMemoryMb),
-        cpus=host.get_fact(Cpus) or 1,
-        arch=debian_arch(machine),
-    )
+    facts = HostFacts(memory_mb=memory_mb, cpus=cpus or 1, arch=debian_arch(machine))
     return Release(facts=facts, codename=codename)
 
 
 class DownloadProblem(FactBase[str]):
     """'' when the host gets an answer for URL (HTTP HEAD), else the reason it does not: whether it can
     download a release (Nextcloud's tarball) or reach a store (Nextcloud's app store) before any change."""
+
+    read_ahead = False  # up to 30 s when unreachable: asked only when needed (deploys/prefetch.py)
 
     def command(self, url: str) -> str:
         quoted = shlex.quote(url)

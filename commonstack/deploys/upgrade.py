@@ -6,7 +6,6 @@ commonstack/upgrades.py drives them and decides between them.
 
 What a host keeps (stacks/paths.py)::
 
-    /var/lib/commonstack/upgrades/lock              the controller running an upgrade here
     /var/lib/commonstack/upgrades/LAYER/            an upgrade that has not finished
         plan.json                                   what it does: layer, from, to, id, started
         journal                                     "STEP EPOCH" per step done, in order
@@ -14,8 +13,14 @@ What a host keeps (stacks/paths.py)::
         leftovers                                   what to remove after the grace period, by outcome
     /var/lib/commonstack/upgrades/history/ID/       finished (or rolled back), same files
 
-Every step is one shell command, run under the maintenance lock (no backup or restore runs
-meanwhile), that appends its name to the journal when it succeeded. A step the journal records
+An upgrade holds the host's maintenance lock (stacks/paths.py MAINTENANCE_LOCK, the flock a
+backup and a restore take too) from its first step to its last: a process of the scope unit
+MAINTENANCE_HOLDER keeps it between the SSH commands, and the unit's description names the run.
+No scheduled backup runs during an upgrade, and the pre-upgrade backup runs inside it
+(COMMONSTACK_LOCK_HELD=1). A reboot frees the lock; the next phase takes it again.
+
+Every step is one shell command, run only while the lock is held, that appends its name to the
+journal when it succeeded. A step the journal records
 is not run again, and each command can run again after an interruption: it finds what an
 earlier, interrupted run of it already did.
 """
@@ -39,15 +44,21 @@ from commonstack.plan import HostPlan
 from commonstack.stacks.layers import layer
 from commonstack.stacks.paths import (
     BACKUP_SCRIPT,
+    MAINTENANCE_HOLDER,
     MAINTENANCE_LOCK,
     UPGRADE_HISTORY,
-    UPGRADE_LOCK,
     UPGRADES_DIR,
 )
 
 LOCK_WAIT_SECONDS = 900  # a running backup finishes first
+# Sets $holder to the run whose upgrade holds the maintenance lock; false when none does.
+HOLDER_DESCRIPTION = (
+    f"holder=$(systemctl is-active -q {MAINTENANCE_HOLDER} && systemctl show -P Description {MAINTENANCE_HOLDER}) "
+    "&& [ -n \"$holder\" ]"
+)
 OUTCOMES = ("finished", "rolled-back", "abandoned")  # how an upgrade ends; without one it is unfinished
 BACKUP_TAG = "pre-upgrade"  # kept apart from the backups' retention policy
+BACKED_UP = "backed-up"  # the journal's step of the pre-upgrade snapshot
 
 # --- what the host records -------------------------------------------------------------------
 
@@ -89,17 +100,18 @@ class Record:
 @dataclass(frozen=True)
 class UpgradesOnHost:
     unfinished: dict[str, Record] = field(default_factory=dict)  # by layer
-    lock: str | None = None  # the lock's holder
+    lock: str | None = None  # the run holding the maintenance lock for an upgrade
     history: tuple[Record, ...] = ()
 
 
 class UpgradeRecords(FactBase[UpgradesOnHost]):
-    """The host's upgrade records: the unfinished ones (by layer), the lock's holder, the history."""
+    """The host's upgrade records: the unfinished ones (by layer), the upgrade holding the
+    maintenance lock, the history."""
 
     def command(self) -> str:
         return (
+            f"{HOLDER_DESCRIPTION} && printf '@lock %s\\n' \"$holder\"; "
             f"d={UPGRADES_DIR}; if [ -d $d ]; then "
-            "if [ -f $d/lock ]; then printf '@lock %s\\n' \"$(cat $d/lock)\"; fi; "
             "for f in $d/*/plan.json $d/history/*/plan.json; do "
             '[ -f "$f" ] || continue; dir=${f%/plan.json}; '
             "printf '@record %s\\n' \"${dir#$d/}\"; cat \"$f\"; echo; "
@@ -258,7 +270,13 @@ class HostSurvey:
 
     @property
     def has_backup(self) -> bool:
-        return self.runtimes.get("backup") == "yes"
+        """The group backs this host up: an upgrade's first step is a pre-upgrade snapshot."""
+        return "backup" in self.plan.layers
+
+    @property
+    def backup_missing(self) -> bool:
+        """Backups are enabled, but the backup layer's script is not on the host yet."""
+        return self.has_backup and self.runtimes.get("backup") != "yes"
 
 
 def space_paths(plan: HostPlan) -> tuple[str, ...]:
@@ -327,7 +345,7 @@ class UpgradeContext:
     plan: HostPlan
     owner: str  # who holds the lock: this controller's run
     done: tuple[str, ...] = ()  # steps the journal already records
-    has_backup: bool = False  # the host has the backup layer's script
+    has_backup: bool = False  # the group backs the host up: a pre-upgrade snapshot comes first
 
     @property
     def folder(self) -> str:
@@ -346,11 +364,12 @@ class UpgradeContext:
 
 
 def in_step(command: str, journal: str | None = None, step: str | None = None) -> str:
-    """`command` under the maintenance lock; recorded in `journal` as `step` once it succeeded."""
+    """`command`, only while an upgrade holds the maintenance lock (upgrade_lock); recorded in
+    `journal` as `step` once it succeeded."""
     recorded = f" && echo \"{step} $(date +%s)\" >> {journal}" if journal else ""
     return (
-        f"umask 077; exec 9>{MAINTENANCE_LOCK} && flock -w {LOCK_WAIT_SECONDS} 9 || "
-        f"{{ echo 'a backup or a restore holds {MAINTENANCE_LOCK}: try again when it is done' >&2; exit 75; }}; "
+        f"umask 077; systemctl is-active -q {MAINTENANCE_HOLDER} || "
+        f"{{ echo 'no upgrade holds {MAINTENANCE_LOCK} (a reboot frees it): run the upgrade again' >&2; exit 75; }}; "
         f"( set -e; {command} ){recorded}"
     )
 
@@ -369,10 +388,10 @@ class JournalSteps(FactBase[list[str]]):
 
 
 class LockHolder(FactBase[str | None]):
-    """Who holds the host's upgrade lock (None: nobody)."""
+    """The run whose upgrade holds the maintenance lock (None: no upgrade does)."""
 
     def command(self) -> str:
-        return f"cat {UPGRADE_LOCK} 2>/dev/null; true"
+        return f"{HOLDER_DESCRIPTION} && printf '%s\\n' \"$holder\"; true"
 
     def process(self, output) -> str | None:
         lines = [line.strip() for line in output if line.strip()]
@@ -421,44 +440,51 @@ def journaled(journal: str, step: str, command: str):
 
 
 class UpgradeLockHeld(OperationError):
-    """Another run holds the host's upgrade lock."""
+    """Another upgrade holds the host's maintenance lock."""
 
 
 @operation()
 def upgrade_lock(owner: str, stale: str | None = None):
-    """Take the host's upgrade lock for `owner`. A lock held by `stale` (a run known to have
-    ended) is taken over; anyone else's fails the operation, changing nothing.
+    """Hold the host's maintenance lock for `owner`'s upgrade until upgrade_unlocked (or a reboot):
+    wait for a running backup or restore to finish, then leave a process of the scope unit
+    MAINTENANCE_HOLDER holding the flock, described as `owner`. The lock of `stale` (an upgrade
+    known to have ended) is taken over; another upgrade's fails the operation, changing nothing.
 
     **Example:**
 
     .. code:: python
 
-        upgrade_lock(name="Take the upgrade lock", owner="laptop pid 4242 since 2026-11-30T10:00:00Z")
+        upgrade_lock(name="Take the maintenance lock", owner="laptop pid 4242 since 2026-11-30T10:00:00Z")
     """
     holder = host.get_fact(LockHolder)
     if holder == owner:
-        host.noop("this run holds the upgrade lock")
+        host.noop("this upgrade holds the maintenance lock")
         return
     if holder is not None and holder != stale:
-        raise UpgradeLockHeld(f"another upgrade holds the lock: {holder}")
-    me, old = shlex.quote(owner), shlex.quote(stale or "")
-    # Made at once (noclobber), so that of two runs that both found it free, one fails.
+        raise UpgradeLockHeld(f"another upgrade holds the maintenance lock: {holder}")
+    if holder is not None:
+        yield f"systemctl stop {MAINTENANCE_HOLDER}"
+    # The sleep inherits descriptor 9, and with it the flock, which outlives this command. A second
+    # upgrade that found the lock free too waits here, and then finds it held (LockHolder).
     yield (
-        f"mkdir -p -m 0700 {UPGRADES_DIR} && "
-        f"if ( set -C; printf '%s\\n' {me} > {UPGRADE_LOCK} ) 2>/dev/null; then exit 0; fi; "
-        f"holder=$(cat {UPGRADE_LOCK}); "
-        f"if [ \"$holder\" = {old} ]; then printf '%s\\n' {me} > {UPGRADE_LOCK}; exit 0; fi; "
-        "echo \"another upgrade holds the lock: $holder\" >&2; exit 1"
+        f"exec 9>{MAINTENANCE_LOCK} && flock -w {LOCK_WAIT_SECONDS} 9 || "
+        f"{{ echo '{MAINTENANCE_LOCK} stayed taken for {LOCK_WAIT_SECONDS} s (a backup or a restore): "
+        "try again when it is done' >&2; exit 75; }; "
+        f"systemctl reset-failed {MAINTENANCE_HOLDER} 2>/dev/null; "
+        f"systemd-run --scope --quiet --unit={MAINTENANCE_HOLDER} --description={shlex.quote(owner)} "
+        "sleep infinity </dev/null >/dev/null 2>&1 & "
+        f"for _ in $(seq 50); do systemctl is-active -q {MAINTENANCE_HOLDER} && exit 0; sleep 0.1; done; "
+        f"echo 'could not start {MAINTENANCE_HOLDER} to hold {MAINTENANCE_LOCK}' >&2; exit 1"
     )
 
 
 @operation()
 def upgrade_unlocked(owner: str):
-    """Give the upgrade lock back, if `owner` holds it."""
+    """Let the maintenance lock go, if `owner`'s upgrade holds it."""
     if host.get_fact(LockHolder) != owner:
-        host.noop("this run does not hold the upgrade lock")
+        host.noop("this upgrade does not hold the maintenance lock")
         return
-    yield f"rm -f {UPGRADE_LOCK}"
+    yield f"systemctl stop {MAINTENANCE_HOLDER}"
 
 
 @operation()
@@ -502,13 +528,17 @@ def expired_removed(grace_seconds: int, protected: tuple[str, ...]):
         )
 
 
-def begin(ctx: UpgradeContext, stale_owner: str | None, leftovers: dict[str, Iterable[str]]) -> None:
-    """Take the lock and, for a new upgrade, write what it is and what it will leave behind.
+def held(ctx: UpgradeContext, stale_owner: str | None = None) -> None:
+    """The maintenance lock, held for this upgrade (every phase starts with it)."""
+    upgrade_lock(name="Hold the maintenance lock: no backup or restore meanwhile", owner=ctx.owner, stale=stale_owner)
+
+
+def begin(ctx: UpgradeContext, leftovers: dict[str, Iterable[str]]) -> None:
+    """For a new upgrade, write what it is and what it will leave behind.
 
     `leftovers`: per outcome ("finished", "rolled-back", "abandoned"), the paths to remove once
     the grace period is over ("databases.rolled-back": the databases a rollback sets aside).
     """
-    upgrade_lock(name="Take the host's upgrade lock", owner=ctx.owner, stale=stale_owner)
     if "begun" in ctx.done:
         return
     plan = {"layer": ctx.layer, "id": ctx.id, "from": ctx.from_version, "to": ctx.to_version,
@@ -523,13 +553,17 @@ def begin(ctx: UpgradeContext, stale_owner: str | None, leftovers: dict[str, Ite
 
 
 def pre_upgrade_backup(ctx: UpgradeContext) -> None:
-    """The backup layer's backup, tagged pre-upgrade (kept apart from its retention), when the host
-    has that layer. The maintenance lock is held already: the script must not wait for it."""
+    """A snapshot by the backup layer's script, tagged pre-upgrade (kept apart from its retention),
+    before anything changes, when the group backs the host up. The upgrade holds the maintenance
+    lock already: the script must not wait for it. If it fails, the upgrade stops there."""
     if ctx.has_backup:
+        # On failure its "error: ..." line is said last: the one line the upgrade's verdict quotes.
         ctx.step(
-            "backed-up",
-            f"COMMONSTACK_LOCK_HELD=1 {BACKUP_SCRIPT} run --tag {BACKUP_TAG}",
-            f"Back up the host ({BACKUP_SCRIPT} run --tag {BACKUP_TAG})",
+            BACKED_UP,
+            f"said=$(mktemp) && if COMMONSTACK_LOCK_HELD=1 {BACKUP_SCRIPT} run --tag {BACKUP_TAG} 2>\"$said\"; "
+            "then rm -f \"$said\"; else cat \"$said\" >&2; grep '^error: ' \"$said\" | tail -n 1 >&2; "
+            "rm -f \"$said\"; exit 1; fi",
+            f"Back up the host first ({BACKUP_SCRIPT} run --tag {BACKUP_TAG})",
         )
 
 
@@ -611,11 +645,15 @@ def manual_restore(ctx: UpgradeContext) -> list[str]:
 
 
 def close(ctx: UpgradeContext, outcome: str) -> None:
-    """Record how the upgrade ended, move its records to history/ and give the lock back."""
+    """Record how the upgrade ended, move its records to history/ and let the lock go."""
     ctx.step(outcome, "true", f"Record that the upgrade of {ctx.layer} {outcome.replace('-', ' ')}")
     history = f"{UPGRADE_HISTORY}/{ctx.id}"
     records_archived(name=f"Move the upgrade's records to {history}", folder=ctx.folder, history=history)
-    upgrade_unlocked(name="Give the host's upgrade lock back", owner=ctx.owner)
+    unlocked(ctx)
+
+
+def unlocked(ctx: UpgradeContext) -> None:
+    upgrade_unlocked(name="Let the maintenance lock go", owner=ctx.owner)
 
 
 # --- what the upgrader reads between its steps ------------------------------------------------

@@ -63,11 +63,16 @@ def redacted(profile: StackProfile) -> Secrets:
     return Secrets({name: f"<secret:{name}>" for name in names})
 
 
-def ensure_secrets(path: Path, profile: StackProfile) -> Secrets:
-    """Load the group's secrets, generating (and saving) any the profile now needs."""
+def ensure_secrets(path: Path, profile: StackProfile, given: Mapping[str, str] | None = None) -> Secrets:
+    """Load the group's secrets, generating (and saving) any the profile now needs.
+
+    `given`: secrets the volunteer just gave (init's SMTP password), saved over older values.
+    """
     values = read_secrets(path)
+    changed = {name: value for name, value in (given or {}).items() if values.get(name) != value}
+    values.update(changed)
     missing = [name for name in generated_secrets(profile) if not values.get(name)]
-    if missing:
+    if missing or changed:
         values.update({name: secrets.token_urlsafe(32) for name in missing})
         _write(path, values)
     return require_provided(path, profile, values)

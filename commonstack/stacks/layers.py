@@ -20,6 +20,26 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from commonstack.stacks.paths import (
+    BACKUP_CONFIG_DIR,
+    BACKUP_STATE,
+    CADDY_DATA,
+    COTURN_CONFIG,
+    DISCOURSE_APP_YML,
+    DISCOURSE_BACKUPS,
+    DISCOURSE_DIR,
+    NEXTCLOUD_CODE,
+    NEXTCLOUD_DATA,
+    NEXTCLOUD_OCC,
+    RESTORE_STAGING,
+    STATE_DIR,
+    SYNAPSE_CONFIG_DIR,
+    SYNAPSE_MEDIA,
+    SYNAPSE_PYTHON,
+    SYNAPSE_SIGNING_KEY,
+    SYNAPSE_VENV,
+)
+
 if TYPE_CHECKING:
     from commonstack.stacks.model import Host, StackProfile
 
@@ -45,7 +65,7 @@ class Database:
 
 @dataclass(frozen=True)
 class LayerUpgrade:
-    """How `commonstack upgrade` moves a layer to another release (commonstack/upgrades.py runs it).
+    """How `commonstack upgrade` moves a layer to another release (commonstack/upgrades/ runs it).
 
     One layer of one host at a time: a preflight that changes nothing; a pre-upgrade backup (the
     backup layer's, when the host has it) and always a local `pg_dump -Fc` of `dumps` and a copy
@@ -66,7 +86,54 @@ class LayerUpgrade:
     gate_seconds: int = 60  # how long its health gate retries before the upgrade counts as failed
 
 
-# What enables a layer on a host: the profile, and the services the profile places on the host.
+@dataclass(frozen=True)
+class Dump:
+    """A database of the layer saved with `pg_dump -Fc` (consistent without stopping anything)."""
+
+    database: str
+    # Tables whose rows are left out (their definitions stay), as upstream advises.
+    exclude_table_data: tuple[str, ...] = ()
+    # Tables whose rows are counted into the snapshot's manifest: a restore (and the drill) must
+    # find at least as many.
+    counted: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LayerBackup:
+    """What a layer's backup holds and how a restore puts it back (templates/backup renders the
+    host's backup and restore scripts from these declarations).
+
+    Shell commands run as root on the host, in the backup script's environment.
+    """
+
+    dumps: tuple[Dump, ...] = ()
+    paths: tuple[str, ...] = ()  # saved, and put back by a restore (data the deploy cannot remake)
+    configs: tuple[str, ...] = ()  # saved for the record; a restore keeps what the deploy rendered
+    exclude: tuple[str, ...] = ()  # restic --exclude patterns: caches that rebuild themselves
+    # Makes the data still for the few seconds it is read, and lets it go again; `resume` always
+    # runs once `pause` did, whatever happens in between (Nextcloud's maintenance mode).
+    pause: str | None = None
+    resume: str | None = None
+    # Writes the layer's own export into "$1", a folder that goes into the snapshot (Discourse's
+    # `discourse backup`); `import_` puts it back from "$1" during a restore.
+    export: str | None = None
+    import_: str | None = None
+    # Prints a JSON object of the layer's versions for the snapshot's manifest.
+    version: str | None = None
+    # Runs once the restored data is in place, before the layer's units start again.
+    restored: str | None = None
+
+    @property
+    def saved(self) -> tuple[str, ...]:
+        return self.paths + self.configs
+
+    @property
+    def restorable(self) -> bool:
+        """Whether a restore puts anything of the layer back (else it was saved for the record)."""
+        return bool(self.dumps or self.paths or self.import_)
+
+
+# What enables a layer on a host other than a service: the profile, and the services on the host.
 Wanted = Callable[["StackProfile", frozenset[str]], bool]
 Ports = Callable[["StackProfile", "Host"], tuple[Port, ...]]
 
@@ -75,7 +142,10 @@ Ports = Callable[["StackProfile", "Host"], tuple[Port, ...]]
 class Layer:
     name: str
     summary: str  # what it is, for --help and the docs
-    wanted: Wanted | None  # None: only when another layer on the host requires it
+    # What enables it: the profile service it runs (as StackProfile.services_on names them), else
+    # `wanted`; with neither, it is on a host only when another layer there requires it.
+    service: str | None = None
+    wanted: Wanted | None = None
     requires: tuple[str, ...] = ()  # shared layers it needs on the same host
     # Debian packages, installed for every layer of a host in one apt transaction. "{php}" and
     # "{postgresql}" stand for the versions of the host's Debian release (versions.yaml).
@@ -94,14 +164,12 @@ class Layer:
     remove: str | None = None
     # How `commonstack upgrade` moves it to another release (None: it has no releases of its own).
     upgrade: LayerUpgrade | None = None
+    # What its backups hold (None: nothing of its own, e.g. Redis's cache).
+    backup: LayerBackup | None = None
 
     @property
     def generated_secrets(self) -> tuple[str, ...]:
         return tuple(d.password_secret for d in self.databases) + self.secrets
-
-
-def _service(name: str) -> Wanted:
-    return lambda profile, services: name in services
 
 
 def _ssh(profile: StackProfile, host: Host) -> tuple[Port, ...]:
@@ -143,17 +211,19 @@ LAYERS: tuple[Layer, ...] = (
     Layer(
         "postgres",
         "PostgreSQL from Debian, tuned by sizing, a database per service",
-        wanted=None,
         packages=("postgresql-{postgresql}",),
         deploy="postgres:postgresql",
         checks=("postgres",),
         units=("postgresql",),
         data=("/var/lib/postgresql",),
+        # Its databases are saved by the layers that own them (pg_dump); here only the version.
+        backup=LayerBackup(
+            version="printf '{\"version\": \"%s\"}' \"$(cd / && runuser -u postgres -- psql -XAtq -c 'SHOW server_version')\""
+        ),
     ),
     Layer(
         "redis",
         "Redis from Debian on a unix socket, for Nextcloud's locking and cache",
-        wanted=None,
         packages=("redis-server",),
         deploy="redis:redis",
         checks=("redis",),
@@ -163,18 +233,26 @@ LAYERS: tuple[Layer, ...] = (
     Layer(
         "caddy",
         "Caddy, the one reverse proxy, with certificates from ACME or its own CA",
-        wanted=None,
         packages=("caddy",),
         deploy="caddy:caddy",
         checks=("caddy",),
         ports=_web,
         units=("caddy",),
-        data=("/var/lib/caddy",),  # its certificates and ACME account
+        data=(CADDY_DATA,),  # its certificates and ACME account
+        # Certificates and the ACME account come back (no new issuance, no rate limit); its
+        # local CA too, which the group's devices may trust.
+        backup=LayerBackup(
+            paths=(CADDY_DATA,),
+            configs=("/etc/caddy",),
+            # coturn keeps a copy of Caddy's certificate (layer coturn): it must follow the restored one.
+            restored=(f"! systemctl cat coturn-certificate.service >/dev/null 2>&1 || "
+                      "systemctl start coturn-certificate.service"),  # fmt: skip
+        ),
     ),
     Layer(
         "synapse",
         "Matrix: Synapse from PyPI in a virtualenv (profile: matrix)",
-        wanted=_service("matrix"),
+        service="matrix",
         requires=("postgres", "caddy"),
         # Upstream's prerequisites for a pip install with PostgreSQL: a venv, and what building
         # psycopg2 from source needs (PyPI has no Linux wheel of it). jemalloc: Synapse's docs.
@@ -193,16 +271,30 @@ LAYERS: tuple[Layer, ...] = (
             pins="synapse",
             profile_key="matrix.version",
             dumps=("synapse",),
-            saved=("/etc/matrix-synapse",),
-            running="/opt/synapse/venv",
+            saved=(SYNAPSE_CONFIG_DIR,),
+            running=SYNAPSE_VENV,
             code_mb=400,  # a virtualenv with Synapse and its dependencies: about 250 MB
             gate_seconds=30,  # its start returns once it is ready (Type=notify, after its migrations)
+        ),
+        # Synapse's own advice (docs: "Backups"): the database without the one-time keys' rows,
+        # the signing key (the server's identity to every other server) and local media only
+        # (remote media and URL previews are fetched again).
+        backup=LayerBackup(
+            dumps=(Dump("synapse", exclude_table_data=("e2e_one_time_keys_json",),
+                        counted=("users", "rooms", "events", "local_media_repository")),),  # fmt: skip
+            paths=(SYNAPSE_SIGNING_KEY, f"{SYNAPSE_MEDIA}/local_content", f"{SYNAPSE_MEDIA}/local_thumbnails"),
+            configs=(SYNAPSE_CONFIG_DIR,),
+            version=(
+                f"printf '{{\"version\": \"%s\", \"schema\": %s}}' "
+                f"\"$({SYNAPSE_PYTHON} -c 'import synapse; print(synapse.__version__)')\" "
+                "\"$(cd / && runuser -u postgres -- psql -XAtq -d synapse -c 'SELECT version FROM schema_version')\""
+            ),
         ),
     ),
     Layer(
         "coturn",
         "TURN for Matrix calls: coturn from Debian (profile: matrix.turn)",
-        wanted=_service("turn"),
+        service="turn",
         requires=("caddy",),  # its TLS certificate is a copy of Caddy's
         packages=("coturn",),
         deploy="coturn:coturn",
@@ -210,11 +302,12 @@ LAYERS: tuple[Layer, ...] = (
         ports=_turn,
         secrets=("turn_shared_secret",),
         units=("coturn", "coturn-certificate.timer"),
+        backup=LayerBackup(configs=(COTURN_CONFIG,)),
     ),
     Layer(
         "nextcloud",
         "files and calendars: Nextcloud from its signed tarball on PHP-FPM (profile: nextcloud)",
-        wanted=_service("nextcloud"),
+        service="nextcloud",
         requires=("postgres", "redis", "caddy"),
         # The admin manual's PHP modules (installation: prerequisites) as Debian packages (php-common
         # brings ctype, fileinfo, iconv, posix, session, sodium, exif...; php-xml: dom, SimpleXML,
@@ -237,16 +330,27 @@ LAYERS: tuple[Layer, ...] = (
             pins="nextcloud",
             profile_key="nextcloud.version",
             dumps=("nextcloud",),
-            saved=("/var/www/nextcloud/config",),
-            running="/var/www/nextcloud",
+            saved=(f"{NEXTCLOUD_CODE}/config",),
+            running=NEXTCLOUD_CODE,
             code_mb=1024,  # the unpacked release (about 700 MB) and its archive while it is checked
             one_major_at_a_time=True,  # Nextcloud's admin manual: no major may be skipped
+        ),
+        # The admin manual's backup: config/, data/ and the database, in maintenance mode so that
+        # the three agree. The code is the verified release, installed again by the deploy.
+        backup=LayerBackup(
+            dumps=(Dump("nextcloud"),),
+            paths=(f"{NEXTCLOUD_CODE}/config", NEXTCLOUD_DATA),
+            exclude=(f"{NEXTCLOUD_DATA}/appdata_*/preview",),  # thumbnails, made again on demand
+            pause=f"{NEXTCLOUD_OCC} maintenance:mode --on",
+            resume=f"{NEXTCLOUD_OCC} maintenance:mode --off",
+            version=f"{NEXTCLOUD_OCC} status --output=json",
+            # The saved config.php says maintenance (it was saved so); clients resync their files.
+            restored=f"{NEXTCLOUD_OCC} maintenance:mode --off && {NEXTCLOUD_OCC} maintenance:data-fingerprint",
         ),
     ),
     Layer(
         "docker",
         "the Docker engine that Discourse's launcher drives: Debian's docker.io",
-        wanted=None,
         packages=("git", "apparmor"),  # docker.io itself: deploys/docker.py keeps an engine already there
         deploy="docker:docker_engine",
         checks=("docker",),
@@ -256,7 +360,7 @@ LAYERS: tuple[Layer, ...] = (
     Layer(
         "discourse",
         "the forum: Discourse through its official launcher (profile: discourse)",
-        wanted=_service("discourse"),
+        service="discourse",
         requires=("docker", "caddy"),
         deploy="discourse:discourse",
         preflight="discourse:discourse_preflight",
@@ -269,19 +373,49 @@ LAYERS: tuple[Layer, ...] = (
             steps="discourse_upgrade",
             pins="discourse_docker",
             profile_key="discourse.launcher.commit",
-            saved=("/var/discourse/containers",),
-            running="/var/discourse",
+            saved=(f"{DISCOURSE_DIR}/containers",),
+            running=DISCOURSE_DIR,
             code_mb=5 * 1024,  # the launcher's own check before a rebuild
             gate_seconds=600,  # the new container boots Discourse and migrates before it answers
+        ),
+        # Discourse's own archive (database and uploads), which its own restore reads.
+        backup=LayerBackup(
+            configs=(DISCOURSE_APP_YML,),
+            export=(
+                f"docker exec app discourse backup >&2 && "
+                f"mv \"$(find {DISCOURSE_BACKUPS} -maxdepth 1 -name '*.tar.gz' -printf '%T@ %p\\n' "
+                "| sort -n | tail -n 1 | cut -d' ' -f2-)\" \"$1\"/"
+            ),
+            import_=(
+                f"cp \"$1\"/*.tar.gz {DISCOURSE_BACKUPS}/ && docker exec app discourse enable_restore && "
+                "docker exec app discourse restore \"$(basename \"$(ls \"$1\"/*.tar.gz)\")\" && "
+                "docker exec app discourse disable_restore"
+            ),
+            version=(
+                "printf '{\"commit\": \"%s\", \"launcher\": \"%s\"}' "
+                "\"$(docker exec app git -C /var/www/discourse rev-parse HEAD)\" "
+                "\"$(git -C /var/discourse rev-parse HEAD)\""
+            ),
         ),
     ),
     Layer(
         "backup",
         "restic backups of every layer's data to a repository off the host (profile: backup)",
         wanted=lambda profile, services: profile.backup.enabled,
-        packages=("restic",),
-        secrets=("restic_password",),
-        units=("commonstack-backup.timer",),
+        packages=("restic", "jq", "openssh-client"),
+        deploy="backup:backup",
+        preflight="backup:backup_preflight",
+        checks=("backup",),
+        secrets=("restic_password", "backup_ssh_seed"),
+        units=("commonstack-backup.timer", "commonstack-backup-check.timer"),
+        data=(BACKUP_STATE,),
+        # The kit's own records (which layers it deployed, the Matrix server name...) and this
+        # layer's settings, for the record: a restore runs after a deploy that wrote them anew.
+        backup=LayerBackup(
+            configs=(STATE_DIR, BACKUP_CONFIG_DIR),
+            exclude=(RESTORE_STAGING, f"{BACKUP_CONFIG_DIR}/restic-password",
+                     f"{BACKUP_CONFIG_DIR}/backup-ssh-key"),  # fmt: skip
+        ),
     ),
 )
 
@@ -296,7 +430,11 @@ def layer(name: str) -> Layer:
 def layers_on(profile: StackProfile, host: Host) -> tuple[str, ...]:
     """The layers a host runs, in deploy order: those its services enable, and what they require."""
     services = profile.services_on(host)
-    wanted = {item.name for item in LAYERS if item.wanted is not None and item.wanted(profile, services)}
+    wanted = {
+        item.name
+        for item in LAYERS
+        if (item.service in services if item.service else item.wanted is not None and item.wanted(profile, services))
+    }
     pending = list(wanted)
     while pending:
         for required in layer(pending.pop()).requires:
@@ -320,6 +458,13 @@ def generated_secrets(profile: StackProfile) -> list[str]:
     names = {secret for host in profile.hosts for name in layers_on(profile, host)
              for secret in layer(name).generated_secrets}  # fmt: skip
     return [secret for item in LAYERS for secret in item.generated_secrets if secret in names]
+
+
+def saved_paths(layers: tuple[str, ...]) -> list[str]:
+    """Every path the backups of these layers save, without those inside another (restic would
+    otherwise meet them twice)."""
+    paths = sorted({path for name in layers if (spec := layer(name).backup) for path in spec.saved})
+    return [p for p in paths if not any(p.startswith(other.rstrip("/") + "/") for other in paths if other != p)]
 
 
 def check_modules(layers: tuple[str, ...] | None = None) -> tuple[str, ...]:

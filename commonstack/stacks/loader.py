@@ -71,9 +71,13 @@ def load_preset(name: str, referenced_from: Path | None = None) -> Preset:
     )
 
 
-def load_profile(path: Path) -> StackProfile:
-    """Read a group's stack.yaml, merge it over its preset and validate the result."""
-    group_data, group_tree = _read_yaml(path)
+def load_profile(path: Path, text: str | None = None) -> StackProfile:
+    """Read a group's stack.yaml, merge it over its preset and validate the result.
+
+    With `text`, that is validated as the content of `path` without reading or writing it
+    (`init` checks a new profile before it creates anything).
+    """
+    group_data, group_tree = _read_yaml(path, text)
     preset, preset_tree = None, None
     merged = group_data
     if "preset" in group_data:
@@ -100,9 +104,9 @@ def deep_merge(base: dict, override: dict) -> dict:
     return merged
 
 
-def _read_yaml(path: Path) -> tuple[dict, yaml.Node | None]:
+def _read_yaml(path: Path, text: str | None = None) -> tuple[dict, yaml.Node | None]:
     try:
-        data, tree = load_yaml(read_text(path))
+        data, tree = load_yaml(read_text(path) if text is None else text)
     except ReadError as exc:
         if exc.column:  # path:line:column, as compilers say it, for editors to jump to
             raise ProfileError(f"{path}:{exc.line}:{exc.column}", exc.message) from None

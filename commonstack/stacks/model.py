@@ -10,6 +10,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from commonstack.stacks import values
 from commonstack.stacks.reading import excerpt
+from commonstack.stacks.repository import EXPECTED as REPOSITORY_KINDS, parse_repository
 from commonstack.stacks.versions import versions
 
 # Reserved Unix users: Debian's system accounts and the ones the layers create. An admin user of
@@ -241,20 +242,41 @@ class TlsSettings(Settings):
 
 
 class Retention(Settings):
+    """How many routine snapshots `restic forget --prune` keeps; snapshots taken before an upgrade
+    or a restore are kept apart from these."""
+
     daily: int = Field(7, ge=0, le=10_000)
     weekly: int = Field(4, ge=0, le=10_000)
     monthly: int = Field(6, ge=0, le=10_000)
 
 
+def _repository(value: str) -> str:
+    try:
+        parse_repository(value)
+    except ValueError:
+        raise ValueError(f"expected {REPOSITORY_KINDS}, got {excerpt(value)}") from None
+    return value
+
+
 class BackupSettings(Settings):
     enabled: bool = False
-    repository: Annotated[str, AfterValidator(values.restic_repository)] | None = Field(
-        None, description="restic repository, e.g. sftp:user@host:/srv/restic."
+    # The three kinds the kit sets up (the error lists them), then restic's grammar (no character a
+    # command line or a unit could misread).
+    repository: Annotated[str, AfterValidator(_repository), AfterValidator(values.restic_repository)] | None = Field(
+        None,
+        description="restic repository off the host: sftp:user@host:/srv/restic (another machine), a local "
+        "path such as /mnt/usb/restic (a USB disk), or rest:https://host:8000/path (a rest-server).",
     )
     schedule: Annotated[str, AfterValidator(values.calendar)] = Field(
         "*-*-* 03:30:00", description="systemd OnCalendar expression."
     )
     retention: Retention = Field(default_factory=Retention)
+    check_schedule: Annotated[str, AfterValidator(values.calendar)] = Field(
+        "Sun *-*-* 05:00:00", description="When `restic check` reads a part of the repository back (OnCalendar)."
+    )
+    check_read_data: str = Field(
+        "5%", pattern=r"^[0-9]+(\.[0-9]+)?%$", description="How much of the stored data each check reads back."
+    )
 
     @model_validator(mode="after")
     def _needs_repository(self) -> BackupSettings:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from . import sshkeys
 from .errors import TestHostError
+from .emulation import prepare_emulated
 from .network import Subnet
 
 CONTROLLER_CA = Path("/etc/ssl/certs/ca-certificates.crt")
@@ -17,18 +18,6 @@ PermitRootLogin prohibit-password
 PasswordAuthentication no
 KbdInteractiveAuthentication no
 HostKey /etc/ssh/ssh_host_ed25519_key
-"""
-
-
-# Test hosts under qemu-user emulation only, never real hosts: qemu cannot give a service a
-# user namespace or systemd's credentials mount, so units asking for them fail (217/USER,
-# 243/CREDENTIALS: Debian's redis-server, systemd-tmpfiles-setup, systemd-sysusers...).
-_EMULATION = """\
-# commonstack: a limit of qemu-user emulation on this test host; not for real hosts
-[Service]
-PrivateUsers=no
-LoadCredential=
-SetCredential=
 """
 
 
@@ -44,8 +33,8 @@ def personalize(root: Path, name: str, trust_controller_ca: bool, emulated: bool
     _write(root, "etc/ssh/sshd_config.d/10-commonstack-testhost.conf", _SSHD)
     if trust_controller_ca:
         _trust_controller_ca(root)
-    if emulated:  # a top-level drop-in: it applies to every service, including ones installed later
-        _write(root, "etc/systemd/system/service.d/50-commonstack-emulation.conf", _EMULATION)
+    if emulated:
+        prepare_emulated(root)
     return sshkeys.generate_host_key(root, name)
 
 

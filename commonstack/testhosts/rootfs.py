@@ -52,14 +52,19 @@ def copy_rootfs(tarball: Path, root: Path) -> None:
 
 
 def ensure_binfmt(arch: str) -> None:
-    """Let the kernel run ``arch`` binaries through qemu-user-static (the "F" flag of Debian's
+    """Let the kernel run ``arch`` binaries through qemu-user (the "F" flag of Debian's
     registration opens the interpreter now, so it works inside the container without a copy)."""
     qemu = f"qemu-{preflight.QEMU_ARCH[arch]}"
     binfmt = Path("/proc/sys/fs/binfmt_misc")
     if not (binfmt / "status").exists():
         run(["mount", "-t", "binfmt_misc", "binfmt_misc", str(binfmt)])
     entry = binfmt / qemu
-    if not entry.exists() or not entry.read_text().startswith("enabled"):
+    if entry.exists() and entry.read_text().startswith("enabled"):
+        return
+    config = preflight.BINFMT_D / f"{qemu}.conf"
+    if config.exists():  # qemu-user 9.1 and later (qemu-user-binfmt): systemd's binfmt.d format
+        run([preflight.SYSTEMD_BINFMT, str(config)])
+    else:  # qemu-user-static 7.2 of Debian 12: binfmt-support's registration
         run(["update-binfmts", "--enable", qemu])
 
 

@@ -20,12 +20,12 @@ import os
 import socket
 from dataclasses import dataclass, field
 
-from commonstack.deploys.upgrade import HostSurvey, Record
+from commonstack.deploys.upgrade import BACKED_UP, HostSurvey, Record
 from commonstack.errors import CommonstackError
 from commonstack.plan import wanted_version
 from commonstack.stacks.layers import LAYERS, layer
 from commonstack.stacks.model import StackProfile
-from commonstack.stacks.paths import UPGRADE_LOCK, UPGRADES_DIR
+from commonstack.stacks.paths import BACKUP_SCRIPT, MAINTENANCE_HOLDER, UPGRADES_DIR
 from commonstack.stacks.versions import major, numeric, versions
 
 MARGIN_MB = 256  # what an upgrade leaves free at least: a full disk breaks more than the upgrade
@@ -120,7 +120,7 @@ def holding(profile: StackProfile, layer_name: str, version: str) -> StackProfil
 
 
 def owner_name(started: str) -> str:
-    """Who this run is, as the host's upgrade lock records it."""
+    """Who this run is, as the host records the upgrade holding its maintenance lock."""
     return f"{socket.gethostname()} pid {os.getpid()} since {started}"
 
 
@@ -142,8 +142,8 @@ def lock_refusal(holder: str | None, owner: str, host: str, address: str) -> str
     if holder is None or holder == owner or lock_ended(holder):
         return None
     return (
-        f"another upgrade holds {host}'s lock ({holder}); if it no longer runs, remove the lock: "
-        f"ssh root@{address} rm {UPGRADE_LOCK}"
+        f"another upgrade holds {host}'s maintenance lock ({holder}); if it no longer runs, let the lock go: "
+        f"ssh root@{address} systemctl stop {MAINTENANCE_HOLDER}"
     )
 
 
@@ -230,6 +230,16 @@ def space_refusals(layer_name: str, survey: HostSurvey) -> list[str]:
     return found
 
 
+def backup_refusal(survey: HostSurvey) -> str | None:
+    """The group backs the host up, so an upgrade begins with a snapshot: the script must be there."""
+    if not survey.backup_missing:
+        return None
+    return (
+        f"backup: enabled in stack.yaml, but {survey.plan.host.name} has no {BACKUP_SCRIPT} yet for the "
+        f"pre-upgrade snapshot: run `commonstack deploy {survey.plan.profile.group}` first"
+    )
+
+
 def host_tasks(
     survey: HostSurvey,
     layers: list[str],
@@ -243,11 +253,11 @@ def host_tasks(
     holder = survey.records.lock
     locked = lock_refusal(holder, owner, host, address)
     stale = holder if holder and holder != owner and locked is None else None
+    no_backup = backup_refusal(survey)
     tasks: list[Task] = []
     for name, record in survey.records.unfinished.items():
         task = Task(host, name, record.from_version, record.to_version, resume=record, stale_lock=stale)
-        if locked:
-            task.refusals.append(locked)
+        task.refusals += [r for r in (locked, no_backup if BACKED_UP not in record.steps else None) if r]
         tasks.append(task)
     unfinished_here = bool(tasks)
     for name in layers:
@@ -269,8 +279,7 @@ def host_tasks(
                     task.refusals.append(problem)
         if task.nothing is None:
             task.refusals += space_refusals(name, survey)
-            if locked:
-                task.refusals.append(locked)
+            task.refusals += [r for r in (locked, no_backup) if r]
             if unfinished_here:
                 task.refusals.append("an upgrade on this host did not finish: it is resumed first; run again after it")
     return tasks

@@ -29,15 +29,16 @@ from commonstack.deploys.upgrade import (
     HostState,
     HostSurvey,
     UpgradeContext,
+    BACKED_UP,
     begin,
     close,
     expired_removed,
+    held,
     pre_upgrade_backup,
     state_operations,
     steps_of,
     survey_operations,
-    upgrade_lock,
-    upgrade_unlocked,
+    unlocked,
 )
 from commonstack.errors import CommonstackError
 from commonstack.inventories.groups import Group
@@ -187,8 +188,7 @@ class Upgrader:
         ctx = self._fresh(task, ctx)
         if self._down_since is None and not task.debian:  # Debian's updates restart services one by one
             self._down_since = time.monotonic()
-        applied = self._phase(task, ctx, lambda c: (upgrade_lock(name="Hold the host's upgrade lock", owner=self.owner),
-                                                    steps.apply(c)))  # fmt: skip
+        applied = self._phase(task, ctx, steps.apply)
         if applied.status == "failed":
             if task.debian:  # apt cannot go back: say what failed, keep the record
                 return self._verdict(task, "not upgraded", f"the updates failed: {applied.error}; run "
@@ -202,7 +202,7 @@ class Upgrader:
         return self._finish(task, self._fresh(task, ctx), "upgraded")
 
     def _prepare(self, ctx: UpgradeContext, task: Task, steps) -> None:
-        begin(ctx, task.stale_lock, steps.leftovers(ctx))
+        begin(ctx, steps.leftovers(ctx))
         pre_upgrade_backup(ctx)
         steps.prepare(ctx)
 
@@ -215,8 +215,12 @@ class Upgrader:
             return self._verdict(task, "not upgraded", f"{error}; the upgrade stays stopped after '{record.last_step}': "
                                  f"run `commonstack upgrade {self.group.name} --host {task.host}` again to resume it or "
                                  "roll it back", state)  # fmt: skip
+        if record and ctx.has_backup and BACKED_UP not in record.steps:
+            error = f"the pre-upgrade backup failed, so the upgrade stopped there: {error}"
         if record:
             self._phase(task, replace(ctx, done=record.steps), lambda c: close(c, "abandoned"))
+        else:  # it may have got as far as taking the lock: let it go, without waiting for it again
+            self._phase(task, ctx, unlocked, lock=False)
         return self._verdict(task, "not upgraded", f"{error}; nothing of the running {task.layer} was changed", state)
 
     def _gate(self, task: Task, version: str) -> str | None:
@@ -252,7 +256,6 @@ class Upgrader:
             self._down_since = time.monotonic()
 
         def rollback(c: UpgradeContext) -> None:
-            upgrade_lock(name="Hold the host's upgrade lock", owner=self.owner)
             c.step("rollback-begun", "true", f"Begin the rollback to {task.from_version}")
             steps.rollback(c)
 
@@ -262,7 +265,7 @@ class Upgrader:
             return self._finish(task, self._fresh(task, ctx), "rolled back", reason)
         ctx = self._fresh(task, ctx)
         self._phase(task, ctx, lambda c: (c.step("rollback-failed", "true", "Record that the rollback failed"),
-                                           upgrade_unlocked(name="Give the host's upgrade lock back", owner=self.owner)))  # fmt: skip
+                                           unlocked(c)))  # fmt: skip
         verdict = self._verdict(task, "rollback failed", f"{reason}; then the rollback failed too: {failing}",
                                 self._state(task))  # fmt: skip
         verdict.manual = self._manual(task, ctx, steps)
@@ -278,10 +281,10 @@ class Upgrader:
         protected = tuple(item.upgrade.running for item in LAYERS if item.upgrade and item.upgrade.running)
 
         def ops(c: UpgradeContext) -> None:
-            close(c, outcome)
-            if outcome == "finished":
+            if outcome == "finished":  # first: it runs under the lock that close lets go
                 expired_removed(name=f"Remove what upgrades that ended over {GRACE_DAYS} days ago left behind",
                                 grace_seconds=GRACE_DAYS * 86400, protected=protected)  # fmt: skip
+            close(c, outcome)
 
         self._phase(task, ctx, ops)
         return self._verdict(task, {"finished": "upgraded", "rolled-back": "rolled back"}.get(outcome, "not upgraded"))
@@ -326,9 +329,16 @@ class Upgrader:
 
     # --- plumbing ----------------------------------------------------------------------------
 
-    def _phase(self, task: Task, ctx: UpgradeContext, add: Callable[[UpgradeContext], object]):
+    def _phase(self, task: Task, ctx: UpgradeContext, add: Callable[[UpgradeContext], object], lock: bool = True):
+        """One run of `add`'s operations on the task's host, under the maintenance lock."""
         target = [t for t in self.converger.targets if t.name == task.host]
-        (result,) = runner.apply(target, lambda: add(ctx), self._progress, redact=list(self.secrets.values()))
+
+        def operations() -> None:
+            if lock:
+                held(ctx, task.stale_lock)
+            add(ctx)
+
+        (result,) = runner.apply(target, operations, self._progress, redact=list(self.secrets.values()))
         return result
 
     def _state(self, task: Task) -> HostState | None:

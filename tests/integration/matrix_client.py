@@ -1,7 +1,7 @@
 """A real Matrix client (matrix-nio) for the integration tests, against test hosts with no DNS
 and no public CA: names resolve only to the test hosts (`StaticResolver`: nothing else on this
 machine changes), and each host's Caddy root (tls.mode internal) is trusted. Shared by
-test_matrix.py and test_upgrade_synapse.py.
+test_matrix.py, test_upgrade_synapse.py and test_backup_matrix.py.
 """
 
 from __future__ import annotations
@@ -68,18 +68,24 @@ class StaticResolver(aiohttp.abc.AbstractResolver):
 
 async def logged_in(server: Homeserver, user: str | None = None, password: str | None = None) -> nio.AsyncClient:
     """A matrix-nio client of the admin (or of `user`), found as a client finds it: through .well-known."""
-    context = ssl.create_default_context(cadata=server.caddy_root)
-    client = nio.AsyncClient(f"https://{server.server_name}", user or server.admin, ssl=context)
-    names = {server.server_name: server.testhost.address, server.hostname: server.testhost.address}
+    client = await client_of(server.server_name, server.hostname, server.testhost.address, server.caddy_root,
+                             user or server.admin, password or server.admin_password())  # fmt: skip
+    assert client.homeserver == f"https://{server.hostname}", client.homeserver
+    return client
+
+
+async def client_of(server_name: str, hostname: str, address: str, caddy_root: str, user_id: str,
+                    password: str) -> nio.AsyncClient:
+    """A logged-in client of `user_id`, which finds its homeserver through .well-known."""
+    client = nio.AsyncClient(f"https://{server_name}", user_id, ssl=ssl.create_default_context(cadata=caddy_root))
     client.client_session = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(resolver=StaticResolver(names)),
+        connector=aiohttp.TCPConnector(resolver=StaticResolver({server_name: address, hostname: address})),
         timeout=aiohttp.ClientTimeout(total=30),
     )
     discovery = await client.discovery_info()
     assert isinstance(discovery, nio.DiscoveryInfoResponse), discovery
-    assert discovery.homeserver_url.rstrip("/") == f"https://{server.hostname}"
     client.homeserver = discovery.homeserver_url.rstrip("/")
-    response = await client.login(password or server.admin_password(), device_name="commonstack integration test")
+    response = await client.login(password, device_name="commonstack integration test")
     assert isinstance(response, nio.LoginResponse), response
     return client
 

@@ -54,15 +54,19 @@ WITH_RELEASE = (
 )
 
 
-def run_cli(inventories: Path, *args: str, release: dict | None = None, apps: dict | None = None, timeout=1200):
+def run_cli(inventories: Path, *args: str, release: dict | None = None, apps: dict | None = None, timeout=1200,
+            wait: bool = True):
     """`commonstack ARGS`; with `release` (the stand-in's ``nextcloud`` pins) the pins are patched:
     ``nextcloud_apps`` by `apps` (StandInApps.pins), and its store is always the stand-in's, so that
-    a test never reaches Nextcloud's real app store."""
+    a test never reaches Nextcloud's real app store. `wait=False`: the started process."""
     env = dict(os.environ, COMMONSTACK_INVENTORIES=str(inventories))
     command = [sys.executable, "-m", "commonstack", *args]
     if release is not None:
         apps = {"store": STAND_IN_STORE_URL, **(apps or {})}
         command = [sys.executable, "-c", WITH_RELEASE, json.dumps(release), json.dumps(apps), *args]
+    if not wait:
+        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                                stdin=subprocess.DEVNULL)  # fmt: skip
     return subprocess.run(command, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=timeout)
 
 
@@ -159,6 +163,9 @@ case 'maintenance:mode':
     echo 'Maintenance mode ' . (isset($options['on']) ? 'enabled' : 'disabled') . "\n"; exit(0);
 case 'db:add-missing-indices': case 'db:add-missing-columns': case 'db:add-missing-primary-keys':
     echo "Done.\n"; exit(0);
+case 'maintenance:data-fingerprint':
+    $c = load_config(); $c['data-fingerprint'] = md5((string)microtime()); save_config($c);
+    echo "Updated data-fingerprint to {$c['data-fingerprint']}\n"; exit(0);
 case 'maintenance:install':
     if (status()['installed']) { fail('Command "maintenance:install" is not defined.'); }
     $db = @pg_connect(sprintf("host=%s dbname=%s user=%s password='%s'", $options['database-host'],

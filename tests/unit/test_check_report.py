@@ -118,7 +118,8 @@ def test_junit_has_a_suite_per_host_and_a_case_per_check(tmp_path):
 
 def test_layers_select_their_check_modules_in_registry_order():
     assert check_modules(("caddy", "base")) == ("base", "host", "caddy")
-    assert check_modules(("backup",)) == ()
+    assert check_modules(("backup",)) == ("backup",)
+    assert check_modules(("redis",)) == ("redis",)
     every = check_modules()
     assert len(every) == len(set(every)), "a check module belongs to one layer"
     assert {path.stem for path in CHECKS_DIR.glob("*.py") if _has_checks(path)} == set(every)

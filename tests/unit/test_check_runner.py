@@ -12,9 +12,10 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
-from commonstack.checks.runner import run_checks
+from commonstack.checks.runner import run_checks, start_checks
 from commonstack.inventories.targets import HostTarget
 
 try:
@@ -71,6 +72,23 @@ def test_messages_never_show_a_secret(loopback_sshd):
     results = run_checks([swapped], {"swapped": expectation("swapped")}, modules=("host",),
                          secrets=["verification"])  # fmt: skip
     assert "Host key ******** failed" in results[0].message
+
+
+def test_checks_start_before_their_expectations_and_wait_for_them(loopback_sshd):
+    hosts = [as_host(loopback_sshd, "one"), as_host(loopback_sshd, "two")]
+    started = start_checks(hosts, modules=("host",))
+    time.sleep(1)  # the caller reads facts meanwhile; pytest waits for the expectations
+    assert started.process.poll() is None
+    results = started.finish({"one": expectation("one")})  # "two" could not be planned: left out
+    assert {r.host for r in results} == {"one"}
+    assert {r.check for r in results} == HOST_CHECKS
+
+
+def test_a_run_given_up_before_its_expectations_leaves_nothing_running(loopback_sshd):
+    with start_checks([as_host(loopback_sshd, "one")], modules=("host",)) as started:
+        pytest_process = started.process
+    assert pytest_process.poll() is not None
+    assert not started.folder.exists()
 
 
 def test_no_shared_connection_outlives_the_run(loopback_sshd, monkeypatch):

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from commonstack.cli import main
 from commonstack.stacks.loader import preset_names
+from tests.unit.terminal import Terminal
 
 
 @pytest.fixture
@@ -56,16 +57,17 @@ def test_init_never_overwrites_without_force(run, tmp_path):
 def test_init_with_a_bad_domain_leaves_nothing_behind(run, tmp_path):
     result = run("init", "tenants", "--preset", "chat", "--domain", "not a domain", "--host", "1.2.3.4")
     assert result.exit_code == 2
-    assert "domain: expected a DNS name" in result.output
-    assert not (tmp_path / "inv" / "tenants" / "stack.yaml").exists()
-    assert not list((tmp_path / "inv" / "tenants").glob("*"))
+    assert "--domain: expected a DNS name" in result.output
+    assert not (tmp_path / "inv" / "tenants").exists()
 
 
 def test_init_split_places_two_named_hosts(run, tmp_path):
     result = run("init", "coop", "--preset", "split", "--domain", "coop.example.org",
-                 "--host", "home=pi@192.168.1.20", "--host", "vps=root@203.0.113.7:2222")
-    # split enables Discourse, which needs SMTP: init says exactly what to add.
-    assert result.exit_code == 2 and "smtp" in result.output
+                 "--host", "home=pi@192.168.1.20", "--host", "vps=root@203.0.113.7:2222", "--no-email")
+    assert result.exit_code == 0, result.output
+    profile = yaml.safe_load((tmp_path / "inv" / "coop" / "stack.yaml").read_text())
+    assert profile["hosts"] == [{"name": "home", "address": "192.168.1.20", "user": "pi"},
+                                {"name": "vps", "address": "203.0.113.7", "user": "root", "port": 2222}]
 
 
 def test_presets_lists_each_with_its_smallest_host(run):
@@ -154,37 +156,14 @@ def test_help_lists_the_layers_without_loading_heavy_libraries():
 
 
 def test_init_asks_for_what_is_missing_on_a_terminal(tmp_path):
-    """A real pseudo-terminal: init prompts for the preset, the domain and the host."""
-    import pty
-    import select
-
-    env = dict(os.environ, COMMONSTACK_INVENTORIES=str(tmp_path / "inv"), TERM="dumb")
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: commonstack on the terminal
-        os.execve(sys.executable, [sys.executable, "-m", "commonstack", "init", "coop"], env)
-    seen = b""
-
-    def answer(prompt: bytes, reply: str) -> None:
-        nonlocal seen
-        while prompt not in seen:
-            ready, _, _ = select.select([fd], [], [], 20)
-            assert ready, f"no prompt {prompt!r}; the terminal shows {seen!r}"
-            seen += os.read(fd, 1024)
-        os.write(fd, reply.encode() + b"\r")
-
-    answer(b"Preset", "chat")
-    answer(b"domain", "coop.example.org")
-    answer(b"SSH address of host", "root@203.0.113.9")
-    while True:  # drain until the child exits
-        try:
-            chunk = os.read(fd, 1024)
-        except OSError:
-            break
-        if not chunk:
-            break
-        seen += chunk
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, seen.decode(errors="replace")
+    """A real pseudo-terminal: init prompts for the preset, the domain, the host and email."""
+    terminal = Terminal(tmp_path / "inv", "init", "coop")
+    terminal.answer("Preset", "chat")
+    terminal.answer("domain", "coop.example.org")
+    terminal.answer("SSH address of host", "root@203.0.113.9")
+    terminal.answer("through an SMTP relay?", "n")
+    status, shown = terminal.finish()
+    assert status == 0, shown
     profile = yaml.safe_load((tmp_path / "inv" / "coop" / "stack.yaml").read_text())
     assert profile["preset"] == "chat" and profile["domain"] == "coop.example.org"
     assert profile["hosts"] == [{"name": "server", "address": "203.0.113.9", "user": "root"}]
@@ -206,3 +185,37 @@ def test_upgrade_refuses_a_request_no_host_could_do_before_connecting(run, tmp_p
         assert result.returncode == 2, (args, result.stdout, result.stderr)
         assert expected in result.stderr and len(result.stderr.strip().splitlines()) == 1, (args, result.stderr)
         assert "Reading" not in result.stdout, "a host was contacted"
+
+
+def test_backup_commands_speak_of_hosts_and_layers_only(run):
+    init_small(run)
+    for command in (["restore", "tenants", "--service", "synapse"], ["backup", "tenants", "--service", "x"]):
+        result = run(*command)
+        assert result.exit_code == 2 and "No such option '--service'" in result.output, result.output
+    result = run("restore", "tenants", "--only", "nope")
+    assert result.exit_code == 2 and "'nope' is not one of" in result.output
+
+
+def test_backup_commands_need_backups_in_the_profile(run, tmp_path):
+    init_small(run)
+    for command in ("backup", "backups", "drill"):
+        result = run(command, "tenants")
+        assert result.exit_code == 2, result.output
+        assert result.output.strip().splitlines()[-1] == (
+            f"error: {tmp_path / 'inv' / 'tenants' / 'stack.yaml'}: backup: not enabled; add `backup: {{enabled: true, "
+            "repository: sftp:USER@HOST:/PATH}` (see the README's Backups) and deploy"
+        )
+
+
+def test_backups_keys_prints_each_hosts_public_key_and_no_secret(run, tmp_path):
+    init_small(run)
+    stack = tmp_path / "inv" / "tenants" / "stack.yaml"
+    profile = yaml.safe_load(stack.read_text())
+    profile["backup"] = {"enabled": True, "repository": "sftp:restic@backup.example.net:/srv/restic/tenants"}
+    stack.write_text(yaml.safe_dump(profile))
+    (tmp_path / "inv" / "tenants" / "known_hosts").write_text("")
+    result = run("backups", "tenants", "--keys")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("ssh-ed25519 ") and result.output.strip().endswith("commonstack-backup-tenants-server")
+    secrets = yaml.safe_load((tmp_path / "inv" / "tenants" / "secrets.yaml").read_text())
+    assert "backup_ssh_seed" in secrets and not any(value in result.output for value in secrets.values())

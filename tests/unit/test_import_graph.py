@@ -27,7 +27,9 @@ LEVELS = {
     "commonstack.deploys": 5,
     "commonstack.checks": 5,
     "commonstack.testhosts": 5,
+    "commonstack.runbook": 5,
     "commonstack.trial": 6,
+    "commonstack.backups": 6,
     "commonstack.upgrades": 6,  # drives deploys and checks together
     "commonstack.cli": 7,
     "commonstack.__main__": 8,

@@ -8,10 +8,7 @@ real key is only parsed and compared with its pinned fingerprint. No network is 
 from __future__ import annotations
 
 import dataclasses
-import grp
 import hashlib
-import os
-import pwd
 import shutil
 import subprocess
 import tarfile
@@ -20,11 +17,9 @@ from pathlib import Path
 import pytest
 
 from commonstack.errors import CommonstackError
-from commonstack.plan import plan_host
 from commonstack.stacks.versions import versions
 from commonstack.deploys import nextcloud_source as source
 from commonstack.deploys.nextcloud_source import NextcloudSourceError
-from commonstack.stacks.model import StackProfile
 
 GPG = shutil.which("gpg")
 GPGV = shutil.which("gpgv")

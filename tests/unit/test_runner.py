@@ -29,6 +29,7 @@ from types import SimpleNamespace
 
 import pytest
 from pyinfra import host
+from pyinfra.api import FactBase
 from pyinfra.operations import files, server
 
 from commonstack.deploys.connect import SUDO_PROBE, sudo_problem
@@ -296,6 +297,35 @@ def no_operations():
     pass
 
 
+class SlowProbe(FactBase):
+    """Stands for a fact that reaches beyond the host (a download's HEAD): leaves a mark when run."""
+
+    read_ahead = False
+
+    def command(self, mark):
+        return f"echo asked >> {mark}"
+
+
+def read_when_needed_operations():
+    from pyinfra.facts.files import Directory
+
+    if not host.get_fact(Directory, path=host.data.dir):  # a discovery pass reads "no such folder"
+        host.get_fact(SlowProbe, mark=f"{host.data.dir}/probed")
+    files.put(name="Write motd", src=StringIO("hi\n"), dest=f"{host.data.dir}/motd", mode="644")
+
+
+def many_facts_operations():
+    """What a layer deploy asks of a host: a group (its fact has a default that breaks the
+    operation until known), files (type, then folder and checksum), a folder, a fact with stderr."""
+    from pyinfra.facts.server import Command
+
+    server.group(name="Group root", group="root", system=True)
+    for n in range(6):
+        files.put(name=f"Write file {n}", src=StringIO(f"{n}\n"), dest=f"{host.data.dir}/f{n}", mode="644")
+    files.directory(name="A folder", path=f"{host.data.dir}/sub", mode="755")
+    host.get_fact(Command, "echo out; echo err >&2")
+
+
 # --- plan / apply / idempotency / drift -----------------------------------------------------
 
 
@@ -379,6 +409,30 @@ def test_plan_honours_if_conditions_on_earlier_changes(runner, loopback_sshd, tm
     [second] = runner.apply([target], conditional_restart_operations)
     assert second.status == "unchanged", second
     assert marker.read_text() == "restarted\n"
+
+
+def test_batched_facts_answer_as_one_by_one_in_a_few_remote_commands(runner, loopback_sshd, tmp_path):
+    target = loopback_sshd.target_fields("web1", data=site_data(tmp_path))
+    runner.apply([target], many_facts_operations)
+    (tmp_path / "site" / "f2").write_text("drifted\n")  # one change among unchanged files
+
+    [batched] = runner.plan([target], many_facts_operations)
+    [one_by_one] = runner.plan([target], many_facts_operations, batch_facts=False)
+
+    assert batched.status == one_by_one.status == "changed"
+    assert [vars(op) for op in batched.operations] == [vars(op) for op in one_by_one.operations]
+    assert [op.name for op in batched.operations if op.changed] == ["Write file 2"]
+    assert "-drifted" in ops_by_name(batched)["Write file 2"].diff
+    assert one_by_one.commands >= 20, one_by_one.commands  # a round trip per fact, as pyinfra reads them
+    assert batched.commands <= 4, batched.commands  # the batches, and the changed file's content
+
+
+def test_a_fact_not_to_read_ahead_is_read_only_when_needed(runner, loopback_sshd, tmp_path):
+    tmp_path.joinpath("site").mkdir()
+    target = loopback_sshd.target_fields("web1", data=site_data(tmp_path))
+    [result] = runner.plan([target], read_when_needed_operations)
+    assert result.status == "changed", result
+    assert not (tmp_path / "site" / "probed").exists()  # the site exists: never needed, never run
 
 
 # --- connection problems ----------------------------------------------------------------------

@@ -31,9 +31,11 @@ import yaml
 from commonstack import rendering
 from commonstack.plan import HostPlan, Release, plan_host
 from commonstack.rendering import ConfigFile
-from commonstack.stacks.layers import LAYER_NAMES, firewall_ports
+from commonstack.stacks.layers import LAYER_NAMES, firewall_ports, saved_paths
+from commonstack.stacks.layers import layer as layer_of
 from commonstack.stacks.loader import load_profile, preset_names
 from commonstack.stacks.model import Host, StackProfile
+from commonstack.stacks.repository import parse_repository
 from commonstack.stacks.sizing import HostFacts, HostTooSmall
 from commonstack.stacks.versions import versions
 
@@ -53,6 +55,7 @@ SECRET_NAMES = (
     "nextcloud_admin_password",
     "matrix_admin_password",
     "restic_password",
+    "backup_ssh_seed",
     "smtp_password",
 )
 
@@ -959,34 +962,75 @@ def test_discourse_app_yml(scenario):
 @by_file(r"/usr/local/sbin/.*")
 def test_shell_scripts_pass_shellcheck(scenario, file, tmp_path):
     path = write(tmp_path, file)
-    run("sh", "-n", path)
+    shell = "bash" if file.content.startswith("#!/bin/bash\n") else "sh"
+    run(shell, "-n", path)
     shellcheck = need("shellcheck", "shellcheck")
-    run(shellcheck, "--shell=sh", "--severity=info", path)
+    run(shellcheck, f"--shell={shell}", "--severity=info", path)
 
 
 @by_scenario(lambda s: "backup" in s.plan.layers)
-def test_backup_covers_the_services_of_the_host(scenario):
-    profile, services = scenario.profile, scenario.services
-    env = scenario.file("/etc/commonstack/backup.env")
-    assert env.mode == "0600"
-    values = dict(line.split("=", 1) for line in env.content.splitlines() if line and not line.startswith("#"))
-    assert json.loads(values["RESTIC_REPOSITORY"]) == profile.backup.repository
-    assert values["RESTIC_PASSWORD_FILE"] == "/etc/commonstack/restic-password"
-    assert scenario.file("/etc/commonstack/restic-password").mode == "0600"
+def test_backup_saves_what_the_registry_declares_for_the_hosts_layers(scenario):
+    """The script is rendered from the registry: each layer of the host has its dumps, paths,
+    exclusions, pause and version in it, and no other layer's."""
+    profile, host_layers = scenario.profile, scenario.plan.layers
     script = scenario.file("/usr/local/sbin/commonstack-backup")
-    assert script.mode == "0700"
-    dumps = set(re.findall(r"^dump (\w+) ", script.content, re.M))
-    databases = {"nextcloud": "nextcloud", "matrix": "synapse", "discourse": "discourse"}
-    assert dumps == {database for service, database in databases.items() if service in services}
-    retention = profile.backup.retention
+    assert script.mode == "0700" and script.content.startswith("#!/bin/bash\n")
     commands = re.sub(r"\\\n\s*", "", script.content)  # join continued lines
+    dumped = set(re.findall(r"pg_dump --format=custom --lock-wait-timeout=\S+(?: --exclude-table-data=\S+)* (\w+)\)", commands))
+    declared = {d.database for name in host_layers if (b := layer_of(name).backup) for d in b.dumps}
+    assert dumped == declared, (dumped, declared)
+    for name in LAYER_NAMES:
+        spec = layer_of(name).backup
+        if not spec:
+            continue
+        for path in spec.saved:
+            assert (path in script.content) == (name in host_layers) or any(
+                path.startswith(other + "/") for other in saved_paths(host_layers)
+            ), (name, path)
+        if spec.pause:
+            assert (spec.pause in script.content) == (name in host_layers)
+    if "synapse" in host_layers:
+        assert "--exclude-table-data=e2e_one_time_keys_json synapse)" in commands
+        assert "/var/lib/matrix-synapse/media/local_content" in script.content
+        assert "remote_content" not in script.content, "remote media is not saved"
+    if "nextcloud" in host_layers:  # maintenance mode always ends: the EXIT trap resumes what was paused
+        assert "trap finish_run EXIT" in script.content and "maintenance:mode --off" in script.content
+    retention = profile.backup.retention
     assert (
-        f"restic forget --prune --tag commonstack --host {scenario.host.name} --keep-daily {retention.daily} "
-        f"--keep-weekly {retention.weekly} --keep-monthly {retention.monthly}\n" in commands
+        f"--keep-daily {retention.daily} --keep-weekly {retention.weekly} --keep-monthly {retention.monthly}"
+        in commands
     )
-    assert f"restic backup --tag commonstack --host {scenario.host.name} " in commands
+    assert '--tag "commonstack,$KIND" --host "$HOST"' in commands
+    assert f"HOST={scenario.host.name}\n" in script.content
     timer = scenario.file("/etc/systemd/system/commonstack-backup.timer").content
     assert f"\nOnCalendar={profile.backup.schedule}\n" in timer
     assert "\nPersistent=true\n" in timer and "\nRandomizedDelaySec=" in timer
     service = scenario.file("/etc/systemd/system/commonstack-backup.service").content
-    assert "\nType=oneshot\n" in service and "\nEnvironmentFile=/etc/commonstack/backup.env\n" in service
+    assert "\nType=oneshot\n" in service and "\nExecStart=/usr/local/sbin/commonstack-backup run --tag routine\n" in service
+    check = scenario.file("/etc/systemd/system/commonstack-backup-check.service").content
+    assert f"\nOnCalendar={profile.backup.check_schedule}\n" in scenario.file(
+        "/etc/systemd/system/commonstack-backup-check.timer").content
+    assert "ExecStart=/usr/local/sbin/commonstack-backup check\n" in check
+    assert f"READ_DATA={profile.backup.check_read_data}\n" in script.content and '--read-data-subset="$READ_DATA"' in script.content
+    repository = scenario.file("/etc/commonstack/restic-repository")
+    assert repository.content == profile.backup.repository + "\n" and repository.mode == "0600"
+    assert scenario.file("/etc/commonstack/restic-password").mode == "0600"
+
+
+@by_scenario(lambda s: "backup" in s.plan.layers)
+def test_an_sftp_repository_is_reached_with_the_hosts_own_key_and_a_pinned_server_key(scenario):
+    repository = parse_repository(scenario.profile.backup.repository)
+    keys = [f for f in scenario.plan.files if f.path == "/etc/commonstack/backup-ssh-key"]
+    if repository.kind != "sftp":
+        assert not keys and "sftp.command" not in scenario.file("/usr/local/sbin/commonstack-backup").content
+        return
+    (key,) = keys
+    assert key.mode == "0600" and key.content.startswith("-----BEGIN OPENSSH PRIVATE KEY-----\n")
+    redacted = plan_host(scenario.profile, scenario.host, {**secrets_for(scenario.profile), "backup_ssh_seed": "<secret:backup_ssh_seed>"},
+                         scenario.plan.release)  # fmt: skip
+    assert next(f for f in redacted.files if f.path == key.path).content == "<secret:backup_ssh_seed>\n", (
+        "render shows no key made from a placeholder"
+    )
+    script = scenario.file("/usr/local/sbin/commonstack-backup").content
+    assert "-o StrictHostKeyChecking=yes" in script and "-o UserKnownHostsFile=/etc/commonstack/backup-known_hosts" in script
+    assert f"-p {repository.port} {repository.ssh_target} -s sftp" in script

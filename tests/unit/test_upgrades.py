@@ -31,7 +31,7 @@ from commonstack.deploys.upgrade import (
 )
 from commonstack.plan import Release, plan_host
 from commonstack.stacks.model import StackProfile
-from commonstack.stacks.paths import MAINTENANCE_LOCK, UPGRADE_HISTORY, UPGRADES_DIR
+from commonstack.stacks.paths import MAINTENANCE_HOLDER, MAINTENANCE_LOCK, UPGRADE_HISTORY, UPGRADES_DIR
 from commonstack.stacks.sizing import HostFacts
 from commonstack.stacks.versions import versions
 from commonstack.upgrades import preflight
@@ -41,7 +41,7 @@ from tests.unit.pyinfra_tables import FakeHost, run_operation
 SECRETS = {name: f"s3cr3t-{name}" for name in (
     "postgres_synapse_password", "postgres_nextcloud_password", "synapse_registration_shared_secret",
     "synapse_macaroon_secret_key", "synapse_form_secret", "matrix_admin_password", "turn_shared_secret",
-    "nextcloud_admin_password",
+    "nextcloud_admin_password", "restic_password", "backup_ssh_seed",
 )}  # fmt: skip
 OWNER = f"{socket.gethostname()} pid {os.getpid()} since 2026-11-30T10:00:00Z"
 
@@ -152,6 +152,21 @@ def record(layer: str, *steps: str, folder: str | None = None) -> Record:
     return Record(folder or layer, plan, steps)
 
 
+def test_a_group_with_backups_needs_the_backup_script_for_its_pre_upgrade_snapshot():
+    backed_up = profile(backup={"enabled": True, "repository": "/mnt/usb/restic"})
+    missing = survey({"synapse": "1.160.0"}, profile=backed_up)
+    assert missing.has_backup and missing.backup_missing
+    assert tasks_of(missing, layers=("synapse",))["synapse"].refusals == [
+        "backup: enabled in stack.yaml, but vps has no /usr/local/sbin/commonstack-backup yet for the pre-upgrade "
+        "snapshot: run `commonstack deploy tenants` first"
+    ]
+    there = survey({"synapse": "1.160.0"}, profile=backed_up, runtimes={"backup": "yes", "python": "3.11", "postgresql": "15.8"})
+    assert tasks_of(there, layers=("synapse",))["synapse"].ready
+    # Without backups in the profile, a script left on the host does not make one.
+    leftover = survey({"synapse": "1.160.0"}, runtimes={"backup": "yes", "python": "3.11", "postgresql": "15.8"})
+    assert not leftover.has_backup and tasks_of(leftover, layers=("synapse",))["synapse"].ready
+
+
 def test_an_unfinished_upgrade_is_resumed_first_and_holds_every_other_back():
     records = UpgradesOnHost(unfinished={"synapse": record("synapse", "begun", "prepared", "stopped")})
     tasks = host_tasks(survey({"synapse": "1.160.0", "nextcloud": "32.0.2"}, records=records),
@@ -169,8 +184,8 @@ def test_a_lock_of_a_run_that_ended_is_taken_over_and_any_other_refuses():
     assert task.ready and task.stale_lock == ended
     elsewhere = "laptop-of-someone pid 1 since 2026-11-30T09:00:00Z"
     task = tasks_of(survey({"synapse": "1.160.0"}, records=UpgradesOnHost(lock=elsewhere)), layers=("synapse",))["synapse"]
-    assert task.refusals == [f"another upgrade holds vps's lock ({elsewhere}); if it no longer runs, remove the "
-                             f"lock: ssh root@203.0.113.7 rm {UPGRADES_DIR}/lock"]  # fmt: skip
+    assert task.refusals == [f"another upgrade holds vps's maintenance lock ({elsewhere}); if it no longer runs, let "
+                             f"the lock go: ssh root@203.0.113.7 systemctl stop {MAINTENANCE_HOLDER}"]  # fmt: skip
 
 
 def test_list_says_what_runs_what_the_kit_would_install_and_what_did_not_finish():
@@ -224,7 +239,9 @@ def test_the_records_fact_reads_unfinished_upgrades_the_lock_and_the_history():
 
 
 def local(command: str, root: Path) -> str:
-    """A host's command made to run in `root` (its absolute paths moved there)."""
+    """A host's command made to run in `root` (its absolute paths moved there; the upgrade's holder
+    of the maintenance lock is the file `root`/holder: this machine's systemd is not the host's)."""
+    command = command.replace(f"systemctl is-active -q {MAINTENANCE_HOLDER}", f"test -e {root}/holder")
     for path in (MAINTENANCE_LOCK, UPGRADES_DIR, "/var/www", "/opt/synapse"):
         command = command.replace(path, f"{root}{path}")
     return command
@@ -234,29 +251,24 @@ def sh(command: str, root: Path, check: bool = True) -> subprocess.CompletedProc
     return subprocess.run(["sh", "-c", local(command, root)], capture_output=True, text=True, check=check)
 
 
-def test_a_step_runs_under_the_maintenance_lock_and_is_recorded_only_when_it_succeeded(tmp_path):
-    (tmp_path / "run/lock").mkdir(parents=True)
+def test_a_step_runs_only_under_the_maintenance_lock_and_is_recorded_only_when_it_succeeded(tmp_path):
     journal = tmp_path / "journal"
+    unlocked = sh(in_step("touch " + str(tmp_path / "done"), str(journal), "first"), tmp_path, check=False)
+    assert unlocked.returncode == 75 and "no upgrade holds" in unlocked.stderr and not (tmp_path / "done").exists()
+    assert not journal.exists()
+    (tmp_path / "holder").touch()
     sh(in_step("touch " + str(tmp_path / "done"), str(journal), "first"), tmp_path)
     failed = sh(in_step("false", str(journal), "second"), tmp_path, check=False)
     assert failed.returncode != 0 and (tmp_path / "done").exists()
     assert [line.split()[0] for line in journal.read_text().splitlines()] == ["first"]
 
 
-def test_the_lock_command_takes_a_free_or_ended_lock_and_refuses_a_race_it_lost(tmp_path):
-    """The decision is the operation's (its table of cases); its command holds a race to account."""
-
-    def take(owner: str, stale: str | None, seen: str | None) -> subprocess.CompletedProcess:
-        (command,) = run_operation(upgrade_lock, {"owner": owner, "stale": stale}, FakeHost({"upgrade.LockHolder": seen}))
-        return sh(command, tmp_path, check=False)
-
-    lock = tmp_path / UPGRADES_DIR.lstrip("/") / "lock"
-    assert take("me", None, None).returncode == 0 and lock.read_text() == "me\n"
-    raced = take("other", None, None)  # it saw no lock, but "me" took it meanwhile
-    assert raced.returncode == 1 and "another upgrade holds the lock: me" in raced.stderr
-    assert take("other", "me", "me").returncode == 0 and lock.read_text() == "other\n", "an ended run's lock"
-    with pytest.raises(UpgradeLockHeld, match="another upgrade holds the lock: other"):
+def test_the_lock_of_another_upgrade_that_runs_is_never_taken():
+    """What the lock's commands are is its table of cases; holding it is tested on real hosts."""
+    with pytest.raises(UpgradeLockHeld, match="another upgrade holds the maintenance lock: other"):
         run_operation(upgrade_lock, {"owner": "me"}, FakeHost({"upgrade.LockHolder": "other"}))
+    with pytest.raises(UpgradeLockHeld):
+        run_operation(upgrade_lock, {"owner": "me", "stale": "ended"}, FakeHost({"upgrade.LockHolder": "other"}))
 
 
 def nextcloud_context(root: Path) -> UpgradeContext:
@@ -319,7 +331,7 @@ def test_expired_leftovers_are_removed_but_never_the_code_that_runs(tmp_path):
     for name in ("venv-1.160.0", "venv-1.161.0"):
         (opt / name).mkdir(parents=True)
     (opt / "venv").symlink_to("venv-1.161.0")
-    (tmp_path / "run/lock").mkdir(parents=True)
+    (tmp_path / "holder").touch()  # the upgrade holds the maintenance lock
     entries = {
         "synapse-1": ("finished", [f"leftovers.finished {opt}/venv-1.160.0", f"leftovers.rolled-back {opt}/venv-1.161.0"]),
         "synapse-2": ("rolled-back", [f"leftovers.rolled-back {opt}/venv-1.161.0"]),  # it runs now: kept

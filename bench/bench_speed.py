@@ -1,0 +1,301 @@
+"""Converging and checking at the speed of the network (issue 14), in one run, on fresh test hosts.
+
+Sets up (needs root; --keep DIR keeps the hosts for a later run):
+- "one": a small-group host (Nextcloud prerequisites only, as here no release can be fetched),
+  deployed fresh in two steps: base + PostgreSQL + Redis + Caddy + Synapse + coturn (timed, per
+  operation), then Nextcloud's prerequisites;
+- "plain": an identical fresh host where the same Debian packages are apt-get installed and
+  Synapse pip-installed into a virtualenv, bare (timed);
+- "eight": 8 hosts with the base layer, deployed side by side.
+
+Then prints, medians of --runs (default 5), each command a fresh `commonstack` process:
+- no-op `plan`, no-op `deploy --yes --no-check` and `check` of "one", of one host of "eight" and
+  of all 8, with the remote commands each plan read its facts with (targets: <= 1.5 s, <= 10
+  commands, 8 hosts <= 2x one; check <= 2 s, 8 hosts <= 1.5x one);
+- each as a multiple of a bare `ssh HOST true` round trip (a fresh connection);
+- the fresh deploy versus the bare install (target <= 1.2x), and its slowest operations;
+- `commonstack --help` (< 0.15 s) and validate + render of `full` (< 0.5 s);
+- where a plan's and a check's time goes: the controller's CPU, the hosts' CPU (their cgroups;
+  on real hosts that work runs elsewhere), and a plan's stages (in this process).
+
+The test hosts share this machine's CPUs with the controller: the load average is printed with
+the figures. Run: .venv/bin/python bench/bench_speed.py [--runs 5] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from commonstack import testhosts  # noqa: E402
+from commonstack.stacks.layers import layer  # noqa: E402
+from commonstack.stacks.versions import versions  # noqa: E402
+from tests.integration.stacks import cli, write_group  # noqa: E402
+
+MATRIX = ("base", "postgres", "redis", "caddy", "synapse", "coturn")
+ONE, PLAIN, EIGHT = "spone", "spplain", [f"speight{i}" for i in range(1, 9)]
+PREREQUISITES = {"nextcloud": {"install": "prerequisites"}}
+FACTS_READ = re.compile(r"(\S+): facts read with (\d+) remote commands")
+
+
+def only(*layers: str) -> list[str]:
+    return [arg for name in layers for arg in ("--only", name)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--keep", type=Path, metavar="DIR", help="keep the hosts and groups in DIR (reused next time)")
+    options = parser.parse_args()
+    folder = options.keep or Path(tempfile.mkdtemp(prefix="bench-speed-"))
+    os.environ.setdefault("COMMONSTACK_TESTHOSTS_DIR", str(folder / "testhosts"))
+    inventories = folder / "inventories"
+    loads = [os.getloadavg()[0]]
+    try:
+        fresh = set_up(inventories)
+        loads.append(os.getloadavg()[0])
+        measure(inventories, options.runs, fresh, loads)
+    finally:
+        if not options.keep:
+            for name in [ONE, PLAIN, *EIGHT]:
+                testhosts.down(name)
+
+
+# --- setting up ---------------------------------------------------------------------------------
+
+
+def set_up(inventories: Path) -> dict | None:
+    """Hosts and groups (unless kept from a run before); the fresh deploy's figures, if made."""
+    done = inventories / "set-up"
+    running = {h.name for h in testhosts.list_hosts() if h.status == "running"}
+    if {ONE, PLAIN, *EIGHT} <= running and done.exists():
+        return None
+    with ThreadPoolExecutor(5) as pool:  # threads, before anything patches them (gevent)
+        hosts = dict(zip([ONE, PLAIN, *EIGHT], pool.map(_host_up, [ONE, PLAIN, *EIGHT])))
+    write_group(inventories, "one", "small-group", {"server": hosts[ONE]}, overrides=PREREQUISITES)
+    write_group(inventories, "eight", "chat", {f"h{i}": hosts[name] for i, name in enumerate(EIGHT, 1)})
+    # The fresh deploy and the bare install side by side: the same load on both.
+    with ThreadPoolExecutor(1) as pool:
+        bare = pool.submit(timed, lambda: ssh(hosts[PLAIN], bare_install()))
+        fresh = fresh_deploy(inventories)
+        fresh["bare"] = bare.result()
+    eight = cli(inventories, "deploy", "eight", "--yes", "--no-check", *only("base"))
+    assert eight.returncode == 0, eight.stdout + eight.stderr
+    rest = cli(inventories, "deploy", "one", "--yes", "--no-check")  # and Nextcloud's prerequisites
+    assert rest.returncode == 0, rest.stdout + rest.stderr
+    done.touch()
+    return fresh
+
+
+CLI = [sys.executable, "-m", "commonstack"]
+
+
+def _env(inventories: Path) -> dict:
+    return dict(os.environ, COMMONSTACK_INVENTORIES=str(inventories))
+
+
+def _host_up(name: str):
+    return testhosts.up(name, memory="2G" if name in (ONE, PLAIN) else "1G", trust_controller_ca=True)
+
+
+def fresh_deploy(inventories: Path) -> dict:
+    """`commonstack deploy --no-check` of the Matrix layers on the fresh host, each operation
+    timed from the progress lines it prints as it goes."""
+    command = [*CLI, "deploy", "one", "--yes", "--no-check", *only(*MATRIX)]
+    started = time.perf_counter()
+    process = subprocess.Popen(command, env=_env(inventories), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, bufsize=1)  # fmt: skip
+    marks = [(time.perf_counter(), line.strip()) for line in process.stderr]
+    output = process.stdout.read()
+    assert process.wait() == 0, output + "".join(m for _, m in marks)
+    total = time.perf_counter() - started
+    steps = [(later - at, message.removeprefix("operation: ")) for (at, message), (later, _) in zip(marks, marks[1:])
+             if message.startswith("operation: ")]  # fmt: skip
+    return {"deploy": total, "slowest": sorted(steps, reverse=True)[:6]}
+
+
+def bare_install() -> str:
+    """The same packages and Synapse, installed by hand: one apt transaction, one pip install."""
+    names = {"postgresql": "15"}
+    packages = [p.format(**names) for name in MATRIX for p in layer(name).packages]
+    synapse = versions().synapse.version
+    return ("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "
+            f"{' '.join(packages)} >/dev/null && python3 -m venv /opt/synapse/venv && /opt/synapse/venv/bin/pip "
+            f"install -q --disable-pip-version-check --no-cache-dir 'matrix-synapse[postgres]=={synapse}'")  # fmt: skip
+
+
+def ssh_command(host, command: str) -> list[str]:
+    """ssh to a test host as root with its key, its host key pinned (a known_hosts file of its own)."""
+    known = Path(tempfile.mkstemp(prefix="bench-known-")[1])
+    known.write_text(testhosts.known_hosts_line(host) + "\n")
+    return ["ssh", "-i", str(host.key_path), "-o", f"UserKnownHostsFile={known}", "-o", "StrictHostKeyChecking=yes",
+            "-o", "BatchMode=yes", f"root@{host.address}", command]  # fmt: skip
+
+
+def ssh(host, command: str) -> None:
+    command_line = ssh_command(host, command)
+    try:
+        subprocess.run(command_line, check=True, capture_output=True)
+    finally:
+        Path(command_line[4].split("=", 1)[1]).unlink()
+
+
+def timed(action) -> float:
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+# --- measuring ----------------------------------------------------------------------------------
+
+
+def measure(inventories: Path, runs: int, fresh: dict | None, loads: list[float]) -> None:
+    hosts = {h.name: h for h in testhosts.list_hosts()}
+    cases = {
+        "one (small-group)": ("one", [], hosts[ONE]),
+        "one host of eight": ("eight", [*only("base"), "--host", "h1"], hosts[EIGHT[0]]),
+        "eight hosts": ("eight", only("base"), None),
+    }
+    commands = {"plan": ["plan"], "deploy": ["deploy", "--yes", "--no-check"], "check": ["check"]}
+    times = {(case, what): [] for case in cases for what in commands}
+    remote: dict[str, list[int]] = {case: [] for case in cases}
+    cpu = {(case, what): [] for case in cases for what in commands}
+    round_trips = [timed(lambda: ssh(hosts[ONE], "true")) for _ in range(runs)]
+    for _ in range(runs):  # interleaved, so that other load on the machine affects each figure alike
+        for case, (group_name, extra, _) in cases.items():
+            for what, command in commands.items():
+                controller, on_hosts = _controller_cpu(), _hosts_cpu()
+                started = time.perf_counter()
+                result = cli(inventories, *command, group_name, *extra, timeout=600)
+                times[(case, what)].append(time.perf_counter() - started)
+                cpu[(case, what)].append((_controller_cpu() - controller, _hosts_cpu() - on_hosts))
+                assert result.returncode == 0 or (what == "check" and result.returncode == 1), result.stdout + result.stderr
+                if what == "plan":
+                    assert "0 of" in result.stdout and "would change" in result.stdout, result.stdout
+                    remote[case].append(max(int(n) for _, n in FACTS_READ.findall(result.stderr)))
+        loads.append(os.getloadavg()[0])
+
+    rtt = statistics.median(round_trips)
+    print(f"bare `ssh host true` (a fresh connection): {rtt:.3f} s (median of {runs})\n")
+    print(f"{'':20} {'':7} {'median':>7} {'x ssh':>6} {'remote cmds':>11} {'CPU: controller':>16} {'hosts':>6}   runs")
+    for case in cases:
+        for what in commands:
+            values = times[(case, what)]
+            median = statistics.median(values)
+            count = f"{statistics.median(remote[case]):.0f}" if what == "plan" else ""
+            controller = statistics.median(c for c, _ in cpu[(case, what)])
+            on_hosts = statistics.median(h for _, h in cpu[(case, what)])
+            print(f"{case:20} {what:7} {median:6.2f}s {median / rtt:5.1f}x {count:>11} {controller:15.2f}s "
+                  f"{on_hosts:5.2f}s   {[round(v, 2) for v in values]}")  # fmt: skip
+    for what, target in (("plan", 2.0), ("deploy", 2.0), ("check", 1.5)):
+        one = statistics.median(times[("one host of eight", what)])
+        print(f"8 hosts / one of them, {what}: {statistics.median(times[('eight hosts', what)]) / one:.2f}x "
+              f"(target <= {target}x)")
+    print("targets: plan and deploy <= 1.5 s with <= 10 remote commands; check <= 2 s (one small-group host)\n")
+
+    if fresh:
+        ratio = fresh["deploy"] / fresh["bare"]
+        print(f"fresh deploy of {', '.join(MATRIX)}: {fresh['deploy']:.1f} s; bare apt-get + pip install of the "
+              f"same: {fresh['bare']:.1f} s; ratio {ratio:.2f}x (target <= 1.2x)")  # fmt: skip
+        print("  its slowest operations: " + "; ".join(f"{name} {took:.1f} s" for took, name in fresh["slowest"]))
+    else:
+        print("fresh deploy: not measured (hosts kept from an earlier run)")
+    cli_figures()
+    plan_stages(inventories)
+    check_stages(inventories)
+    print(f"\nload average (1 min) during the run: {min(loads):.1f} to {max(loads):.1f} on {os.cpu_count()} CPUs")
+
+
+def cli_figures() -> None:
+    """`commonstack --help` and validate + render of `full` (bench_cli.py has more)."""
+    import bench_cli
+
+    with tempfile.TemporaryDirectory() as tmp:
+        env = dict(os.environ, COMMONSTACK_INVENTORIES=str(Path(tmp) / "inv"))
+        folder = Path(tmp) / "inv" / "bench"
+        folder.mkdir(parents=True)
+        (folder / "stack.yaml").write_text(
+            "preset: full\ngroup: bench\ndomain: bench.example.org\nadmin_email: a@example.org\n"
+            "hosts: [{name: vps, address: 203.0.113.7, memory_mb: 4096}]\nsmtp: {host: smtp.example.org}\n"
+        )
+        helps = [bench_cli.timed(["--help"], env) for _ in range(7)]
+        validate = [bench_cli.timed(["validate", "bench"], env) for _ in range(7)]
+        render = [bench_cli.timed(["render", "bench", "--out", str(Path(tmp) / f"o{i}")], env) for i in range(7)]
+    print(f"commonstack --help {statistics.median(helps):.3f} s (target < 0.15 s); validate + render of full "
+          f"{statistics.median(validate) + statistics.median(render):.2f} s (target < 0.5 s)")  # fmt: skip
+
+
+def plan_stages(inventories: Path) -> None:
+    """Where a no-op plan of the small-group host spends its time, stage by stage (this process)."""
+    stages: list[str] = []
+
+    class Stages(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage().startswith("stage "):
+                stages.append(record.getMessage().removeprefix("stage "))
+
+    cpu, started = time.process_time(), time.perf_counter()
+    from commonstack.deploys.converge import GroupConverger
+    from commonstack.inventories.groups import group
+
+    imports = (time.perf_counter() - started, time.process_time() - cpu)
+    logger = logging.getLogger("commonstack.deploys")
+    logger.addHandler(Stages())
+    logger.setLevel(logging.DEBUG)
+    GroupConverger(group("one", inventories)).plan()
+    print(f"a no-op plan of the small-group host, by stage (wall / CPU of this process): imports "
+          f"{imports[0]:.2f} / {imports[1]:.2f} s; " + "; ".join(stages))  # fmt: skip
+
+
+def check_stages(inventories: Path) -> None:
+    """Where a check of the small-group host spends its time (this process; the CLI does the same)."""
+    from commonstack.checks.group import check_group, start_group_checks
+    from commonstack.deploys.converge import GroupConverger
+    from commonstack.inventories.groups import group
+
+    converger = GroupConverger(group("one", inventories))
+    marks = [time.perf_counter()]
+    started = start_group_checks(converger.targets, converger.secrets)
+    marks.append(time.perf_counter())
+    sized = converger.sized()
+    marks.append(time.perf_counter())
+    results = check_group(converger.targets, sized.plans, converger.secrets, started=started)
+    marks.append(time.perf_counter())
+    took = [later - at for at, later in zip(marks, marks[1:])]
+    print(f"a check of the small-group host, by stage: SSH connection opened and pytest started {took[0]:.2f} s; "
+          f"facts read and the host sized meanwhile {took[1]:.2f} s; the {len(results)} checks {took[2]:.2f} s more")
+
+
+def _controller_cpu() -> float:
+    """CPU seconds of this process's finished children: the CLI, ssh, pytest and its workers."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _hosts_cpu() -> float:
+    """CPU seconds the bench's test hosts spent (their cgroups)."""
+    from commonstack.testhosts.paths import owner_tag
+
+    total = 0.0
+    for name in [ONE, *EIGHT]:
+        stat = Path("/sys/fs/cgroup/unified") / f"commonstack-{owner_tag()}" / name / "cpu.stat"
+        if stat.exists():
+            total += int(stat.read_text().split()[1]) / 1e6  # usage_usec
+    return total
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    main()

@@ -1,0 +1,283 @@
+"""Reading every fact a host's operations need in a few remote commands, not one each.
+
+pyinfra 3.10 keeps no fact cache: while preparing, each ``host.get_fact`` is one SSH round trip,
+one after another (a no-op plan of a small-group host asks 165 of them). Here, before the real
+prepare:
+
+1. *Discovery passes*: the operations are added to a throwaway State whose hosts have no
+   connection (``pyinfra_api.fake_connection``). Every fact command they ask for is answered
+   from the outputs known so far or, when unknown, noted and answered with empty output (the
+   fact's default). An operation that raises on such a default is contained to itself
+   (``pyinfra_api.evaluate_each_operation``). Facts that pyinfra's operations ask next are asked
+   along (``pyinfra_api.related_facts``: a file's checksum and folder, a unit's enabled state).
+2. After each pass, the commands it noted run on the real host in ONE remote shell script, as
+   pyinfra's connector would run each (same sudo wrapping), a few side by side; their exit
+   status, stdout and stderr come back separately (a tar archive, base64) and become what
+   pyinfra's connector would have returned. Passes end with the first one that adds all the
+   operations (an earlier one stops where deploy code raised on a default, e.g. an unsupported
+   release): typically two, and two remote commands.
+3. The real prepare then asks the same commands (the same code with the same answers) and gets
+   the outputs from `FactAnswers`; a command no pass noted (a fact asked only once another
+   answered, beyond the related ones) goes to the host as usual.
+
+The outputs hold only while preparing, when nothing changes on a host: while executing, every
+command goes to the host (``FactAnswers.run`` checks the stage). A command that needs stdin or a
+terminal, asks for a sudo password, or whose output is not text is never answered from a batch.
+A fact class with ``read_ahead = False`` (one that reaches beyond the host and may take long, like
+deploys/nextcloud.py's DownloadProblem) is read only when the real prepare asks for it: a
+discovery pass, answered with defaults, may ask for facts the real one does not need.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import logging
+import posixpath
+import tarfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import gevent
+
+from commonstack.deploys import pyinfra_api as api
+
+log = logging.getLogger(__name__)
+
+MAX_PASSES = 8  # discovery stops here; what is still unknown is read one by one as before
+LANES = 4  # commands of a batch run side by side on the host (each is small; a few are slow)
+
+
+def command_key(command: Any, arguments: dict) -> str | None:
+    """What identifies a command's output while preparing; None: never answered from a batch."""
+    if arguments.get("_stdin") or arguments.get("_get_pty"):
+        return None
+    return repr((api.raw_command(command), sorted((k, repr(v)) for k, v in arguments.items())))
+
+
+@dataclass(frozen=True)
+class Noted:
+    """A command a discovery pass asked, and the shell condition under which it is worth
+    running (None: always; a fact read ahead of need may not be, like a swap file's checksum)."""
+
+    command: Any
+    arguments: dict
+    guard: str | None = None
+
+
+@dataclass
+class FactAnswers:
+    """One host's fact outputs read in batches, and the count of commands sent to it."""
+
+    outputs: dict[str, tuple[int, Any]] = field(default_factory=dict)  # key -> (exit status, CommandOutput)
+    not_run: set[str] = field(default_factory=set)  # batched, but not run (condition false) or unreadable
+    sent: int = 0  # remote commands (batches included)
+    answered: int = 0  # commands answered from a batch while preparing
+    noting: dict[str, Noted] | None = None  # while `read_ahead` notes commands instead of sending them
+
+    def output(self, key: str | None, arguments: dict) -> tuple[bool, Any] | None:
+        if key is None or key not in self.outputs:
+            return None
+        status, output = self.outputs[key]
+        codes = arguments.get("_success_exit_codes")
+        return (status in codes) if codes else status == 0, output
+
+    def run(self, state, original, command, print_output, print_input, **arguments):
+        """The real host's ``run_shell_command``: from a batch while preparing, else on the host."""
+        if state.current_stage == api.StateStage.Prepare:
+            key = command_key(command, arguments)
+            answer = self.output(key, arguments)
+            if answer is not None:
+                self.answered += 1
+                return answer
+            if self.noting is not None and key is not None:
+                self.noting.setdefault(key, Noted(command, arguments))
+                return True, api.CommandOutput([])
+        self.sent += 1
+        return original(command, print_output=print_output, print_input=print_input, **arguments)
+
+
+def discover(
+    state,
+    shadow_state: Callable[[], Any],
+    add_operations: Callable[[], None],
+    answers: dict[str, FactAnswers],
+) -> None:
+    """Fill `answers` (by host name) for the active hosts of `state`, in discovery passes.
+
+    `shadow_state()` makes a throwaway State with the same inventory (never connected). A host's
+    passes end with the first one that adds all its operations (an earlier one may stop where
+    deploy code raised on a fact read as its default); what the answers to that pass's batch lead
+    to is read by the real prepare, one command at a time (a few: the usual follow-ups are asked
+    along, see `api.related_facts`). A second complete pass would cost as much CPU as reading
+    them.
+    """
+    hosts = {h.name: h for h in state.active_hosts}
+    pending = set(hosts)
+    for number in range(1, MAX_PASSES + 1):
+        cpu = time.process_time()
+        noted, finished = _discovery_pass(shadow_state(), add_operations, answers, pending)
+        cpu = time.process_time() - cpu
+        fetching = {name: wanted for name, wanted in noted.items() if wanted}
+        fetched = time.perf_counter()
+        greenlets = [state.pool.spawn(_fetch, state, hosts[name], wanted, answers[name]) for name, wanted in fetching.items()]
+        gevent.joinall(greenlets)
+        log.debug("stage pass %d (%d commands, %s): operations %.2f s CPU, batch %.2f s", number,
+                  sum(map(len, fetching.values())), "complete" if finished else "stopped", cpu,
+                  time.perf_counter() - fetched)  # fmt: skip
+        for greenlet in greenlets:
+            if not greenlet.successful():
+                log.debug("a fact batch failed: %r", greenlet.exception)
+        # A host whose batch failed is read one command at a time, as pyinfra does.
+        pending = {name for name, wanted in fetching.items() if name not in finished and any(k in answers[name].outputs for k in wanted)}
+        if not pending:
+            return
+
+
+def read_ahead(state, work: dict[Any, Callable[[], Any]], answers: dict[str, FactAnswers]) -> None:
+    """Run each host's read-only `work` twice: first noting the commands it sends (answered with
+    empty output), which then run in one batch per host; then for real, answered from the batch.
+    For reads made after preparing, like the current content of the files a plan would change."""
+
+    def note(host, read):
+        answers[host.name].noting = {}
+        try:
+            read()
+        except Exception as e:  # what it read was made up: only the commands count
+            log.debug("reading ahead on %s: %r", host.name, e)
+        finally:
+            wanted, answers[host.name].noting = answers[host.name].noting, None
+        if wanted:
+            _fetch(state, host, wanted, answers[host.name])
+
+    greenlets = [state.pool.spawn(note, host, read) for host, read in work.items()]
+    gevent.joinall(greenlets)
+
+
+def _discovery_pass(shadow, add_operations, answers, names: set[str]) -> tuple[dict[str, dict[str, Noted]], set[str]]:
+    """Add the operations of the hosts `names` to `shadow`: the commands asked that no batch has
+    answered yet, by host, and the hosts whose operations were all added."""
+    noted: dict[str, dict[str, Noted]] = {name: {} for name in names}
+    finished: set[str] = set()
+
+    def add(shadow_host) -> None:
+        known, wanted = answers[shadow_host.name], noted[shadow_host.name]
+        guard: list[str | None] = [None]  # the condition of the related fact being asked
+
+        ahead = [True]  # whether the fact being asked may be read ahead of need
+
+        def run_shell_command(command, print_output=False, print_input=False, **arguments):
+            key = command_key(command, arguments)
+            answer = known.output(key, arguments)
+            if answer is not None:
+                return answer
+            noting = ahead[0] and key is not None and key not in known.not_run
+            if noting and (key not in wanted or guard[0] is None):
+                wanted[key] = Noted(command, arguments, guard[0])
+            return True, api.CommandOutput([])
+
+        get_fact = shadow_host.get_fact
+
+        def get_fact_and_related(fact, *args, **kwargs):
+            ahead[0] = getattr(fact, "read_ahead", True)
+            try:
+                value = get_fact(fact, *args, **kwargs)
+            finally:
+                ahead[0] = True
+            for related, related_kwargs, condition in api.related_facts(fact, kwargs):
+                guard[0] = condition
+                try:
+                    get_fact(related, **related_kwargs)
+                except Exception:  # only read ahead: the real prepare asks what it needs
+                    pass
+                finally:
+                    guard[0] = None
+            return value
+
+        api.fake_connection(shadow_host, run_shell_command)
+        shadow_host.get_fact = get_fact_and_related
+        with api.host_context(shadow, shadow_host):
+            try:
+                add_operations()
+                finished.add(shadow_host.name)
+            except Exception as e:  # facts read as defaults can make deploy code raise: fine here
+                log.debug("discovery pass on %s stopped: %s", shadow_host.name, e)
+
+    api.evaluate_each_operation(shadow, lambda e: log.debug("discovery: an operation raised %r", e))
+    with api.run_context(shadow):
+        greenlets = [shadow.pool.spawn(add, h) for h in shadow.inventory if h.name in names]
+        gevent.joinall(greenlets)
+    return noted, finished
+
+
+def _fetch(state, host, wanted: dict[str, Noted], answers: FactAnswers) -> None:
+    """Run the `wanted` commands on `host` in one batch; keep their outputs in `answers`."""
+    keys = list(wanted)
+    lines = [(api.shell_command_line(state, host, wanted[k].command, wanted[k].arguments), wanted[k].guard) for k in keys]
+    status, output = host.run_shell_command(api.StringCommand("sh"), _stdin=batch_script(lines))
+    if not status:
+        log.debug("fact batch on %s failed: %s", host.name, output.stderr)
+        return
+    found = parse_batch(output.stdout_lines)
+    answers.not_run.update(key for index, key in enumerate(keys) if index not in found)
+    for index, (code, stdout, stderr) in found.items():
+        if index >= len(keys) or any(line.strip() in api.SUDO_PASSWORD_LINES for line in stderr):
+            continue  # a sudo prompt: the real command reproduces pyinfra's handling of it
+        combined = [api.OutputLine("stdout", line) for line in stdout] + [api.OutputLine("stderr", line) for line in stderr]
+        answers.outputs[keys[index]] = (code, api.CommandOutput(combined))
+
+
+def batch_script(commands: list[tuple[str, str | None]], lanes: int = LANES) -> str:
+    """A POSIX shell script running each (command line, condition) in `lanes` side by side, then
+    printing one line: the base64 of a tar archive holding, for the i-th, ``i.s`` (its exit
+    status, or "-" when its condition was false), ``i.o`` (stdout) and ``i.e`` (stderr)."""
+    script = ["d=$(mktemp -d) || exit 1", "trap 'rm -rf \"$d\"' EXIT"]
+    for lane in range(min(lanes, len(commands))):
+        script.append("{")
+        for index in range(lane, len(commands), lanes):
+            line, condition = commands[index]
+            run = f'( {line}\n) >"$d/{index}.o" 2>"$d/{index}.e" </dev/null; echo $? >"$d/{index}.s"'
+            if condition:
+                run = f'if {condition}; then {run}; else echo - >"$d/{index}.s"; fi'
+            script.append(run)
+        script.append("} &")
+    script += ["wait", 'tar -C "$d" -cf - . | base64 -w 0 && echo']
+    return "\n".join(script) + "\n"
+
+
+def parse_batch(lines: list[str]) -> dict[int, tuple[int, list[str], list[str]]]:
+    """What `batch_script` printed -> {index: (exit status, stdout lines, stderr lines)}; a
+    command not run (its condition was false) or whose output is not UTF-8 text (pyinfra's
+    connector would fail on it) is left out."""
+    try:
+        archive = tarfile.open(fileobj=io.BytesIO(base64.b64decode("".join(lines), validate=True)))
+        files = {
+            posixpath.basename(member.name): archive.extractfile(member).read()
+            for member in archive.getmembers()
+            if member.isfile()
+        }
+    except (ValueError, binascii.Error, tarfile.TarError):
+        return {}
+    found: dict[int, tuple[int, list[str], list[str]]] = {}
+    for name, status in files.items():
+        index, _, kind = name.partition(".")
+        if kind != "s" or not index.isdigit():
+            continue
+        try:
+            found[int(index)] = (int(status), _lines(files[f"{index}.o"]), _lines(files[f"{index}.e"]))
+        except (KeyError, ValueError, UnicodeDecodeError):
+            continue
+    return found
+
+
+def _lines(data: bytes) -> list[str]:
+    """Output lines as pyinfra's SSH connector reads them: split at newlines, the last one kept
+    when it has none."""
+    text = data.decode("utf-8")
+    if not text:
+        return []
+    parts = text.split("\n")
+    return parts[:-1] if text.endswith("\n") else parts
