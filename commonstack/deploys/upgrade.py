@@ -17,7 +17,8 @@ An upgrade holds the host's maintenance lock (stacks/paths.py MAINTENANCE_LOCK, 
 backup and a restore take too) from its first step to its last: a process of the scope unit
 MAINTENANCE_HOLDER keeps it between the SSH commands, and the unit's description names the run.
 No scheduled backup runs during an upgrade, and the pre-upgrade backup runs inside it
-(COMMONSTACK_LOCK_HELD=1). A reboot frees the lock; the next phase takes it again.
+(COMMONSTACK_LOCK_HELD=1). A reboot frees the lock, and so does HOLD_SECONDS; the next phase
+takes it again.
 
 Every step is one shell command, run only while the lock is held, that appends its name to the
 journal when it succeeded. A step the journal records
@@ -51,6 +52,10 @@ from commonstack.stacks.paths import (
 )
 
 LOCK_WAIT_SECONDS = 900  # a running backup finishes first
+# The longest an upgrade's holder keeps the maintenance lock: a controller that vanished blocks the
+# scheduled backups for at most this long (its unfinished record waits for the next upgrade or
+# deploy). Each phase takes the lock again, and no phase comes near it.
+HOLD_SECONDS = 6 * 3600
 # Sets $holder to the run whose upgrade holds the maintenance lock; false when none does.
 HOLDER_DESCRIPTION = (
     f"holder=$(systemctl is-active -q {MAINTENANCE_HOLDER} && systemctl show -P Description {MAINTENANCE_HOLDER}) "
@@ -472,7 +477,7 @@ def upgrade_lock(owner: str, stale: str | None = None):
         "try again when it is done' >&2; exit 75; }; "
         f"systemctl reset-failed {MAINTENANCE_HOLDER} 2>/dev/null; "
         f"systemd-run --scope --quiet --unit={MAINTENANCE_HOLDER} --description={shlex.quote(owner)} "
-        "sleep infinity </dev/null >/dev/null 2>&1 & "
+        f"sleep {HOLD_SECONDS} </dev/null >/dev/null 2>&1 & "
         f"for _ in $(seq 50); do systemctl is-active -q {MAINTENANCE_HOLDER} && exit 0; sleep 0.1; done; "
         f"echo 'could not start {MAINTENANCE_HOLDER} to hold {MAINTENANCE_LOCK}' >&2; exit 1"
     )
