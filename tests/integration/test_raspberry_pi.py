@@ -20,7 +20,7 @@ from commonstack import testhosts
 from tests.integration.conftest import new_host_name
 from tests.integration.stacks import cli, failed_checks, write_group
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.slowest]
 
 GROUP = "pi"
 DEPLOY_TIMEOUT = 90 * 60  # seconds: 31 min were not enough on 2 busy cores
