@@ -131,7 +131,10 @@ def test_signing_key_and_secrets_are_private(host, stack):
 
 
 def test_admin_can_log_in(stack, matrix_admin):
-    assert matrix_admin.get("login") == "ok", (
+    outcome = matrix_admin.get("login", "")
+    if outcome.startswith("HTTP 429"):  # Synapse's rc_login: 5 logins, then one every 5.5 minutes
+        pytest.skip(f"Synapse rate-limits the admin's logins now ({outcome}): the password was not tried; check again then")
+    assert outcome == "ok", (
         f"{stack['matrix']['admin_user_id']} cannot log in ({matrix_admin.get('login')}): its password is "
         "matrix_admin_password in secrets.yaml, unless it was changed in a client since"
     )
