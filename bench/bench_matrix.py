@@ -73,7 +73,7 @@ async def round_trips(host, inventories: Path, messages: int) -> tuple[list[floa
     """(send, send-to-sync) seconds of each message, through Caddy."""
     from nio import RoomCreateResponse, RoomSendResponse, SyncResponse
 
-    from tests.integration.test_matrix import Homeserver, logged_in
+    from tests.integration.matrix_client import Homeserver, logged_in
 
     server = Homeserver("bench", "bench.test", host, inventories, caddy_root=read_on_host(host, f"cat {CADDY_ROOT}"))
     client = await logged_in(server)

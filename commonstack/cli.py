@@ -386,6 +386,15 @@ def _converge(ctx, group_name: str, hosts, only, apply_changes: bool, assume_yes
     click.echo(f"Planning {len(converger.targets)} host(s) of {group_name}...")
     planned = converger.plan()
     _print_results(planned, planned=True)
+    _print_pending_upgrades(planned, group_name)
+    interrupted = {name: outcome.unfinished for name, outcome in planned.outcomes.items() if outcome.unfinished}
+    if interrupted and apply_changes:
+        if not _resume_upgrades(ctx, group_name, interrupted, assume_yes):
+            click.secho("Nothing was deployed: an interrupted upgrade must be resumed or rolled back first.", fg="red")
+            sys.exit(1)
+        click.echo(f"Planning {len(converger.targets)} host(s) of {group_name} again...")
+        planned = converger.plan()
+        _print_results(planned, planned=True)
     if not apply_changes:
         sys.exit(1 if planned.failed else 0)
     if len(planned.failed) == len(planned.results):
@@ -422,6 +431,43 @@ def _converge(ctx, group_name: str, hosts, only, apply_changes: bool, assume_yes
         sys.exit(1)
 
 
+def _print_pending_upgrades(planned, group_name: str) -> None:
+    """A deploy keeps the release each service runs: say where the profile wants another."""
+    for name, outcome in planned.outcomes.items():
+        for layer_name, (running, wanted) in outcome.pending.items():
+            click.secho(
+                f"{name}: {layer_name} {running[:12]} runs and the profile asks for {wanted[:12]}: the deploy keeps "
+                f"{running[:12]}; `commonstack upgrade {group_name} --host {name} --only {layer_name}` upgrades it "
+                "(backup, health gate, rollback)",
+                fg="yellow",
+            )
+
+
+def _resume_upgrades(ctx, group_name: str, interrupted: dict[str, dict[str, str]], assume_yes: bool) -> bool:
+    """Resume (or roll back) the interrupted upgrades of these hosts, as `upgrade` would; True when
+    each ended with its layer serving."""
+    from commonstack.upgrades.upgrader import Upgrader
+
+    for name, layers in interrupted.items():
+        for what in layers.values():
+            click.secho(f"{name}: {what}", fg="red")
+    if not assume_yes and not click.confirm("Resume it now (or roll it back if its health gate fails)?", default=True):
+        return False
+    upgrader = Upgrader(_group(ctx, group_name), tuple(interrupted), on_progress=click.echo)
+    upgrader.survey()
+    resumed = [task for task in upgrader.tasks() if task.resume is not None]
+    for task in resumed:
+        if task.refusals:
+            click.secho(f"{task.host}: {task.what}: {'; '.join(task.refusals)}", fg="red")
+            return False
+        click.secho(f"{task.host}: resuming {task.what}", bold=True)
+        verdict = upgrader.run(task)
+        _print_verdict(verdict)
+        if verdict.outcome not in ("upgraded", "rolled back", "updated") or verdict.down:
+            return False
+    return True
+
+
 def _confirm_purge(planned, assume_yes: bool) -> bool:
     """--purge deletes data: name everything that goes, and ask (--yes says yes for the volunteer)."""
     doomed = [(r.name, op.name) for r in planned.results for op in r.operations
@@ -443,7 +489,7 @@ def _check(converger, plans, only=frozenset(), unreachable=None, started=None):
     from commonstack.checks.group import check_group
     from commonstack.inventories.last_check import save_last_check
 
-    results = check_group(converger.targets, plans, converger.secrets, only, unreachable, started)
+    results = check_group(converger.targets, plans, converger.secrets, only, unreachable, started=started)
     save_last_check(converger.group.last_check_file, [asdict(r) for r in results],
                     "commonstack " + shlex.join(sys.argv[1:]), converger.secrets.values())  # fmt: skip
     return results
@@ -624,6 +670,141 @@ def check(ctx, group_name, hosts, only, as_json, junit) -> None:
     else:
         ok = _print_checks(results)
     sys.exit(0 if ok else 1)
+
+
+@main.command()
+@click.argument("group_name", metavar="GROUP")
+@click.option("--host", "--limit", "hosts", **HOST_OPTION)
+@click.option("--only", **ONLY_OPTION)
+@click.option("--to", "to", metavar="VERSION", help="Stop at this known release (one layer, with --only).")
+@click.option("--list", "listing", is_flag=True, help="Show what each host runs and what the kit would install.")
+@click.option("--dry-run", is_flag=True, help="Show the plan and every refusal; change nothing.")
+@click.option("-y", "--yes", is_flag=True, help="Upgrade without asking.")
+@click.option("--force", is_flag=True, help="Upgrade even though health checks fail now.")
+@click.option("--reboot", is_flag=True, help="Reboot after Debian's updates when they need it (--only base).")
+@click.pass_context
+def upgrade(ctx, group_name, hosts, only, to, listing, dry_run, yes, force, reboot) -> None:
+    """Upgrade a group's services, one at a time, with a backup, a health gate and
+    an automatic rollback.
+
+    For each layer of each host (Debian's own updates are the base layer's):
+    a preflight that changes nothing (a lock; no unfinished upgrade; the checks
+    green now, unless --force; room for the dump and the new code; Nextcloud one
+    major at a time; the host's PHP, Python and PostgreSQL suit the target); the
+    pre-upgrade backup (the backup layer's, when the host has it) and always a
+    pg_dump of the service's database; the new code beside the old, switched
+    over, migrated; the service's health checks, expecting the new release. If
+    they fail, the old code, database and config come back and are checked
+    again; if even that fails, nothing is deleted and the exact way back is
+    printed. Every step is recorded on the host: an interrupted upgrade is
+    resumed or rolled back by the next `upgrade` (or `deploy`).
+
+    The release to reach is what the profile holds the service at
+    (matrix.version, nextcloud.version) or else the kit's current one; --to stops
+    at a known release before it. A deploy never changes a running service's
+    release: it says an upgrade is pending. Exit status 1 if anything was refused,
+    rolled back or failed; 2 for a request no host could do.
+
+    \b
+    Examples:
+      commonstack upgrade tenants --list
+      commonstack upgrade tenants --only synapse --dry-run
+      commonstack upgrade tenants --only nextcloud --to 32.0.15
+      commonstack upgrade tenants --only base --reboot
+    """
+    from commonstack.upgrades.preflight import listing as host_listing
+    from commonstack.upgrades.upgrader import Upgrader
+
+    upgrader = Upgrader(_group(ctx, group_name), hosts, frozenset(only), to, force, reboot, on_progress=click.echo)
+    click.echo(f"Reading {len(upgrader.converger.targets)} host(s) of {group_name}...")
+    unreachable = upgrader.survey()
+    for name, why in unreachable.items():
+        click.secho(f"{name}: {why}", fg="red")
+    if listing:
+        for name, survey in upgrader.surveys.items():
+            plan = survey.plan
+            click.secho(f"{name} [{plan.release.codename}, {plan.host.address}]", bold=True)
+            for layer_name, text in host_listing(survey, group_name):
+                colour = "red" if text.startswith(("UNFINISHED", "DOWN")) else "yellow" if "would install" in text else None
+                click.secho(f"  {layer_name:10} {text}", fg=colour)
+        sys.exit(1 if unreachable else 0)
+    tasks = upgrader.tasks()
+    upgrader.refuse_red_checks(tasks)
+    _print_upgrade_plan(tasks, upgrader)
+    ready = [t for t in tasks if t.ready]
+    refused = [t for t in tasks if t.refusals]
+    if not ready:
+        click.secho("Nothing to upgrade." if not refused else "Nothing was changed.", fg="red" if refused else "green")
+        sys.exit(1 if refused or unreachable else 0)
+    if dry_run:
+        click.echo("Nothing changed (--dry-run).")
+        sys.exit(1 if refused or unreachable else 0)
+    if not yes and not click.confirm(f"Go ahead with {len(ready)} upgrade(s), one at a time?"):
+        click.echo("Nothing changed.")
+        sys.exit(1)
+    verdicts = []
+    for task in ready:
+        click.secho(f"{'Resuming' if task.resume else 'Upgrading'} {task.host}: {task.what}", bold=True)
+        verdict = upgrader.run(task)
+        verdicts.append(verdict)
+        _print_verdict(verdict)
+        if verdict.outcome == "rollback failed":
+            click.secho("The other upgrades were not started.", fg="red")
+            break
+    failed = refused or unreachable or not all(v.ok for v in verdicts) or len(verdicts) < len(ready)
+    sys.exit(1 if failed else 0)
+
+
+def _print_upgrade_plan(tasks, upgrader) -> None:
+    for task in tasks:
+        if task.nothing:
+            click.secho(f"{task.host}: {task.nothing}", fg="green")
+            continue
+        line = f"{task.host}: {'resume ' if task.resume else ''}{task.what}"
+        if task.refusals:
+            click.secho(f"{line}: refused", fg="red")
+            for reason in task.refusals:
+                click.secho(f"    - {reason}", fg="red")
+            continue
+        click.secho(line, fg="yellow")
+        survey = upgrader.surveys[task.host]
+        for note in _upgrade_steps(task, survey) + task.notes:
+            click.echo(f"    {note}")
+
+
+def _upgrade_steps(task, survey) -> list[str]:
+    """What the volunteer is about to let happen, in their words."""
+    from commonstack.stacks.layers import layer
+
+    if task.resume:
+        down = [survey.down[task.layer]] if task.layer in survey.down else []
+        return down + [f"it stopped after '{task.resume.last_step}': continued, or rolled back if its health gate fails"]
+    upgrade = layer(task.layer).upgrade
+    steps = []
+    if survey.has_backup:
+        steps.append("a backup of the host first (restic, tagged pre-upgrade)")
+    if task.debian:
+        return steps + ["apt-get upgrade within the Debian release; needrestart restarts what runs old libraries"]
+    dumps = ", ".join(f"{db} ({survey.database_mb.get(db, 0)} MB)" for db in upgrade.dumps)
+    if dumps:
+        steps.append(f"pg_dump of {dumps}, kept on the host for a rollback")
+    steps.append("the new release beside the running one; then a short downtime to switch and migrate")
+    steps.append("health checks of the new release; a failure rolls everything back")
+    return steps
+
+
+def _print_verdict(verdict) -> None:
+    colour = {"upgraded": "green", "updated": "green", "rolled back": "yellow"}.get(verdict.outcome, "red")
+    if not verdict.ok and verdict.outcome in ("upgraded", "updated"):
+        colour = "red"
+    downtime = f", down {verdict.downtime:.0f} s" if verdict.downtime is not None else ""
+    task = verdict.task
+    click.secho(f"{task.host}: {task.layer} {verdict.outcome.upper()} in {verdict.seconds:.0f} s{downtime}"
+                + (f" — {verdict.detail}" if verdict.detail else ""), fg=colour, bold=True)  # fmt: skip
+    if verdict.down:
+        click.secho(f"  {verdict.down}", fg="red")
+    for line in verdict.manual:
+        click.secho(f"  {line}", fg="red")
 
 
 @main.command()

@@ -66,6 +66,9 @@ class HostPlan:
     sizing: Sizing
     secrets: Mapping[str, str]
     files: list[ConfigFile] = field(default_factory=list)
+    # The release of each layer found running on the host (read by the deploy before it adds an
+    # operation): a deploy keeps it, only `commonstack upgrade` changes it.
+    installed: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def services(self) -> frozenset[str]:
@@ -104,6 +107,25 @@ class HostPlan:
     def sandboxed_units_of(self, layer_name: str) -> list[str]:
         names = {"php": self.php_version, "postgresql": self.postgresql_version}
         return [unit.format(**names) for unit in layer(layer_name).sandboxed]
+
+    def wanted_version(self, layer_name: str) -> str:
+        """The release the profile asks for (its held version), else the kit's current one."""
+        return wanted_version(self.profile, layer_name)
+
+    def deploy_version(self, layer_name: str) -> str:
+        """The release a deploy converges the layer to: the one running, else the wanted one."""
+        return self.installed.get(layer_name) or self.wanted_version(layer_name)
+
+
+def wanted_version(profile: StackProfile, layer_name: str) -> str:
+    """What the profile holds the layer at (its `profile_key`), else versions.yaml's current release."""
+    upgrade = layer(layer_name).upgrade
+    if upgrade is None or upgrade.pins is None:
+        raise ValueError(f"{layer_name} has no releases of its own")
+    value: Any = profile
+    for key in (upgrade.profile_key or "").split("."):
+        value = getattr(value, key, None) if key else None
+    return value or getattr(versions(), upgrade.pins).version
 
 
 def offline_release(profile: StackProfile, host: Host) -> Release:

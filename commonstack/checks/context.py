@@ -14,8 +14,12 @@ from commonstack.stacks.versions import versions
 NEVER_PUBLIC = [25, 2019, 3306, 5432, 6379, 8008, 8080, 8448, 9000, 11211]
 
 
-def host_expectations(plan: HostPlan, layers: tuple[str, ...] | None = None) -> dict:
-    """What the checks expect of the host; `layers`: only these of its layers (what was deployed)."""
+def host_expectations(plan: HostPlan, layers: tuple[str, ...] | None = None, exact_versions: bool = False) -> dict:
+    """What the checks expect of the host; `layers`: only these of its layers (what was deployed).
+
+    A service expects the release the profile wants; an older known release passes, saying that
+    an upgrade is pending, unless `exact_versions` (an upgrade's health gate, which wants its target).
+    """
     profile, services = plan.profile, plan.services
     checked = [name for name in plan.layers if layers is None or name in layers]
     return {
@@ -53,7 +57,8 @@ def host_expectations(plan: HostPlan, layers: tuple[str, ...] | None = None) -> 
         # The WebDAV round trip logs in as Nextcloud's admin: the only secret the checks receive; no
         # check message or assertion ever shows it.
         "nextcloud": {
-            "version": versions().nextcloud.version,
+            "version": plan.wanted_version("nextcloud"),
+            "exact_version": exact_versions,
             "admin_user": NEXTCLOUD_ADMIN,
             "admin_password": plan.secrets.get("nextcloud_admin_password"),
             "apps": list(profile.nextcloud.apps),  # installed and enabled by the deploy
@@ -67,7 +72,8 @@ def host_expectations(plan: HostPlan, layers: tuple[str, ...] | None = None) -> 
         "matrix": {
             "server_name": profile.server_name,
             "hostname": profile.hostnames()["matrix"],
-            "version": versions().synapse.version,
+            "version": plan.wanted_version("synapse"),
+            "exact_version": exact_versions,
             "admin_user_id": f"@{MATRIX_ADMIN_LOCALPART}:{profile.server_name}",
             "registration": profile.matrix.registration,
         }

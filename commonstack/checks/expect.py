@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from commonstack.stacks.versions import numeric
 
 NOT_HERE = "is not on this host"
 
@@ -62,4 +63,20 @@ def assert_jails_active(host, stack: dict, layer: str) -> None:
     assert not missing, (
         f"fail2ban runs no jail {', '.join(missing)} (it runs: {', '.join(sorted(running)) or 'none'}): "
         "see /etc/fail2ban/jail.d/commonstack.local and `fail2ban-client -t`"
+    )
+
+
+def require_release(service: dict, running: str, what: str) -> None:
+    """The release running must be the one the profile wants. An older one, outside an upgrade's
+    health gate (`exact_version`), is a pending upgrade: the check skips, saying so."""
+    import pytest
+
+    wanted = service["version"]
+    if running == wanted:
+        return
+    if running and not service.get("exact_version") and numeric(running) < numeric(wanted):
+        pytest.skip(f"{what} {running} runs here and the profile asks for {wanted}: run `commonstack upgrade`")
+    assert running == wanted, (
+        f"{what} {running or 'is missing'} runs here, not {wanted}"
+        + ("" if service.get("exact_version") else ": `commonstack upgrade` moves releases forward only")
     )

@@ -28,13 +28,19 @@ def check_group(
     secrets: Mapping[str, str],
     only: frozenset[str] = frozenset(),
     unreachable: Mapping[str, str] | None = None,
+    *,
     started: CheckRun | None = None,
+    exact_versions: bool = False,
+    modules: tuple[str, ...] | None = None,
 ) -> list[CheckResult]:
     """Check every planned host; `unreachable` hosts (name: why) fail with their reason.
 
     `only`: just these layers' checks (as `deploy --only` deployed them); layers this version of
     the kit does not deploy yet are never checked. `started`: the run `start_group_checks` began
-    (for these targets and `only`) while the plans were being made.
+    (for these targets and `only`) while the plans were being made. `exact_versions`: each service
+    must run the release its plan wants (an upgrade's health gate), not an older one with an
+    upgrade pending. `modules`: only these check modules, on hosts expected to run every layer of
+    their plan (a layer's own checks, its outside view through Caddy included).
     """
     controller = controller_view()  # a wrong path fails before any connection
     failures = [CheckResult(name, "ssh", "host can be reached", "failed", why) for name, why in (unreachable or {}).items()]
@@ -45,8 +51,11 @@ def check_group(
         if failures:
             return failures
         raise CommonstackError("no host to check")
-    expectations = {t.name: host_expectations(plans[t.name], checked_layers(plans[t.name], only)) for t in chosen}
-    run = started or start_checks(chosen, check_modules(only or None), controller, list(secrets.values()))
+    expectations = {
+        t.name: host_expectations(plans[t.name], checked_layers(plans[t.name], only), exact_versions) for t in chosen
+    }
+    modules = modules or check_modules(only or None)
+    run = started or start_checks(chosen, modules, controller, list(secrets.values()))
     return failures + run.finish(expectations)
 
 

@@ -9,7 +9,7 @@ import ssl
 
 import pytest
 
-from commonstack.checks.expect import assert_jails_active, assert_sandboxed, require_layer
+from commonstack.checks.expect import assert_jails_active, assert_sandboxed, require_layer, require_release
 from commonstack.checks.probes import https_request
 from commonstack.stacks.paths import (
     MATRIX_ADMIN_PASSWORD_FILE,
@@ -43,17 +43,13 @@ def test_synapse_runs_the_pinned_release(host, stack):
     service = host.service("matrix-synapse")
     assert service.is_running, "Synapse is down: `journalctl -u matrix-synapse -n 50` on the host"
     assert service.is_enabled, "Synapse does not start at boot: `systemctl enable matrix-synapse`"
-    # The installed release from its metadata (importing synapse would cost the host 0.4 s of CPU).
-    version = host.run("%s -c %s", SYNAPSE_PYTHON, "from importlib.metadata import version; print(version('matrix-synapse'))")
-    version = version.stdout.strip()
-    wanted = stack["matrix"]["version"]
-    assert version == wanted, (
-        f"Synapse {version or 'is missing'} in {SYNAPSE_VENV}, not {wanted}: run `commonstack deploy`"
-    )
     pid = host.check_output("systemctl show --property=MainPID --value matrix-synapse")
     assert "libjemalloc" in host.run("cat /proc/%s/maps", pid).stdout, (
         "Synapse runs without jemalloc (its memory grows and is not given back): is libjemalloc2 installed?"
     )
+    # The installed release from its metadata (importing synapse would cost the host 0.4 s of CPU).
+    version = host.run("%s -c %s", SYNAPSE_PYTHON, "from importlib.metadata import version; print(version('matrix-synapse'))")
+    require_release(stack["matrix"], version.stdout.strip(), f"Synapse (in {SYNAPSE_VENV})")
 
 
 def test_synapse_is_healthy_on_localhost_only(host, stack):
@@ -83,7 +79,8 @@ def test_federation_api_answers_through_https(stack, trust):
     assert status == 200 and server.get("name") == "Synapse", (
         f"https://{name}/_matrix/federation/v1/version answers {status}: other servers cannot talk to this one"
     )
-    assert server.get("version", "").startswith(stack["matrix"]["version"])
+    # What the running server reports (a new virtualenv is not running until Synapse restarted).
+    require_release(stack["matrix"], (server.get("version") or "").split(" ")[0], "the Synapse answering")
 
 
 def test_well_known_documents_delegate_to_synapse(stack, trust):
@@ -134,7 +131,10 @@ def test_signing_key_and_secrets_are_private(host, stack):
 
 
 def test_admin_can_log_in(stack, matrix_admin):
-    assert matrix_admin.get("login") == "ok", (
+    outcome = matrix_admin.get("login", "")
+    if outcome.startswith("HTTP 429"):  # Synapse's rc_login: 5 logins, then one every 5.5 minutes
+        pytest.skip(f"Synapse rate-limits the admin's logins now ({outcome}): the password was not tried; check again then")
+    assert outcome == "ok", (
         f"{stack['matrix']['admin_user_id']} cannot log in ({matrix_admin.get('login')}): its password is "
         "matrix_admin_password in secrets.yaml, unless it was changed in a client since"
     )

@@ -18,7 +18,8 @@ What the deploy does, in order:
 4. `./launcher rebuild app`, only when the container does not exist yet, or app.yml or the pinned
    commit differ from what the container was built from (a stamp in /var/lib/commonstack, written
    after a successful rebuild, so a failed one is retried); `./launcher start app` when the
-   container exists but is stopped.
+   container exists but is stopped. A forum that runs keeps its commit: a newer pin is an upgrade
+   (`commonstack upgrade`, with Discourse's own backup and a rollback), which the deploy announces.
 
 The network: the clone needs the repository (github.com); the rebuild needs Docker Hub (the
 discourse/base image, which the launcher pulls before it stops a running container) and
@@ -411,8 +412,19 @@ class ForumPlan:
     verdict: Verdict
 
 
+def installed_version() -> str | None:
+    """The discourse_docker commit the forum was built from on the current host (None: no forum)."""
+    if host.get_fact(DockerContainer, container=CONTAINER) in (None, "absent"):
+        return None
+    checkout = host.get_fact(GitCheckout, path=DISCOURSE_DIR)
+    return checkout["head"] if checkout else None
+
+
 def _forum_plan(plan: HostPlan) -> ForumPlan:
     source = discourse_docker_source(plan.profile.discourse)
+    running = plan.installed.get("discourse")
+    if running and running != source.commit:  # a running forum keeps its launcher: `commonstack upgrade`
+        source = replace(source, commit=running)
     prerequisites_only = plan.profile.discourse.install == "prerequisites"
     app_yml = next(f for f in plan.files if f.path == APP_YML)
     stamp = build_stamp(source.commit, app_yml.content)

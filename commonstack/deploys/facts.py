@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shlex
+from collections.abc import Mapping
+from dataclasses import replace
 
 from pyinfra import host
 from pyinfra.api import FactBase
@@ -10,7 +12,9 @@ from pyinfra.facts.hardware import Cpus
 from pyinfra.facts.server import Arch, LinuxDistribution
 
 from commonstack.errors import CommonstackError
-from commonstack.plan import Release
+from commonstack.inventories.groups import Group
+from commonstack.plan import HostPlan, Release, plan_one
+from commonstack.stacks.model import StackProfile
 from commonstack.stacks.sizing import HostFacts, debian_arch
 from commonstack.stacks.versions import versions
 
@@ -105,3 +109,13 @@ class DownloadProblem(FactBase[str]):
         if not lines and any(line.strip() == "failed" for line in output):
             return "no answer"
         return " ".join(lines)
+
+
+def planned_here(group: Group, profile: StackProfile, secrets: Mapping[str, str]) -> HostPlan:
+    """The current host's plan, from its facts (read-only)."""
+    wanted = next(h for h in profile.hosts if h.name == host.name)
+    release = gather_release()
+    if wanted.memory_mb and wanted.memory_mb < release.facts.memory_mb:
+        # The profile may reserve RAM for other uses: size for its figure, not the machine's.
+        release = replace(release, facts=replace(release.facts, memory_mb=wanted.memory_mb))
+    return plan_one(group, profile, wanted, secrets, release)

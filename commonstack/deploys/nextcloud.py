@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import json
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from io import BytesIO, StringIO
 from pathlib import Path
 from typing import Any
@@ -77,6 +77,7 @@ from commonstack.stacks.paths import NEXTCLOUD_CODE as CODE_DIR
 from commonstack.stacks.paths import NEXTCLOUD_DATA as DATA_DIR
 from commonstack.stacks.paths import NEXTCLOUD_WEB_USER as WEB_USER
 from commonstack.stacks.paths import REDIS_SOCKET, STATE_DIR
+from commonstack.stacks.versions import versions
 
 WORK_DIR = f"{STATE_DIR}/nextcloud"  # root only: downloads, the one-time install secrets
 # config.php holds the database password and Nextcloud's secret: readable by PHP (www-data) only.
@@ -138,6 +139,23 @@ class NextcloudState(FactBase[NextcloudOnHost]):
         )
 
 
+class ReleaseVersion(FactBase[str | None]):
+    """The Nextcloud version a folder's version.php names (None: no release there)."""
+
+    def command(self, path: str) -> str:
+        return f"grep -o \"OC_VersionString = '[^']*'\" {shlex.quote(path)}/version.php 2>/dev/null | cut -d\"'\" -f2; true"
+
+    def process(self, output) -> str | None:
+        lines = [line.strip() for line in output if line.strip()]
+        return lines[0] if lines else None
+
+
+def installed_version() -> str | None:
+    """The Nextcloud release installed on the current host (None: none, or not installed yet)."""
+    on_host = host.get_fact(NextcloudState)
+    return on_host.version if on_host.installed else None
+
+
 # --- operations ------------------------------------------------------------------------------
 
 
@@ -150,12 +168,14 @@ def nextcloud_code(
     release: NextcloudRelease,
     installed_version: str | None,
     archive: LocalArchive | None = None,
+    target: str = CODE_DIR,
 ):
     """Put the release in /var/www/nextcloud: fetched (or copied), verified, then unpacked.
 
     + release: the pinned release (version, URL, sha256, key fingerprint)
-    + installed_version: the version already in /var/www/nextcloud (None: nothing there)
+    + installed_version: the version already in `target` (None: nothing there)
     + archive: a local copy already checked on the controller; None downloads ``release.url``
+    + target: where the release goes (an upgrade unpacks the new release beside the running one)
 
     **Example:**
 
@@ -164,7 +184,7 @@ def nextcloud_code(
         nextcloud_code(name="Nextcloud 32.0.2", release=pinned_release(), installed_version=None)
     """
     if installed_version == release.version:
-        host.noop(f"Nextcloud {release.version} is in {CODE_DIR}")
+        host.noop(f"Nextcloud {release.version} is in {target}")
         return
     local = f"{WORK_DIR}/{release.filename}"
     sha256 = release.sha256
@@ -188,7 +208,7 @@ def nextcloud_code(
         expected = StringCommand("\"$(cut -d' ' -f1", QuoteString(f"{local}.sha256"), ')"')
     # The archive goes whatever the outcome: 260 MB matter on an SD card, and a refused file is useless.
     yield StringCommand(
-        UNPACK, QuoteString(local), expected, KEYRING, release.fingerprint, CODE_DIR, WEB_USER,
+        UNPACK, QuoteString(local), expected, KEYRING, release.fingerprint, QuoteString(target), WEB_USER,
         ";", "status=$?;", "rm", "-f", QuoteString(local), QuoteString(f"{local}.asc"), QuoteString(f"{local}.sha256"),
         ";", "exit", "$status",
     )  # fmt: skip
@@ -361,7 +381,7 @@ def wanted_system_config(plan: HostPlan) -> dict[str, Any]:
     return wanted
 
 
-def _group_folder() -> Path | None:
+def group_folder() -> Path | None:
     """The group's folder, which relative profile paths start from (inventories/GROUP/)."""
     folder = host.data.get("group_folder")  # set by inventories/targets.py
     return Path(folder) if folder else None
@@ -373,16 +393,26 @@ def _source(plan: HostPlan, release: NextcloudRelease, on_host: NextcloudOnHost)
         return None  # nothing to fetch
     if on_host.version is not None:
         raise NextcloudSourceError(
-            f"{host.name}: {CODE_DIR} holds Nextcloud {on_host.version}, this kit deploys {release.version}: "
-            "a deploy never replaces an existing release (back it up and upgrade it first)"
+            f"{host.name}: {CODE_DIR} holds Nextcloud {on_host.version}, not installed, and the profile asks "
+            f"for {release.version}: a deploy never replaces a release; remove {CODE_DIR} if it is a failed install"
         )
     if plan.profile.nextcloud.archive is not None:
-        return check_local_archive(resolve_archive(plan.profile.nextcloud.archive, _group_folder()), release)
+        return check_local_archive(resolve_archive(plan.profile.nextcloud.archive, group_folder(), release), release)
     require_upstream(plan, "nextcloud", release.url, instead="set nextcloud.archive to a local copy")
     problem = host.get_fact(DownloadProblem, url=release.url)
     if problem:
         raise SourceUnavailable("nextcloud", unreachable_message(release, host.name, problem))
     return None
+
+
+def deployed_release(plan: HostPlan) -> NextcloudRelease:
+    """The release a deploy converges to: the one running (a deploy never changes it, `commonstack
+    upgrade` does), else the one the profile asks for."""
+    version = plan.deploy_version("nextcloud")
+    if version not in versions().nextcloud.releases:  # only ever the running one: nothing is fetched
+        pins = versions().nextcloud
+        return replace(pinned_release(), version=version, url=pins.url_of(version), sha256=None)
+    return pinned_release(version)
 
 
 def nextcloud_preflight(plan: HostPlan) -> None:
@@ -393,7 +423,7 @@ def nextcloud_preflight(plan: HostPlan) -> None:
     too new for the host's PHP, another release already installed). Nothing is checked with
     COMMONSTACK_NEXTCLOUD_PREREQUISITES_ONLY set, as nothing is fetched then.
     """
-    release = pinned_release()
+    release = deployed_release(plan)
     require_php_compatibility(release, plan.release.codename)
     if plan.profile.nextcloud.install == "prerequisites":
         return
@@ -409,7 +439,7 @@ def nextcloud(plan: HostPlan) -> None:
     if plan.profile.nextcloud.install == "prerequisites":
         _prerequisites(plan)
         return
-    release = pinned_release()
+    release = deployed_release(plan)
     on_host = host.get_fact(NextcloudState)
     archive = _source(plan, release, on_host)
     if on_host.installed and on_host.system is None:

@@ -38,12 +38,13 @@ from commonstack.deploys.nextcloud_app_source import (
     require_app_compatibility,
     unreachable_store_message,
 )
-from commonstack.deploys.nextcloud_source import NextcloudSourceError, pinned_release, resolve_archive
+from commonstack.deploys.nextcloud_source import NextcloudSourceError, resolve_archive
 from commonstack.deploys.preflight import SourceUnavailable
 from commonstack.plan import HostPlan
 from commonstack.stacks.paths import NEXTCLOUD_CODE as CODE_DIR
 from commonstack.stacks.paths import NEXTCLOUD_WEB_USER as WEB_USER
 from commonstack.stacks.paths import STATE_DIR
+from commonstack.stacks.versions import major as release_major
 from commonstack.stacks.versions import versions
 
 APPS_DIR = f"{CODE_DIR}/apps"  # where the app store puts apps too (the first writable apps path)
@@ -149,7 +150,7 @@ def app_sources(plan: HostPlan, on_host: AppsOnHost) -> dict[str, LocalAppArchiv
     NextcloudSourceError (a pin unsuited to the major, a bad archive) or SourceUnavailable
     (offline without an archive, or the store unreachable) before anything changes.
     """
-    settings, major = plan.profile.nextcloud, pinned_release().major
+    settings, major = plan.profile.nextcloud, release_major(plan.deploy_version("nextcloud"))
     if on_host.occ_problem is not None:
         raise NextcloudSourceError(
             f"{host.name}: Nextcloud's apps cannot be listed ({on_host.occ_problem[:100]}); "

@@ -10,7 +10,8 @@ Two sources, one verification:
 - the pinned upstream tarball (versions.yaml ``nextcloud.url``), downloaded by the host with its
   ``.asc`` next to it; the deploy first checks that the host can reach it;
 - a local copy named in the profile (``nextcloud.archive``, absolute or relative to the group's
-  folder), with its ``.asc`` (and optionally its ``.sha256``) next to it, copied to the host.
+  folder; or a folder holding releases under their published names, which upgrades need), with
+  its ``.asc`` (and optionally its ``.sha256``) next to it, copied to the host.
 
 Either way the file must have the pinned sha256 and a valid signature by the pinned key
 (``nextcloud.gpg_fingerprint``; the key itself ships in ``stacks/keys/nextcloud.asc``).
@@ -27,7 +28,7 @@ from pathlib import Path
 
 from commonstack.errors import CommonstackError
 from commonstack.stacks.reading import ReadError, read_text
-from commonstack.stacks.versions import VERSIONS_FILE, versions
+from commonstack.stacks.versions import VERSIONS_FILE, numeric, versions
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -63,25 +64,35 @@ class NextcloudRelease:
         return self.url + ".sha256"
 
 
-def pinned_release() -> NextcloudRelease:
+def pinned_release(version: str | None = None) -> NextcloudRelease:
+    """A release versions.yaml knows (default: the current one)."""
     pinned = versions().nextcloud
+    version = version or pinned.current
+    pinned.require_known(version, "Nextcloud")
     return NextcloudRelease(
-        version=pinned.version,
-        url=pinned.url,
-        sha256=pinned.sha256,
+        version=version,
+        url=pinned.url_of(version),
+        sha256=pinned.releases[version].sha256,
         fingerprint=pinned.gpg_fingerprint.replace(" ", "").upper(),
         key_file=pinned.key_file,
     )
 
 
 def require_php_compatibility(release: NextcloudRelease, codename: str) -> None:
-    """Nextcloud's major must run on the host's PHP (versions.yaml ``nextcloud_max_major``)."""
+    """Nextcloud's major must run on the host's PHP: the release's supported PHP versions, and
+    versions.yaml's ``nextcloud_max_major`` for the Debian release."""
     debian = versions().debian[codename]
     if release.major > debian.nextcloud_max_major:
         raise NextcloudSourceError(
             f"Nextcloud {release.version} does not run on Debian {codename}'s PHP {debian.php} "
             f"(it carries Nextcloud {debian.nextcloud_max_major} at most): pin an older Nextcloud in "
             f"{VERSIONS_FILE} or move the group to a newer Debian release"
+        )
+    known = versions().nextcloud.releases.get(release.version)
+    if known and not numeric(known.php_min) <= numeric(debian.php) <= numeric(known.php_max):
+        raise NextcloudSourceError(
+            f"Nextcloud {release.version} supports PHP {known.php_min} to {known.php_max}, and Debian "
+            f"{codename} has PHP {debian.php}: choose another Nextcloud release or Debian release"
         )
 
 
@@ -187,12 +198,15 @@ class LocalArchive:
     sha256: str
 
 
-def resolve_archive(archive: Path, group_folder: Path | None) -> Path:
-    """`nextcloud.archive` as written in the profile: absolute, or relative to the group's folder."""
+def resolve_archive(archive: Path, group_folder: Path | None, release: NextcloudRelease | None = None) -> Path:
+    """`nextcloud.archive` as written in the profile: absolute, or relative to the group's folder;
+    a folder holds the releases under their own names (what an upgrade needs: several releases)."""
     archive = archive.expanduser()
-    if archive.is_absolute() or group_folder is None:
-        return archive
-    return group_folder / archive
+    if not archive.is_absolute() and group_folder is not None:
+        archive = group_folder / archive
+    if release is not None and archive.is_dir():
+        return archive / release.filename
+    return archive
 
 
 def file_sha256(path: Path) -> str:
@@ -236,6 +250,11 @@ def check_local_archive(path: Path, release: NextcloudRelease) -> LocalArchive:
         raise NextcloudSourceError(
             f"{where}: no signature {signature} next to the archive; download {release.signature_url} "
             "(the release is only installed when its GPG signature verifies)"
+        )
+    if release.sha256 is None and path.name != release.filename:
+        raise NextcloudSourceError(
+            f"{where}: {path} is not named {release.filename}, and versions.yaml pins no sha256 for "
+            f"Nextcloud {release.version}: name the copy as published (or point {where} at a folder of releases)"
         )
     sidecar = published_sha256(path.with_name(path.name + ".sha256"))
     expected = release.sha256 or sidecar

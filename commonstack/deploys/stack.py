@@ -11,12 +11,14 @@ from pyinfra import host
 from pyinfra.operations import apt, files, postgres, systemd
 
 from commonstack.deploys.base import APT_CACHE_SECONDS
-from commonstack.deploys.facts import FileNames, gather_release
+from commonstack.deploys.facts import FileNames, planned_here
 from commonstack.deploys.identity import operation_identity
 from commonstack.deploys.postgres import AS_POSTGRES
 from commonstack.deploys.preflight import SourceUnavailable
+from commonstack.deploys.upgrade import UpgradeRecords, installed_versions
+from commonstack.errors import CommonstackError
 from commonstack.inventories.groups import Group
-from commonstack.plan import HostPlan, plan_one
+from commonstack.plan import HostPlan
 from commonstack.stacks.layers import LAYERS, Layer, layer
 from commonstack.stacks.model import StackProfile
 from commonstack.stacks.paths import STATE_DIR
@@ -38,20 +40,57 @@ class HostOutcome:
 
     unavailable: dict[str, str] = field(default_factory=dict)  # layer -> why its source is unreachable
     turned_off: list[str] = field(default_factory=list)  # layers deployed here before, now off
+    # layer -> (the release running, the one the profile wants): left for `commonstack upgrade`
+    pending: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # layer -> what an interrupted upgrade did: the host is not deployed until it is resumed
+    unfinished: dict[str, str] = field(default_factory=dict)
+
+
+class UpgradeUnfinished(CommonstackError):
+    """An upgrade of a layer on the host was interrupted: it is resumed or rolled back first."""
+
+
+def held_releases(plan: HostPlan, chosen: list[str], outcome: HostOutcome) -> HostPlan:
+    """The plan with the releases running on the host: a deploy never moves a layer to another
+    release (that is `commonstack upgrade`'s, with its backup, health gate and rollback). A layer
+    whose upgrade was interrupted stops the deploy of the host before any change."""
+    records = host.get_fact(UpgradeRecords)
+    for name, record in records.unfinished.items():
+        outcome.unfinished[name] = (
+            f"the upgrade of {name} from {record.from_version} to {record.to_version} stopped after "
+            f"'{record.last_step}'"
+        )
+    if outcome.unfinished:
+        raise UpgradeUnfinished(
+            f"{host.name}: {'; '.join(outcome.unfinished.values())}: `commonstack upgrade` resumes or rolls "
+            "it back (`commonstack deploy` offers to)"
+        )
+    installed = {name: running for name, running in installed_versions(chosen).items() if running}
+    for name, running in installed.items():
+        if running != plan.wanted_version(name):
+            outcome.pending[name] = (running, plan.wanted_version(name))
+    return replace(plan, installed=installed)
 
 
 def deploy_host(
-    plan: HostPlan, only: frozenset[str] = frozenset(), skip_unavailable: bool = False, purge: bool = False
+    plan: HostPlan,
+    only: frozenset[str] = frozenset(),
+    skip_unavailable: bool = False,
+    purge: bool = False,
+    outcome: HostOutcome | None = None,
 ) -> HostOutcome:
     """Add the operations of every layer the host needs (or of `only` those), in registry order,
     and turn off the layers the kit deployed here before that the profile no longer wants.
 
     Every preflight runs before the first operation is added, so a refusal changes nothing on
     the host. With skip_unavailable (`try`), a layer whose source is unreachable is left out
-    instead. Turned-off layers keep their data unless `purge`.
+    instead. Turned-off layers keep their data unless `purge`. A layer keeps the release it runs
+    (`outcome.pending` says where the profile wants another); an interrupted upgrade refuses the
+    host (UpgradeUnfinished, `outcome.unfinished` says which).
     """
-    outcome = HostOutcome()
+    outcome = outcome if outcome is not None else HostOutcome()
     chosen = [name for name in plan.layers if layer(name).deploy and (not only or name in only)]
+    plan = held_releases(plan, chosen, outcome)
     for name in chosen:
         if layer(name).preflight:
             try:
@@ -133,17 +172,12 @@ def stack_operations(
     what was sized, left out and turned off; with deploy=False only the planning happens (what
     the health checks need to know).
     """
-    hosts = {h.name: h for h in profile.hosts}
 
     def add_operations() -> None:
-        wanted = hosts[host.name]
-        release = gather_release()
-        if wanted.memory_mb and wanted.memory_mb < release.facts.memory_mb:
-            # The profile may reserve RAM for other uses: size for its figure, not the machine's.
-            release = replace(release, facts=replace(release.facts, memory_mb=wanted.memory_mb))
-        plan = plan_one(group, profile, wanted, secrets, release)
+        plan = planned_here(group, profile, secrets)
         plans[host.name] = plan
         if deploy:
-            outcomes[host.name] = deploy_host(plan, only, skip_unavailable, purge)
+            outcomes[host.name] = HostOutcome()
+            deploy_host(plan, only, skip_unavailable, purge, outcomes[host.name])
 
     return add_operations

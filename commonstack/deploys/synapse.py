@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import shlex
+from dataclasses import dataclass
 from io import StringIO
 
 from pyinfra import host
-from pyinfra.api import FactBase, deploy, operation
+from pyinfra.api import FactBase, QuoteString, StringCommand, deploy, operation
 from pyinfra.facts.files import File
 from pyinfra.operations import apt, files, server, systemd
 
@@ -21,6 +23,7 @@ from commonstack.stacks.paths import SYNAPSE_DATA as DATA
 from commonstack.stacks.paths import SYNAPSE_SIGNING_KEY as SIGNING_KEY
 from commonstack.stacks.paths import SYNAPSE_URL as LOCAL_URL
 from commonstack.stacks.paths import SYNAPSE_USER as USER
+from commonstack.stacks.paths import SYNAPSE_RELEASES
 from commonstack.stacks.paths import SYNAPSE_VENV as VENV
 from commonstack.stacks.versions import versions
 
@@ -49,13 +52,20 @@ def refuse_changed_server_name(recorded: str, wanted: str) -> None:
         )
 
 
-def require_wheel(arch: str) -> None:
-    pinned = versions().synapse.sha256
+def require_wheel(arch: str, version: str | None = None) -> None:
+    pins = versions().synapse
+    pinned = pins.releases[version or pins.current].sha256
     if not pinned.get(arch):
         raise NoSynapseWheel(
             f"Synapse is pinned as a wheel for {', '.join(sorted(pinned))} only, not {arch}: install a "
             "64-bit OS (a Raspberry Pi 4 or 5 runs arm64) or place matrix on another host"
         )
+
+
+def wheel_sha256(version: str, arch: str) -> str:
+    """The pinned hash of a known release's wheel for this architecture."""
+    require_wheel(arch, version)
+    return versions().synapse.releases[version].sha256[arch]
 
 
 class RecordedServerName(FactBase[str]):
@@ -77,21 +87,47 @@ class RecordedServerName(FactBase[str]):
         return lines[0] if lines else ""
 
 
-class SynapseVersion(FactBase[str]):
-    """The Synapse version the virtualenv holds ("" when it is missing or broken)."""
+@dataclass(frozen=True)
+class SynapseOnHost:
+    """The Synapse release /opt/synapse/venv holds, and whether it can run."""
+
+    version: str | None = None  # None: no Synapse here
+    works: bool = False  # its Python reads its release and imports psycopg2
+    folder: str | None = None  # the virtualenv /opt/synapse/venv points at (None: a folder of its own)
+
+
+class SynapseInstall(FactBase[SynapseOnHost]):
+    """What /opt/synapse/venv holds: the release its Python reports, else the one its installed
+    package names (a virtualenv whose Python went away with a Debian release upgrade)."""
 
     def command(self) -> str:
         # The installed release from its metadata: importing synapse (Twisted and all) costs the
         # host 0.4 s of CPU at every plan. psycopg2 breaks first when Debian's libpq changes.
         check = "import psycopg2; from importlib.metadata import version; print(version('matrix-synapse'))"
-        return f"{VENV}/bin/python -c {shlex.quote(check)} 2>/dev/null || true"
+        return (
+            f"if [ -e {VENV} ]; then "
+            f"printf 'folder=%s\\n' \"$(readlink {VENV})\"; "
+            f"printf 'works=%s\\n' \"$({VENV}/bin/python -c {shlex.quote(check)} 2>/dev/null)\"; "
+            f"printf 'package=%s\\n' \"$(ls -d {VENV}/lib/python3*/site-packages/matrix_synapse-*.dist-info 2>/dev/null | head -n 1)\"; "
+            "fi; true"
+        )
 
-    def default(self) -> str:
-        return ""
+    def default(self) -> SynapseOnHost:
+        return SynapseOnHost()
 
-    def process(self, output) -> str:
-        lines = [line.strip() for line in output if line.strip()]
-        return lines[-1] if lines else ""
+    def process(self, output) -> SynapseOnHost:
+        values = dict(line.strip().split("=", 1) for line in output if "=" in line)
+        works = values.get("works", "")
+        package = re.search(r"matrix_synapse-([0-9][^-/]*)\.dist-info$", values.get("package", ""))
+        version = works or (package.group(1) if package else None)
+        if not version:
+            return SynapseOnHost()
+        return SynapseOnHost(version=version, works=bool(works), folder=values.get("folder") or None)
+
+
+def installed_version() -> str | None:
+    """The Synapse release on the current host (None: none yet)."""
+    return host.get_fact(SynapseInstall).version
 
 
 class MatrixUserExists(FactBase[bool]):
@@ -109,18 +145,54 @@ class MatrixUserExists(FactBase[bool]):
         return bool(lines) and lines[0].isdigit() and int(lines[0]) > 0
 
 
-@operation()
-def synapse_virtualenv(version: str, installer: str = INSTALLER):
-    """Install Synapse `version` into the virtualenv with `installer` unless it is there already.
+def release_folder(version: str) -> str:
+    """Where a Synapse release's virtualenv lives, beside the others."""
+    return f"{SYNAPSE_RELEASES}/venv-{version}"
 
-    + version: the pinned Synapse release
-    + installer: the script that creates the venv and pip-installs the hash-checked wheel
+
+def point_venv_at(version: str) -> str:
+    """The shell that points /opt/synapse/venv at a release's virtualenv in one step (a rename).
+    A virtualenv of the old layout (a folder of its own, not a link) is first renamed after its
+    release, beside the others (never into one of them)."""
+    new_link = f"{VENV}.commonstack-new"
+    return (
+        f"if [ -d {VENV} ] && [ ! -L {VENV} ]; then "
+        f"old=$(ls -d {VENV}/lib/python3*/site-packages/matrix_synapse-*.dist-info 2>/dev/null | head -n 1 "
+        "| sed 's/.*matrix_synapse-//; s/[.]dist-info$//'); "
+        f'aside="{SYNAPSE_RELEASES}/venv-${{old:-unknown}}"; '
+        'if [ -e "$aside" ]; then aside="$aside.before-$(date +%s)"; fi; '
+        f'mv -T {VENV} "$aside"; fi && '
+        f"ln -sfn venv-{version} {new_link} && mv -T {new_link} {VENV}"
+    )
+
+
+@operation()
+def synapse_virtualenv(version: str, sha256: str | None, installer: str = INSTALLER):
+    """Install Synapse `version` (its own virtualenv) and point /opt/synapse/venv at it, unless
+    /opt/synapse/venv already holds that release and it works.
+
+    + version: the release to run (a deploy keeps the running one: see HostPlan.deploy_version)
+    + sha256: the wheel's pinned hash for the host's architecture (None: the release is not one
+      versions.yaml knows, which only a running homeserver can be: it is never installed again)
+    + installer: the script that creates the virtualenv and pip-installs the hash-checked wheel
+
+    **Example:**
+
+    .. code:: python
+
+        synapse_virtualenv(name="Synapse 1.163.2", version="1.163.2", sha256="6cecae98...")
     """
-    installed = host.get_fact(SynapseVersion)
-    if installed == version:
+    found = host.get_fact(SynapseInstall)
+    if found.works and found.version == version:
         host.noop(f"Synapse {version} is installed")
         return
-    yield installer
+    if sha256 is None:
+        raise NoSynapseWheel(
+            f"Synapse {version}'s virtualenv in {VENV} does not work, and this kit has no pinned wheel of "
+            f"{version} to install it again: `commonstack upgrade` moves it to a release the kit knows"
+        )
+    yield StringCommand(installer, QuoteString(version), QuoteString(sha256))
+    yield point_venv_at(version)
 
 
 @operation()
@@ -155,7 +227,7 @@ def matrix_admin(server_name: str, password_file: str = ADMIN_PASSWORD_FILE):
 def synapse_preflight(plan: HostPlan) -> None:
     """Refuse, before anything changes on the host, a changed server name or an unpinned architecture."""
     refuse_changed_server_name(host.get_fact(RecordedServerName), plan.profile.server_name)
-    require_wheel(plan.release.facts.arch)
+    require_wheel(plan.release.facts.arch, plan.wanted_version("synapse"))
 
 
 @deploy("Synapse")
@@ -172,7 +244,7 @@ def synapse(plan: HostPlan) -> None:
     """
     synapse_preflight(plan)  # when called on its own; stack.py runs it before every layer's operations
     server_name = plan.profile.server_name
-    version = versions().synapse.version
+    version = plan.deploy_version("synapse")
 
     apt.packages(name="Install Synapse's prerequisites", packages=plan.packages_of(("synapse",)), no_recommends=True)
     server.group(name=f"Group {USER}", group=USER, system=True)
@@ -190,7 +262,11 @@ def synapse(plan: HostPlan) -> None:
 
     configs = put_configs(plan, "synapse")
     unit = [op for f, op in zip(plan.files_of("synapse"), configs) if f.path.startswith("/etc/systemd/")]
-    installed = synapse_virtualenv(name=f"Synapse {version} in {VENV}", version=version)
+    installed = synapse_virtualenv(
+        name=f"Synapse {version} in {release_folder(version)}",
+        version=version,
+        sha256=wheel_sha256(version, plan.release.facts.arch) if version in versions().synapse.releases else None,
+    )
     key = signing_key(name="Signing key (generated once)")
     files.put(
         name="Matrix admin password (root only)",

@@ -27,6 +27,7 @@ from commonstack.stacks.paths import (
     COTURN_CONFIG,
     DISCOURSE_APP_YML,
     DISCOURSE_BACKUPS,
+    DISCOURSE_DIR,
     NEXTCLOUD_CODE,
     NEXTCLOUD_DATA,
     NEXTCLOUD_OCC,
@@ -36,6 +37,7 @@ from commonstack.stacks.paths import (
     SYNAPSE_MEDIA,
     SYNAPSE_PYTHON,
     SYNAPSE_SIGNING_KEY,
+    SYNAPSE_VENV,
 )
 
 if TYPE_CHECKING:
@@ -59,6 +61,29 @@ class Database:
     password_secret: str  # the role's password in secrets.yaml
     # Synapse requires C collation and UTF8 (its docs: "Set up database"); None: the cluster's default.
     collation: str | None = None
+
+
+@dataclass(frozen=True)
+class LayerUpgrade:
+    """How `commonstack upgrade` moves a layer to another release (commonstack/upgrades/ runs it).
+
+    One layer of one host at a time: a preflight that changes nothing; a pre-upgrade backup (the
+    backup layer's, when the host has it) and always a local `pg_dump -Fc` of `dumps` and a copy
+    of `saved`; the new code beside the old, switched over, migrated; a health gate (the layer's
+    own checks, expecting the target release, with retries for slow starts); on a failed gate,
+    a rollback to the old code with the dumped databases and saved config, gated again. Each step
+    is recorded on the host, so an interrupted upgrade is resumed or rolled back by the next run.
+    """
+
+    steps: str  # module in commonstack.deploys: its installed_version() fact and its upgrade steps
+    pins: str | None = None  # its entry in versions.yaml (None: Debian's own updates)
+    profile_key: str | None = None  # the profile key that may hold it at another known release
+    dumps: tuple[str, ...] = ()  # its PostgreSQL databases: dumped before, restored by a rollback
+    saved: tuple[str, ...] = ()  # config the upgrade may change: copied before, put back by a rollback
+    running: str | None = None  # the code that runs (a folder, or a link to one); new code goes beside it
+    code_mb: int = 0  # free space the new code needs beside the old
+    one_major_at_a_time: bool = False  # no major may be skipped, and each is left from its newest patch
+    gate_seconds: int = 60  # how long its health gate retries before the upgrade counts as failed
 
 
 @dataclass(frozen=True)
@@ -144,6 +169,8 @@ class Layer:
     jails: tuple[str, ...] = ()
     # Kernel settings (sysctl key, value) it wants, applied at deploy and at every boot.
     sysctl: tuple[tuple[str, str], ...] = ()
+    # How `commonstack upgrade` moves it to another release (None: it has no releases of its own).
+    upgrade: LayerUpgrade | None = None
     # What its backups hold (None: nothing of its own, e.g. Redis's cache).
     backup: LayerBackup | None = None
 
@@ -234,6 +261,8 @@ LAYERS: tuple[Layer, ...] = (
         ports=_ssh,
         jails=("sshd",),
         sysctl=KERNEL_HARDENING,
+        # Debian's own updates, within the host's release.
+        upgrade=LayerUpgrade(steps="debian_upgrade"),
     ),
     Layer(
         "postgres",
@@ -297,6 +326,17 @@ LAYERS: tuple[Layer, ...] = (
         data=("/var/lib/matrix-synapse", "/etc/matrix-synapse"),  # media, and the signing key
         sandboxed=("matrix-synapse",),
         jails=("commonstack-matrix",),
+        # A new virtualenv beside the old one; the database migrates when the new code starts.
+        upgrade=LayerUpgrade(
+            steps="synapse_upgrade",
+            pins="synapse",
+            profile_key="matrix.version",
+            dumps=("synapse",),
+            saved=(SYNAPSE_CONFIG_DIR,),
+            running=SYNAPSE_VENV,
+            code_mb=400,  # a virtualenv with Synapse and its dependencies: about 250 MB
+            gate_seconds=30,  # its start returns once it is ready (Type=notify, after its migrations)
+        ),
         # Synapse's own advice (docs: "Backups"): the database without the one-time keys' rows,
         # the signing key (the server's identity to every other server) and local media only
         # (remote media and URL previews are fetched again).
@@ -348,6 +388,17 @@ LAYERS: tuple[Layer, ...] = (
         data=("/var/www/nextcloud", "/var/lib/nextcloud"),  # its code and config, and the files
         sandboxed=("php{php}-fpm", "nextcloud-cron"),
         jails=("commonstack-nextcloud",),
+        # The new release unpacked beside the old one, then `occ upgrade` in maintenance mode.
+        upgrade=LayerUpgrade(
+            steps="nextcloud_upgrade",
+            pins="nextcloud",
+            profile_key="nextcloud.version",
+            dumps=("nextcloud",),
+            saved=(f"{NEXTCLOUD_CODE}/config",),
+            running=NEXTCLOUD_CODE,
+            code_mb=1024,  # the unpacked release (about 700 MB) and its archive while it is checked
+            one_major_at_a_time=True,  # Nextcloud's admin manual: no major may be skipped
+        ),
         # The admin manual's backup: config/, data/ and the database, in maintenance mode so that
         # the three agree. The code is the verified release, installed again by the deploy.
         backup=LayerBackup(
@@ -380,6 +431,17 @@ LAYERS: tuple[Layer, ...] = (
         checks=("discourse",),
         data=("/var/discourse",),  # app.yml, and the forum's database and uploads in shared/
         remove="discourse:discourse_stopped",
+        # The launcher at its new commit, then `./launcher rebuild`; the forum's database lives in
+        # the container, so Discourse's own backup (database and uploads) is what a rollback restores.
+        upgrade=LayerUpgrade(
+            steps="discourse_upgrade",
+            pins="discourse_docker",
+            profile_key="discourse.launcher.commit",
+            saved=(f"{DISCOURSE_DIR}/containers",),
+            running=DISCOURSE_DIR,
+            code_mb=5 * 1024,  # the launcher's own check before a rebuild
+            gate_seconds=600,  # the new container boots Discourse and migrates before it answers
+        ),
         # Discourse's own archive (database and uploads), which its own restore reads.
         backup=LayerBackup(
             configs=(DISCOURSE_APP_YML,),

@@ -11,6 +11,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from commonstack.stacks import values
 from commonstack.stacks.reading import excerpt
 from commonstack.stacks.repository import EXPECTED as REPOSITORY_KINDS, parse_repository
+from commonstack.stacks.versions import versions
 
 # Reserved Unix users: Debian's system accounts and the ones the layers create. An admin user of
 # that name would hand a service's account a login shell and sudo.
@@ -38,6 +39,18 @@ def _path(check):
         return check(value)
 
     return BeforeValidator(parse)
+
+
+def _known(service: str):
+    """A release of `service` that versions.yaml lists (what the kit can install and upgrade to)."""
+
+    def check(value: str) -> str:
+        pins = getattr(versions(), service)
+        if value not in pins.releases:
+            raise ValueError(f"{value!r} is not a release this kit knows; known: {', '.join(pins.known)}")
+        return value
+
+    return AfterValidator(check)
 
 
 Domain = Annotated[str, AfterValidator(values.domain)]
@@ -118,6 +131,11 @@ class NextcloudSettings(Placed):
     default_phone_region: Annotated[str, AfterValidator(values.country_code)] | None = Field(
         None, description="ISO 3166-1 country code, e.g. DE."
     )
+    version: Annotated[str, _known("nextcloud")] | None = Field(
+        None,
+        description="Hold Nextcloud at this release of the kit's versions.yaml; default: the kit's current "
+        "one. A running Nextcloud changes release only through `commonstack upgrade`.",
+    )
     apps: list[AppId] = Field(
         default_factory=lambda: ["calendar", "contacts"],
         max_length=MAX_APPS,
@@ -166,6 +184,11 @@ class MatrixSettings(Placed):
         "closed", description="closed: only the admin creates accounts; token: invitation tokens."
     )
     turn: TurnSettings = Field(default_factory=TurnSettings)
+    version: Annotated[str, _known("synapse")] | None = Field(
+        None,
+        description="Hold Synapse at this release of the kit's versions.yaml; default: the kit's current "
+        "one. A running Synapse changes release only through `commonstack upgrade`.",
+    )
 
 
 class LauncherSource(Settings):

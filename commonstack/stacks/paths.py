@@ -14,7 +14,8 @@ REDIS_SOCKET = "/run/redis/redis-server.sock"
 
 # synapse
 SYNAPSE_USER = "matrix-synapse"
-SYNAPSE_VENV = "/opt/synapse/venv"
+SYNAPSE_RELEASES = "/opt/synapse"  # a virtualenv per release: venv-VERSION
+SYNAPSE_VENV = f"{SYNAPSE_RELEASES}/venv"  # points at the release that runs
 SYNAPSE_PYTHON = f"{SYNAPSE_VENV}/bin/python"
 SYNAPSE_CONFIG_DIR = "/etc/matrix-synapse"
 SYNAPSE_CONFIG = f"{SYNAPSE_CONFIG_DIR}/homeserver.yaml"
@@ -48,6 +49,11 @@ DISCOURSE_BACKUPS = f"{DISCOURSE_DIR}/shared/standalone/backups/default"  # `dis
 DISCOURSE_SOCKET = f"{DISCOURSE_DIR}/shared/standalone/nginx.http.sock"
 DISCOURSE_BUILD_STAMP = f"{STATE_DIR}/discourse-build"  # what the running container was built from
 
+# upgrades (commonstack upgrade): one folder per layer being upgraded, its steps in a journal;
+# finished upgrades move to history/, where their dumps and old code wait out a grace period.
+UPGRADES_DIR = f"{STATE_DIR}/upgrades"
+UPGRADE_HISTORY = f"{UPGRADES_DIR}/history"
+
 # backup
 BACKUP_CONFIG_DIR = "/etc/commonstack"  # the repository's address, password and SSH key (root only)
 BACKUP_SCRIPT = "/usr/local/sbin/commonstack-backup"
@@ -56,5 +62,8 @@ BACKUP_STAGING = "/var/backups/commonstack"  # dumps and the manifest, while a b
 BACKUP_MANIFEST = f"{BACKUP_STAGING}/manifest.json"
 BACKUP_STATE = f"{STATE_DIR}/backup"  # the last good backup, the last repository check, a run's marker
 RESTORE_STAGING = f"{STATE_DIR}/restore"  # a snapshot being restored, and the data it replaces
-# Held by a backup, a restore and an upgrade: none of them ever runs during another.
+# Held by a backup, a restore and an upgrade: none of them ever runs during another (flock).
 MAINTENANCE_LOCK = "/run/lock/commonstack-maintenance.lock"
+# An upgrade runs as many SSH commands: between them, the process of this scope unit holds the lock
+# for it, and the unit's description names the upgrade's run (a reboot or `systemctl stop` frees it).
+MAINTENANCE_HOLDER = "commonstack-maintenance-holder.scope"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 from functools import cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError, model_validator
 
 from commonstack.errors import CommonstackError
 
@@ -33,21 +33,75 @@ class DebianRelease(Pins):
     imagemagick_extra: str  # the package of ImageMagick's extra coders (Imagick's SVG support)
 
 
-class SynapsePins(Pins):
-    version: Version
+class Releases(Pins):
+    """An upstream service's known releases: `current` is what the kit installs and upgrades to."""
+
+    current: Version
+    releases: dict[Version, Any]  # narrowed by each service's model
+
+    @model_validator(mode="after")
+    def _current_is_known(self) -> Releases:
+        if self.current not in self.releases:
+            raise ValueError(f"current: {self.current} is not one of its releases ({', '.join(self.known)})")
+        return self
+
+    @property
+    def version(self) -> str:
+        """The current release (what a new host gets)."""
+        return self.current
+
+    @property
+    def known(self) -> list[str]:
+        """Every known release, oldest first."""
+        return sorted(self.releases, key=numeric)
+
+    def require_known(self, version: str, service: str) -> None:
+        if version not in self.releases:
+            raise UnknownRelease(f"{service} {version} is not a release this kit knows ({', '.join(self.known)})")
+
+
+class UnknownRelease(CommonstackError):
+    """A version that versions.yaml does not list for the service."""
+
+
+class SynapseRelease(Pins):
     sha256: dict[str, Sha256]  # per Debian architecture: the manylinux wheel's hash
+    python_min: Version  # the wheel's Requires-Python
+    postgresql_min: Version  # the oldest PostgreSQL server it starts on
 
 
-class NextcloudPins(Pins):
-    version: Version
-    url: str
-    sha256: Sha256 | None
+class SynapsePins(Releases):
+    releases: dict[Version, SynapseRelease]
+
+    @property
+    def sha256(self) -> dict[str, str]:
+        """The current release's wheel hashes."""
+        return self.releases[self.current].sha256
+
+
+class NextcloudRelease(Pins):
+    sha256: Sha256 | None  # None: the published .sha256 is fetched with the release (the signature decides)
+    php_min: Version
+    php_max: Version
+
+
+class NextcloudPins(Releases):
+    url: str  # "{version}" stands for the release's
     gpg_fingerprint: str
     gpg_key: Path  # relative to versions.yaml
+    releases: dict[Version, NextcloudRelease]
 
     @property
     def key_file(self) -> Path:
         return VERSIONS_FILE.parent / self.gpg_key
+
+    def url_of(self, version: str) -> str:
+        return self.url.format(version=version)
+
+    @property
+    def sha256(self) -> str | None:
+        """The current release's published sha256."""
+        return self.releases[self.current].sha256
 
 
 class NextcloudAppPin(Pins):
@@ -77,6 +131,11 @@ class DiscourseDockerPins(Pins):
     commit: Commit
     docker_min_version: Version
 
+    @property
+    def version(self) -> str:
+        """The launcher's commit is the forum's release, as far as the kit pins it."""
+        return self.commit
+
 
 class Versions(Pins):
     debian: dict[str, DebianRelease]  # by codename
@@ -98,3 +157,7 @@ def versions() -> Versions:
 def numeric(version: str) -> tuple[int, ...]:
     """A dotted version's numbers, for comparisons ("20.10.24" is not older than "20.10")."""
     return tuple(int(part) for part in re.findall(r"\d+", version))
+
+
+def major(version: str) -> int:
+    return numeric(version)[0]

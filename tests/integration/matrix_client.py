@@ -1,5 +1,8 @@
-"""A real Matrix client (matrix-nio) for the integration tests: names resolved to test hosts only,
-a login as found through .well-known, and waiting for a message."""
+"""A real Matrix client (matrix-nio) for the integration tests, against test hosts with no DNS
+and no public CA: names resolve only to the test hosts (`StaticResolver`: nothing else on this
+machine changes), and each host's Caddy root (tls.mode internal) is trusted. Shared by
+test_matrix.py, test_upgrade_synapse.py and test_backup_matrix.py.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +10,44 @@ import asyncio
 import socket
 import ssl
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
-import aiohttp
-import nio
+import pytest
+import yaml
+
+from commonstack.testhosts import TestHost
+
+nio = pytest.importorskip("nio", reason="matrix-nio is a test dependency (pip install matrix-nio)")
+aiohttp = pytest.importorskip("aiohttp")
+
+CADDY_ROOT = "/var/lib/caddy/.local/share/caddy/pki/authorities/local/root.crt"
+
+
+@dataclass
+class Homeserver:
+    group: str
+    domain: str
+    testhost: TestHost
+    inventories: Path
+    deploy_seconds: float = 0.0
+    caddy_root: str = ""
+
+    @property
+    def server_name(self) -> str:
+        return self.domain
+
+    @property
+    def hostname(self) -> str:
+        return f"matrix.{self.domain}"
+
+    @property
+    def admin(self) -> str:
+        return f"@admin:{self.domain}"
+
+    def admin_password(self) -> str:
+        secrets = yaml.safe_load((self.inventories / self.group / "secrets.yaml").read_text())
+        return secrets["matrix_admin_password"]
 
 
 class StaticResolver(aiohttp.abc.AbstractResolver):
@@ -26,6 +64,14 @@ class StaticResolver(aiohttp.abc.AbstractResolver):
 
     async def close(self) -> None:
         pass
+
+
+async def logged_in(server: Homeserver, user: str | None = None, password: str | None = None) -> nio.AsyncClient:
+    """A matrix-nio client of the admin (or of `user`), found as a client finds it: through .well-known."""
+    client = await client_of(server.server_name, server.hostname, server.testhost.address, server.caddy_root,
+                             user or server.admin, password or server.admin_password())  # fmt: skip
+    assert client.homeserver == f"https://{server.hostname}", client.homeserver
+    return client
 
 
 async def client_of(server_name: str, hostname: str, address: str, caddy_root: str, user_id: str,
@@ -55,3 +101,5 @@ async def wait_for_message(client: nio.AsyncClient, room_id: str, body: str, tim
             return time.monotonic() - started
         await asyncio.sleep(1)
     raise AssertionError(f"{body!r} did not arrive in {room_id} for {client.user_id} within {timeout} s")
+
+

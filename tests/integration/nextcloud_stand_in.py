@@ -3,7 +3,8 @@
 download.nextcloud.com is not reachable from the development machines, so the tests that need an
 installed Nextcloud (tests/integration/test_nextcloud.py; backups and upgrades may reuse it) deploy
 this instead: a few PHP files that play occ, status.php, cron.php and WebDAV well enough for the
-kit's deploy and health checks (apps, setup checks, CalDAV and CardDAV included), packed like the
+kit's deploy, upgrades and health checks (apps, setup checks, CalDAV and CardDAV, `occ upgrade`
+with a migration of the real database, maintenance mode and `status --exit-code` included), packed like the
 real tarball (nextcloud/ at the top) and signed by a key made for the test run; and STAND-IN app
 archives (calendar, contacts: an info.xml and a README each) with an app store that is a folder on
 the test host (STAND_IN_STORE). The kit's pins are patched in the CLI's own process only
@@ -44,7 +45,7 @@ WITH_RELEASE = (
     "pinned = pins.versions()\n"
     "release, apps = json.loads(sys.argv[1]), json.loads(sys.argv[2])\n"
     "patched = pinned.model_copy(update={\n"
-    "    'nextcloud': pinned.nextcloud.model_copy(update=release),\n"
+    "    'nextcloud': pins.NextcloudPins.model_validate({**pinned.nextcloud.model_dump(), **release}),\n"
     "    'nextcloud_apps': pins.NextcloudAppsPins.model_validate({**pinned.nextcloud_apps.model_dump(), **apps}),\n"
     "})\n"
     "pins.versions = lambda: patched\n"
@@ -53,20 +54,24 @@ WITH_RELEASE = (
 )
 
 
-def run_cli(inventories: Path, *args: str, release: dict | None = None, apps: dict | None = None, timeout=1200):
+def run_cli(inventories: Path, *args: str, release: dict | None = None, apps: dict | None = None, timeout=1200,
+            wait: bool = True):
     """`commonstack ARGS`; with `release` (the stand-in's ``nextcloud`` pins) the pins are patched:
     ``nextcloud_apps`` by `apps` (StandInApps.pins), and its store is always the stand-in's, so that
-    a test never reaches Nextcloud's real app store."""
+    a test never reaches Nextcloud's real app store. `wait=False`: the started process."""
     env = dict(os.environ, COMMONSTACK_INVENTORIES=str(inventories))
     command = [sys.executable, "-m", "commonstack", *args]
     if release is not None:
         apps = {"store": STAND_IN_STORE_URL, **(apps or {})}
         command = [sys.executable, "-c", WITH_RELEASE, json.dumps(release), json.dumps(apps), *args]
+    if not wait:
+        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                                stdin=subprocess.DEVNULL)  # fmt: skip
     return subprocess.run(command, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=timeout)
 
 
 STAND_IN = {
-    "version.php": "<?php\n$OC_Version = array(32, 0, 2, 2);\n$OC_VersionString = '{version}';\n",
+    "version.php": "<?php\n$OC_Version = array({numbers});\n$OC_VersionString = '{version}';\n",
     # The real tarball ships its own apps in apps/, where the app store puts the others too.
     "apps/README.md": "commonstack TEST STAND-IN: Nextcloud's shipped apps would be here.\n",
     "lib/standin.php": r"""<?php
@@ -106,9 +111,18 @@ function fail(string $message): never { fwrite(STDERR, "$message\n"); exit(1); }
 function status(): array {
     include CODE . '/version.php';
     $c = load_config();
-    return ['installed' => (bool)($c['installed'] ?? false), 'version' => implode('.', $OC_Version),
+    $installed = (bool)($c['installed'] ?? false);
+    return ['installed' => $installed, 'version' => implode('.', $OC_Version),
             'versionstring' => $OC_VersionString, 'edition' => '', 'maintenance' => (bool)($c['maintenance'] ?? false),
-            'needsDbUpgrade' => false, 'productname' => 'commonstack stand-in', 'extendedSupport' => false];
+            'needsDbUpgrade' => $installed && ($c['version'] ?? '') !== implode('.', $OC_Version),
+            'productname' => 'commonstack stand-in', 'extendedSupport' => false];
+}
+function database() {
+    $c = load_config();
+    $db = @pg_connect(sprintf("host=%s dbname=%s user=%s password='%s'", $c['dbhost'] ?? '', $c['dbname'] ?? '',
+        $c['dbuser'] ?? '', $c['dbpassword'] ?? ''));
+    if (!$db) { fail('cannot connect to the PostgreSQL database: ' . (error_get_last()['message'] ?? 'no reason given')); }
+    return $db;
 }
 """,
     "occ": r"""<?php
@@ -123,11 +137,32 @@ foreach ($args as $a) {
 }
 switch ($command) {
 case 'status':
-    if (isset($options['exit-code'])) { exit(status()['maintenance'] ? 1 : 0); }
+    // As Nextcloud's `occ status --exit-code`: 0 normal, 1 maintenance mode, 2 an upgrade is needed.
+    if (isset($options['exit-code'])) { exit(status()['maintenance'] ? 1 : (status()['needsDbUpgrade'] ? 2 : 0)); }
     echo json_encode(status()), "\n"; exit(0);
+case 'upgrade':
+    // As Nextcloud: no downgrade; the database migrates (here: a row per release); apps that do not
+    // suit the new major are disabled; config.php then says the new version.
+    $c = load_config(); $code = status()['version'];
+    if (version_compare($c['version'] ?? '0', $code, '>')) { fail("Downgrading from {$c['version']} to $code is not supported"); }
+    if (($c['version'] ?? '') === $code) { echo "No upgrade required.\n"; exit(0); }
+    $db = database();
+    if (!pg_query($db, 'CREATE TABLE IF NOT EXISTS oc_standin_migrations (version text)')
+        || !pg_query_params($db, 'INSERT INTO oc_standin_migrations VALUES ($1)', [$code])) { fail('the migration failed'); }
+    $a = app_config(); $kept = [];
+    foreach (enabled_apps() as $id) {
+        $info = app_info($id);
+        if ($info !== null && ($info['max'] === '' || (int)$info['max'] >= major())) { $kept[] = $id; }
+        else { echo "Disabled incompatible app: $id\n"; }
+    }
+    $a['enabled_apps'] = $kept; save_app_config($a);
+    $c['version'] = $code; save_config($c);
+    echo "Update successful\n"; exit(0);
 case 'maintenance:mode':
     $c = load_config(); $c['maintenance'] = isset($options['on']); save_config($c);
-    echo $c['maintenance'] ? "Maintenance mode enabled\n" : "Maintenance mode disabled\n"; exit(0);
+    echo 'Maintenance mode ' . (isset($options['on']) ? 'enabled' : 'disabled') . "\n"; exit(0);
+case 'db:add-missing-indices': case 'db:add-missing-columns': case 'db:add-missing-primary-keys':
+    echo "Done.\n"; exit(0);
 case 'maintenance:data-fingerprint':
     $c = load_config(); $c['data-fingerprint'] = md5((string)microtime()); save_config($c);
     echo "Updated data-fingerprint to {$c['data-fingerprint']}\n"; exit(0);
@@ -224,6 +259,8 @@ $a = app_config(); $a['lastcron'] = time(); save_app_config($a);
 """,
     "status.php": r"""<?php
 require __DIR__ . '/lib/standin.php';
+// A TEST-ONLY BROKEN RELEASE (build_release(..., broken=True)) answers 500 here: its health gate fails.
+if (is_file(__DIR__ . '/lib/broken')) { http_response_code(500); exit; }
 header('Content-Type: application/json');
 echo json_encode(status());
 """,
@@ -301,7 +338,7 @@ class ThrowawayKey:
 @dataclass(frozen=True)
 class StandInRelease:
     """The stand-in archive (its .asc not yet written), its two throwaway keys, and the pins that
-    make the kit accept it (``nextcloud`` in versions.yaml: sha256 and the pinned key)."""
+    make the kit accept it (``nextcloud`` in versions.yaml: the release, current, and the pinned key)."""
 
     archive: Path
     pinned: ThrowawayKey  # the key the patched pins trust
@@ -309,20 +346,43 @@ class StandInRelease:
     pins: dict
 
 
-def build_release(folder: Path, work: Path) -> StandInRelease:
-    """The stand-in as nextcloud-VERSION.tar.bz2 in `folder`; keys and the unpacked tree in `work`."""
-    pinned = ThrowawayKey(work / "pinned", "commonstack test fixture: pinned <pinned@commonstack.invalid>")
-    other = ThrowawayKey(work / "other", "commonstack test fixture: other <other@commonstack.invalid>")
-    tree = work / "tree" / "nextcloud"
+def build_release(
+    folder: Path,
+    work: Path,
+    version: str | None = None,
+    broken: bool = False,
+    keys: tuple[ThrowawayKey, ThrowawayKey] | None = None,
+) -> StandInRelease:
+    """The stand-in as nextcloud-VERSION.tar.bz2 in `folder` (VERSION: the pinned one's, unless
+    given); keys (new ones unless given) and the unpacked tree in `work`. A `broken` release is a
+    TEST-ONLY BROKEN RELEASE: its status.php answers 500, so an upgrade's health gate fails."""
+    version = version or pinned_release().version
+    pinned, other = keys or (
+        ThrowawayKey(work / "pinned", "commonstack test fixture: pinned <pinned@commonstack.invalid>"),
+        ThrowawayKey(work / "other", "commonstack test fixture: other <other@commonstack.invalid>"),
+    )
+    tree = work / f"tree-{version}" / "nextcloud"
+    numbers = ", ".join([*version.split("."), "0"])
     for name, content in STAND_IN.items():
         (tree / name).parent.mkdir(parents=True, exist_ok=True)
-        (tree / name).write_text(content.replace("{version}", pinned_release().version).replace("%STORE%", STAND_IN_STORE))
+        text = content.replace("{version}", version).replace("{numbers}", numbers).replace("%STORE%", STAND_IN_STORE)
+        (tree / name).write_text(text)
+    if broken:
+        (tree / "lib" / "broken").write_text("TEST-ONLY BROKEN RELEASE: status.php answers 500\n")
     folder.mkdir(parents=True, exist_ok=True)
-    archive = folder / pinned_release().filename
+    archive = folder / f"nextcloud-{version}.tar.bz2"
     with tarfile.open(archive, "w:bz2") as tar:
         tar.add(tree, arcname="nextcloud")
-    pins = {"sha256": file_sha256(archive), "gpg_fingerprint": pinned.fingerprint, "gpg_key": str(pinned.public)}
+    release = {"sha256": file_sha256(archive), "php_min": "8.1", "php_max": "8.4"}
+    pins = {"current": version, "releases": {version: release}, "gpg_fingerprint": pinned.fingerprint,
+            "gpg_key": str(pinned.public)}  # fmt: skip
     return StandInRelease(archive=archive, pinned=pinned, other=other, pins=pins)
+
+
+def known_releases(releases: list[StandInRelease], current: str) -> dict:
+    """The ``nextcloud`` pins that make all these stand-in releases (one key's) the known ones."""
+    return {**releases[0].pins, "current": current,
+            "releases": {v: r for release in releases for v, r in release.pins["releases"].items()}}  # fmt: skip
 
 
 # --- stand-in apps ------------------------------------------------------------------------------
@@ -358,14 +418,15 @@ class StandInApps:
     pins: dict
 
 
-def build_apps(folder: Path) -> StandInApps:
-    """A stand-in archive in `folder` for every app versions.yaml pins, for the pinned Nextcloud's major."""
+def build_apps(folder: Path, majors: tuple[int, int] | None = None) -> StandInApps:
+    """A stand-in archive in `folder` for every app versions.yaml pins, for `majors` (default: the
+    pinned Nextcloud's major only)."""
     folder.mkdir(parents=True, exist_ok=True)
-    major = pinned_release().major
+    low, high = majors or (pinned_release().major, pinned_release().major)
     archives, releases = {}, {}
     for app, pin in versions().nextcloud_apps.releases.items():
-        archive = app_archive(folder / pin.filename, app, pin.version, (major, major))
+        archive = app_archive(folder / pin.filename, app, pin.version, (low, high))
         archives[app] = archive
         releases[app] = {"version": pin.version, "url": f"https://app-store.stand-in.invalid/{pin.filename}",
-                         "sha256": file_sha256(archive), "min_major": major, "max_major": major}  # fmt: skip
+                         "sha256": file_sha256(archive), "min_major": low, "max_major": high}  # fmt: skip
     return StandInApps(archives=archives, pins={"store": STAND_IN_STORE_URL, "releases": releases})

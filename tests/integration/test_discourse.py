@@ -11,8 +11,9 @@ github.com and Docker Hub are unreachable here, and no test may send traffic tow
 3. With a STAND-IN for discourse_docker -- a local bare repository on the test host whose
    `launcher` only records its calls and runs a placeholder container (the host's /bin/sleep);
    it serves no forum -- `plan` shows the clone and the rebuild, and the real checkout, rebuild
-   condition, stamp and start steps run: a second deploy changes nothing, a changed app.yml or
-   pinned commit rebuilds. The checks that need a real forum fail, as they must.
+   condition, stamp and start steps run: a second deploy changes nothing, a changed app.yml
+   rebuilds, a new pinned commit is left to `commonstack upgrade` (whose pre-upgrade backup the
+   stand-in cannot make: nothing is upgraded). The checks that need a real forum fail, as they must.
 4. The full install, from github.com and Docker Hub, runs only with COMMONSTACK_NETWORK_TESTS=1
    (where the test host can reach them); it is skipped here with that reason.
 
@@ -39,6 +40,7 @@ import pytest
 
 from commonstack import testhosts
 from commonstack.deploys.discourse import LAUNCHER_KEY
+from commonstack.stacks.paths import MAINTENANCE_HOLDER
 from tests.integration.conftest import new_host_name
 from tests.integration.stacks import check_results, cli, failed_checks, write_group
 
@@ -272,19 +274,35 @@ def test_the_stand_in_build_converges_and_rebuilds_only_on_change(server, forum,
         "Discourse | Build and start the Discourse container (./launcher rebuild app)",
     ], changed.stdout
 
-    # A new pinned commit: check it out (fetched from the stand-in) and rebuild, once.
+    # A new pinned commit: the running forum keeps its launcher (the deploy says an upgrade is
+    # pending); app.yml's change is rebuilt at the commit that runs.
     use_stand_in(forum, server, stand_in, commit=1, smtp=sender)
     repinned = cli(forum, "deploy", GROUP, "--yes")
     assert repinned.returncode == 0, repinned.stdout + repinned.stderr
     assert planned(repinned.stdout.split("changed — ")[-1]) == [
         "Discourse | Write /var/discourse/containers/app.yml",
-        f"Discourse | Check out discourse_docker {stand_in['commits'][1][:12]} in /var/discourse",
         "Discourse | Build and start the Discourse container (./launcher rebuild app)",
     ], repinned.stdout
+    old, new = stand_in["commits"][0][:12], stand_in["commits"][1][:12]
+    assert f"server: discourse {old} runs and the profile asks for {new}: the deploy keeps {old}" in repinned.stdout
     calls = testhost_ssh(server, "cat /var/discourse/stand-in-calls.log; git -C /var/discourse rev-parse HEAD")
-    assert calls.stdout.split() == ["rebuild", "app", "rebuild", "app", stand_in["commits"][1]], calls.stdout
+    assert calls.stdout.split() == ["rebuild", "app", "rebuild", "app", stand_in["commits"][0]], calls.stdout
     final = cli(forum, "plan", GROUP)
     assert re.search(r": unchanged — 0 of \d+ operations would change", host_line(final.stdout)), final.stdout
+
+    # The upgrade takes Discourse's own backup first; the stand-in's container cannot make one (it
+    # runs no Discourse), and a failed backup means nothing is upgraded. (--force: the checks of a
+    # real forum fail on the stand-in, as they must.)
+    upgraded = cli(forum, "upgrade", GROUP, "--only", "discourse", "--force", "-y")
+    assert upgraded.returncode == 1, upgraded.stdout + upgraded.stderr
+    assert "server: discourse NOT UPGRADED" in upgraded.stdout, upgraded.stdout
+    assert "nothing of the running discourse was changed" in upgraded.stdout, upgraded.stdout
+    calls = testhost_ssh(server, "cat /var/discourse/stand-in-calls.log; git -C /var/discourse rev-parse HEAD")
+    assert calls.stdout.split() == ["rebuild", "app", "rebuild", "app", stand_in["commits"][0]], calls.stdout
+    records = testhost_ssh(server, "ls /var/lib/commonstack/upgrades; cat /var/lib/commonstack/upgrades/history/*/journal")
+    assert "abandoned" in records.stdout, records.stdout
+    held = testhost_ssh(server, f"systemctl is-active -q {MAINTENANCE_HOLDER}")
+    assert held.returncode != 0, "the maintenance lock stayed held"
 
 
 # --- 4. the real thing -----------------------------------------------------------------------------

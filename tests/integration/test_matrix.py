@@ -24,11 +24,8 @@ from __future__ import annotations
 import asyncio
 import shlex
 import socket
-import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import yaml
@@ -36,15 +33,14 @@ import yaml
 from commonstack import testhosts
 from commonstack.testhosts import TestHost
 from tests.integration.conftest import new_host_name
+from tests.integration.matrix_client import CADDY_ROOT, Homeserver, logged_in, wait_for_message
 from tests.integration.stacks import check_results, cli, deploy, failed_checks, write_group
 
 nio = pytest.importorskip("nio", reason="matrix-nio is a test dependency (pip install matrix-nio)")
 aiohttp = pytest.importorskip("aiohttp")
-from tests.integration.matrix_client import StaticResolver, wait_for_message  # noqa: E402  (needs nio)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-CADDY_ROOT = "/var/lib/caddy/.local/share/caddy/pki/authorities/local/root.crt"
 OVERRIDE_DIR = "/etc/matrix-synapse-test"
 FEDERATION_OVERRIDE = """\
 # Test hosts only (tests/integration/test_matrix.py): what the internet gives real homeservers.
@@ -56,50 +52,6 @@ FEDERATION_DROP_IN = (
     "[Service]\nExecStart=\nExecStart=/opt/synapse/venv/bin/python -m synapse.app.homeserver"
     " --config-path=/etc/matrix-synapse/homeserver.yaml --config-path={override_dir}/federation.yaml\n"
 )
-
-
-@dataclass
-class Homeserver:
-    group: str
-    domain: str
-    testhost: TestHost
-    inventories: Path
-    deploy_seconds: float = 0.0
-    caddy_root: str = ""
-
-    @property
-    def server_name(self) -> str:
-        return self.domain
-
-    @property
-    def hostname(self) -> str:
-        return f"matrix.{self.domain}"
-
-    @property
-    def admin(self) -> str:
-        return f"@admin:{self.domain}"
-
-    def admin_password(self) -> str:
-        secrets = yaml.safe_load((self.inventories / self.group / "secrets.yaml").read_text())
-        return secrets["matrix_admin_password"]
-
-
-async def logged_in(server: Homeserver) -> nio.AsyncClient:
-    """A matrix-nio client of the admin, found as a client finds it: through .well-known."""
-    context = ssl.create_default_context(cadata=server.caddy_root)
-    client = nio.AsyncClient(f"https://{server.server_name}", server.admin, ssl=context)
-    names = {server.server_name: server.testhost.address, server.hostname: server.testhost.address}
-    client.client_session = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(resolver=StaticResolver(names)),
-        timeout=aiohttp.ClientTimeout(total=30),
-    )
-    discovery = await client.discovery_info()
-    assert isinstance(discovery, nio.DiscoveryInfoResponse), discovery
-    assert discovery.homeserver_url.rstrip("/") == f"https://{server.hostname}"
-    client.homeserver = discovery.homeserver_url.rstrip("/")
-    response = await client.login(server.admin_password(), device_name="commonstack integration test")
-    assert isinstance(response, nio.LoginResponse), response
-    return client
 
 
 def ssh(testhost_ssh, host: TestHost, command: str, timeout: float = 120) -> str:

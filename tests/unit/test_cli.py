@@ -169,6 +169,24 @@ def test_init_asks_for_what_is_missing_on_a_terminal(tmp_path):
     assert profile["hosts"] == [{"name": "server", "address": "203.0.113.9", "user": "root"}]
 
 
+def test_upgrade_refuses_a_request_no_host_could_do_before_connecting(run, tmp_path):
+    """Exit 2 and one line, before any host is contacted (203.0.113.7 is a documentation address)."""
+    init_small(run)
+    env = dict(os.environ, COMMONSTACK_INVENTORIES=str(tmp_path / "inv"))
+    cases = {
+        ("--only", "synapse", "--to", "1.150.0"): "--to 1.150.0: not a synapse release this kit knows (1.160.0,",
+        ("--to", "1.160.0"): "--to 1.160.0: name the one layer it is for with --only",
+        ("--only", "caddy"): "--only caddy: it has no releases of its own to upgrade",
+        ("--only", "synapse", "--to", "1.163.2", "--only", "nextcloud"): "name the one layer it is for",
+    }
+    for args, expected in cases.items():
+        result = subprocess.run([sys.executable, "-m", "commonstack", "upgrade", "tenants", *args],
+                                capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+        assert result.returncode == 2, (args, result.stdout, result.stderr)
+        assert expected in result.stderr and len(result.stderr.strip().splitlines()) == 1, (args, result.stderr)
+        assert "Reading" not in result.stdout, "a host was contacted"
+
+
 def test_backup_commands_speak_of_hosts_and_layers_only(run):
     init_small(run)
     for command in (["restore", "tenants", "--service", "synapse"], ["backup", "tenants", "--service", "x"]):

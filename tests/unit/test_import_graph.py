@@ -30,6 +30,7 @@ LEVELS = {
     "commonstack.runbook": 5,
     "commonstack.trial": 6,
     "commonstack.backups": 6,
+    "commonstack.upgrades": 6,  # drives deploys and checks together
     "commonstack.cli": 7,
     "commonstack.__main__": 8,
 }

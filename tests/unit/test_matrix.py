@@ -21,8 +21,10 @@ from commonstack.checks.context import host_expectations
 from commonstack.deploys.synapse import (
     NoSynapseWheel,
     ServerNameChanged,
+    point_venv_at,
     refuse_changed_server_name,
     require_wheel,
+    wheel_sha256,
 )
 from commonstack.plan import Release, plan_host
 from commonstack.stacks.model import StackProfile
@@ -78,14 +80,51 @@ def test_a_changed_server_name_is_refused_in_one_line_that_says_what_to_do():
 
 
 @pytest.mark.parametrize("arch", ["amd64", "arm64"])
-def test_the_installer_pins_the_wheel_of_the_hosts_architecture(arch):
+def test_the_installer_takes_the_release_and_its_wheel_hash_and_renders_no_version(arch):
+    """A new pin must not change the installer (a changed file would restart Synapse at the next
+    deploy): the release and its hash are arguments."""
     plan = plan_for(chat_profile(), arch)
     script = next(f for f in plan.files if f.path == "/usr/local/sbin/commonstack-install-synapse")
     synapse = versions().synapse
     assert script.mode == "0755"
-    assert f"\nversion={synapse.version}\n" in script.content
-    assert f"\nsha256={synapse.sha256[arch]}\n" in script.content
+    assert "\nversion=$1\nsha256=$2\nvenv=/opt/synapse/venv-$version\n" in script.content
+    assert not [v for v in synapse.known if v in script.content]
     assert "--require-hashes" in script.content and '"${wheel}[postgres]"' in script.content
+    held = plan_for(chat_profile(version=synapse.known[0]), arch)
+    assert [f.content for f in held.files] == [f.content for f in plan.files], "holding a release renders the same"
+    assert wheel_sha256(synapse.known[0], arch) == synapse.releases[synapse.known[0]].sha256[arch]
+
+
+def test_the_installer_runs_for_real_and_keeps_a_working_release(tmp_path):
+    """The installer's own logic against a fake python3 and pip: a release already there is kept."""
+    plan = plan_for(chat_profile())
+    script = next(f for f in plan.files if f.path == "/usr/local/sbin/commonstack-install-synapse")
+    installer = tmp_path / "install"
+    # Here as this user (no matrix-synapse account on the controller), in a folder of the test's.
+    content = script.content.replace("/opt/synapse", str(tmp_path / "opt"))
+    installer.write_text(content.replace("runuser -u matrix-synapse -- ", ""))
+    (tmp_path / "opt" / "venv-1.160.0" / "bin").mkdir(parents=True)
+    python = tmp_path / "opt" / "venv-1.160.0" / "bin" / "python"
+    python.write_text("#!/bin/sh\nexit 0\n")
+    python.chmod(0o755)
+    done = subprocess.run(["sh", str(installer), "1.160.0", "0" * 64], capture_output=True, text=True)
+    assert done.returncode == 0 and "Synapse 1.160.0 is in" in done.stdout, done.stderr
+    refused = subprocess.run(["sh", str(installer), "1.160.0"], capture_output=True, text=True)
+    assert refused.returncode == 2 and "usage:" in refused.stderr
+
+
+def test_pointing_the_virtualenv_link_converts_the_old_layout_and_never_moves_into_a_release(tmp_path):
+    opt = tmp_path / "opt" / "synapse"
+    (opt / "venv" / "lib" / "python3.11" / "site-packages" / "matrix_synapse-1.160.0.dist-info").mkdir(parents=True)
+    (opt / "venv-1.163.2").mkdir()
+    command = point_venv_at("1.163.2").replace("/opt/synapse", str(opt))
+    subprocess.run(["sh", "-ec", command], check=True)
+    assert (opt / "venv").is_symlink() and str((opt / "venv").readlink()) == "venv-1.163.2"
+    assert (opt / "venv-1.160.0" / "lib").is_dir(), "the old layout's virtualenv is kept under its release"
+    (opt / "venv-1.160.0" / "bin").mkdir()
+    subprocess.run(["sh", "-ec", point_venv_at("1.160.0").replace("/opt/synapse", str(opt))], check=True)
+    assert str((opt / "venv").readlink()) == "venv-1.160.0"
+    assert sorted(p.name for p in opt.iterdir()) == ["venv", "venv-1.160.0", "venv-1.163.2"]
 
 
 def test_an_architecture_without_a_wheel_is_refused():
@@ -105,6 +144,7 @@ def test_the_checks_expect_matrix_without_any_password():
         "server_name": "example.org",
         "hostname": "matrix.example.org",
         "version": versions().synapse.version,
+        "exact_version": False,
         "admin_user_id": "@admin:example.org",
         "registration": "token",
     }

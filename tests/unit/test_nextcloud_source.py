@@ -8,10 +8,7 @@ real key is only parsed and compared with its pinned fingerprint. No network is 
 from __future__ import annotations
 
 import dataclasses
-import grp
 import hashlib
-import os
-import pwd
 import shutil
 import subprocess
 import tarfile
@@ -19,11 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from commonstack.plan import plan_host
+from commonstack.errors import CommonstackError
 from commonstack.stacks.versions import versions
 from commonstack.deploys import nextcloud_source as source
 from commonstack.deploys.nextcloud_source import NextcloudSourceError
-from commonstack.stacks.model import StackProfile
 
 GPG = shutil.which("gpg")
 GPGV = shutil.which("gpgv")
@@ -140,9 +136,9 @@ def test_a_missing_archive_says_where_it_was_looked_for(tmp_path):
 
 
 def test_the_sha256_file_next_to_an_archive_is_used_and_must_agree(tmp_path):
-    archive = make_release_archive(tmp_path)
-    (tmp_path / (archive.name + ".asc")).write_text("sig\n")
     unpinned = dataclasses.replace(source.pinned_release(), sha256=None)
+    archive = make_release_archive(tmp_path, name=unpinned.filename)
+    (tmp_path / (archive.name + ".asc")).write_text("sig\n")
     with pytest.raises(NextcloudSourceError, match="no sha256 to check"):
         source.check_local_archive(archive, unpinned)
     checksum = tmp_path / (archive.name + ".sha256")
@@ -158,128 +154,36 @@ def test_relative_archive_paths_start_at_the_group_folder(tmp_path):
     assert source.resolve_archive(Path("/srv/nc.tar.bz2"), tmp_path) == Path("/srv/nc.tar.bz2")
 
 
-# --- the unpack script on the host, with a throwaway key --------------------------------------
+def test_a_folder_of_releases_gives_each_release_under_its_published_name(tmp_path):
+    (tmp_path / "releases").mkdir()
+    release = source.pinned_release("32.0.15")
+    assert source.resolve_archive(Path("releases"), tmp_path, release) == tmp_path / "releases" / release.filename
 
 
-@pytest.fixture(scope="module")
-def unpack_script(tmp_path_factory) -> Path:
-    profile = StackProfile.model_validate(
-        {"group": "t", "domain": "example.org", "admin_email": "a@example.org",
-         "hosts": [{"name": "server", "address": "203.0.113.7"}], "nextcloud": {"enabled": True}}
-    )  # fmt: skip
-    plan = plan_host(profile, profile.hosts[0], {})
-    script = next(f for f in plan.files if f.path == "/usr/local/sbin/commonstack-nextcloud-unpack")
-    assert script.mode == "0755"
-    path = tmp_path_factory.mktemp("sbin") / "commonstack-nextcloud-unpack"
-    path.write_text(script.content)
-    return path
+def test_an_unhashed_release_is_only_taken_from_a_copy_under_its_own_name(tmp_path):
+    """Without a pinned sha256 the copy's own .sha256 vouches for it: another release's copy must
+    not pass as this one."""
+    release = source.pinned_release("33.0.9")
+    assert release.sha256 is None
+    archive = make_release_archive(tmp_path, name="nextcloud-32.0.2.tar.bz2")
+    (tmp_path / (archive.name + ".asc")).write_text("sig\n")
+    (tmp_path / (archive.name + ".sha256")).write_text(f"{sha256(archive)}  {archive.name}\n")
+    with pytest.raises(NextcloudSourceError, match="is not named nextcloud-33.0.9.tar.bz2"):
+        source.check_local_archive(archive, release)
 
 
-class ThrowawayKeys:
-    """A GnuPG home with keys made for these tests only (never Nextcloud's)."""
-
-    def __init__(self, home: Path):
-        self.home = home
-        home.chmod(0o700)
-
-    def gpg(self, *arguments: str, **kwargs) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([GPG, "--homedir", str(self.home), "--batch", *arguments],
-                              capture_output=True, text=True, check=True, **kwargs)  # fmt: skip
-
-    def new_key(self, uid: str) -> str:
-        self.gpg("--pinentry-mode", "loopback", "--passphrase", "", "--quick-gen-key", uid, "ed25519", "sign", "never")
-        listing = self.gpg("--with-colons", "--list-keys", uid).stdout.splitlines()
-        return next(line.split(":")[9] for line in listing if line.startswith("fpr:"))
-
-    def sign(self, fingerprint: str, archive: Path) -> None:
-        self.gpg("--yes", "--local-user", fingerprint, "--armor", "--detach-sign", "--output", f"{archive}.asc",
-                 str(archive))  # fmt: skip
-
-    def keyring(self, path: Path, *fingerprints: str) -> Path:
-        path.write_bytes(subprocess.run([GPG, "--homedir", str(self.home), "--batch", "--export", *fingerprints],
-                                        capture_output=True, check=True).stdout)  # fmt: skip
-        return path
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory) -> dict:
-    if not (GPG and GPGV):
-        pytest.skip("needs gpg and gpgv (packages gnupg, gpgv)")
-    throwaway = ThrowawayKeys(tmp_path_factory.mktemp("gnupg-fixture"))
-    pinned = throwaway.new_key("commonstack test fixture: pinned <pinned@commonstack.invalid>")
-    other = throwaway.new_key("commonstack test fixture: other <other@commonstack.invalid>")
-    return {"gpg": throwaway, "pinned": pinned, "other": other}
-
-
-def unpack(script: Path, archive: Path, digest: str, keyring: Path, fingerprint: str, target: Path):
-    owner = pwd.getpwuid(os.getuid()).pw_name
-    if owner != grp.getgrgid(os.getgid()).gr_name:
-        pytest.skip("the script chowns to OWNER:OWNER; this user's primary group has another name")
-    return subprocess.run(["sh", str(script), str(archive), digest, str(keyring), fingerprint, str(target), owner],
-                          capture_output=True, text=True)  # fmt: skip
-
-
-def unpack_signed(script: Path, keys: dict, signed: dict, keyring: Path | None = None):
-    archive = signed["archive"]
-    return unpack(script, archive, sha256(archive), keyring or signed["keyring"], keys["pinned"], signed["target"])
-
-
-@pytest.fixture
-def signed(tmp_path, keys) -> dict:
-    archive = make_release_archive(tmp_path)
-    keys["gpg"].sign(keys["pinned"], archive)
-    keyring = keys["gpg"].keyring(tmp_path / "pinned.gpg", keys["pinned"])
-    (tmp_path / "www").mkdir()
-    return {"archive": archive, "keyring": keyring, "target": tmp_path / "www" / "nextcloud"}
-
-
-def leftovers(target: Path) -> list[str]:
-    return sorted(p.name for p in target.parent.iterdir())
-
-
-def test_a_verified_release_is_unpacked(unpack_script, keys, signed):
-    done = unpack_signed(unpack_script, keys, signed)
-    assert done.returncode == 0, done.stderr
-    assert (signed["target"] / "version.php").is_file() and (signed["target"] / "index.php").is_file()
-    assert leftovers(signed["target"]) == ["nextcloud"], "the staging folder is removed"
-
-
-def test_a_wrong_checksum_is_refused_before_extraction(unpack_script, keys, signed):
-    done = unpack(unpack_script, signed["archive"], "0" * 64, signed["keyring"], keys["pinned"], signed["target"])
-    assert done.returncode == 3 and "its sha256 is" in done.stderr and "nothing was unpacked" in done.stderr
-    assert leftovers(signed["target"]) == []
-
-
-def test_a_tampered_archive_is_refused_even_with_a_matching_checksum(unpack_script, keys, signed):
-    archive = signed["archive"]
-    archive.write_bytes(archive.read_bytes() + b"\0")  # what an attacker who also swaps the checksum sends
-    done = unpack(unpack_script, archive, sha256(archive), signed["keyring"], keys["pinned"], signed["target"])
-    assert done.returncode == 4 and "signature does not verify" in done.stderr
-    assert leftovers(signed["target"]) == []
-
-
-def test_a_signature_by_another_key_is_refused(unpack_script, keys, signed):
-    keys["gpg"].sign(keys["other"], signed["archive"])  # a valid signature, by a key nobody pinned
-    done = unpack_signed(unpack_script, keys, signed)
-    assert done.returncode == 4, done.stderr
-    both = keys["gpg"].keyring(signed["keyring"].with_name("both.gpg"), keys["pinned"], keys["other"])
-    done = unpack_signed(unpack_script, keys, signed, keyring=both)
-    assert done.returncode == 4 and f"not signed by key {keys['pinned']}" in done.stderr
-    assert leftovers(signed["target"]) == []
-
-
-def test_an_existing_release_is_never_replaced(unpack_script, keys, signed):
-    signed["target"].mkdir()
-    (signed["target"] / "config.php").write_text("mine")
-    done = unpack_signed(unpack_script, keys, signed)
-    assert done.returncode == 6
-    assert sorted(p.name for p in signed["target"].iterdir()) == ["config.php"]
-
-
-def test_an_archive_without_nextcloud_in_it_is_refused(unpack_script, keys, tmp_path):
-    archive = make_release_archive(tmp_path / "odd", with_code=False)
-    keys["gpg"].sign(keys["pinned"], archive)
-    keyring = keys["gpg"].keyring(tmp_path / "k.gpg", keys["pinned"])
-    (tmp_path / "www").mkdir()
-    done = unpack(unpack_script, archive, sha256(archive), keyring, keys["pinned"], tmp_path / "www" / "nextcloud")
-    assert done.returncode == 5 and leftovers(tmp_path / "www" / "nextcloud") == []
+def test_only_known_releases_are_installed_and_each_suits_its_php(monkeypatch):
+    with pytest.raises(CommonstackError, match="Nextcloud 31.0.0 is not a release this kit knows"):
+        source.pinned_release("31.0.0")
+    for codename in versions().debian:  # every known release runs on every supported Debian
+        for version in versions().nextcloud.known:
+            source.require_php_compatibility(source.pinned_release(version), codename)
+    # A release whose PHP range starts above Debian 12's 8.2 is refused there.
+    pins = versions().nextcloud
+    too_new = pins.releases["33.0.9"].model_copy(update={"php_min": "8.3"})
+    patched = versions().model_copy(
+        update={"nextcloud": pins.model_copy(update={"releases": {**pins.releases, "33.0.9": too_new}})}
+    )
+    monkeypatch.setattr(source, "versions", lambda: patched)
+    with pytest.raises(NextcloudSourceError, match="supports PHP 8.3 to 8.5, and Debian bookworm has PHP 8.2"):
+        source.require_php_compatibility(source.pinned_release("33.0.9"), "bookworm")
