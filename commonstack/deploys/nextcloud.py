@@ -396,6 +396,11 @@ def _source(plan: HostPlan, release: NextcloudRelease, on_host: NextcloudOnHost)
             f"{host.name}: {CODE_DIR} holds Nextcloud {on_host.version}, not installed, and the profile asks "
             f"for {release.version}: a deploy never replaces a release; remove {CODE_DIR} if it is a failed install"
         )
+    return release_source(plan, release)
+
+
+def release_source(plan: HostPlan, release: NextcloudRelease) -> LocalArchive | None:
+    """The local copy of `release` to upload (None: the host downloads it); refusals raise."""
     if plan.profile.nextcloud.archive is not None:
         return check_local_archive(resolve_archive(plan.profile.nextcloud.archive, group_folder(), release), release)
     require_upstream(plan, "nextcloud", release.url, instead="set nextcloud.archive to a local copy")

@@ -28,21 +28,14 @@ from pyinfra.api import FactBase
 from pyinfra.operations import files
 
 from commonstack.deploys.configs import put_configs
-from commonstack.deploys.facts import DownloadProblem
-from commonstack.deploys.nextcloud import KEYRING, OCC, UNPACK, ReleaseVersion, group_folder, nextcloud_code
+from commonstack.deploys.nextcloud import KEYRING, OCC, UNPACK, ReleaseVersion, nextcloud_code, release_source
 from commonstack.deploys.nextcloud import installed_version  # noqa: F401  (the registry reads it here)
 from commonstack.deploys.nextcloud_app_source import require_app_compatibility
 from commonstack.deploys.nextcloud_source import (
-    LocalArchive,
-    NextcloudRelease,
-    check_local_archive,
     pinned_release,
     release_keyring,
     require_php_compatibility,
-    resolve_archive,
-    unreachable_message,
 )
-from commonstack.deploys.preflight import SourceUnavailable, require_upstream
 from commonstack.deploys.upgrade import (
     UpgradeContext,
     aside_database,
@@ -71,17 +64,6 @@ def beside(version: str) -> str:
 def failed(ctx: UpgradeContext) -> str:
     """Where a rollback keeps the release that failed."""
     return f"{beside(ctx.to_version)}.failed-{ctx.id.rsplit('-', 1)[-1]}"
-
-
-def release_source(plan: HostPlan, release: NextcloudRelease) -> LocalArchive | None:
-    """The local copy of `release` to upload (None: the host downloads it); refusals raise."""
-    if plan.profile.nextcloud.archive is not None:
-        return check_local_archive(resolve_archive(plan.profile.nextcloud.archive, group_folder(), release), release)
-    require_upstream(plan, "nextcloud", release.url, instead="set nextcloud.archive to a folder of releases")
-    problem = host.get_fact(DownloadProblem, url=release.url)
-    if problem:
-        raise SourceUnavailable("nextcloud", unreachable_message(release, host.name, problem))
-    return None
 
 
 def source_problem(plan: HostPlan, version: str) -> str | None:
