@@ -14,12 +14,15 @@ from pathlib import Path
 # qemu cannot give a service a user namespace or systemd's credentials mount, so units asking for
 # them fail (217/USER, 243/CREDENTIALS: Debian's redis-server, systemd-tmpfiles-setup,
 # systemd-sysusers...; on trixie, systemd 257 also imports credentials in journald, sysctl,
-# logind and getty: ImportCredential=). A top-level drop-in: it applies to every service,
-# including ones installed later.
+# logind and getty: ImportCredential=), nor a network namespace (225/NETWORK: "Failed to set up
+# network namespacing", the kit's sandbox of coturn-certificate). A top-level drop-in: it applies
+# to every service, including ones installed later, and its name sorts after the kit's own
+# 40-commonstack-hardening.conf, so it wins.
 SERVICE_DROP_IN = """\
 # commonstack: a limit of qemu-user emulation on this test host; not for real hosts
 [Service]
 PrivateUsers=no
+PrivateNetwork=no
 LoadCredential=
 SetCredential=
 ImportCredential=
