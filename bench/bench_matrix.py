@@ -24,7 +24,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from urllib.parse import quote
@@ -32,14 +31,13 @@ from urllib.parse import quote
 from commonstack import testhosts
 from commonstack.testhosts import cgroups
 from commonstack.testhosts.files import remove_tree
-from commonstack.testhosts.paths import STATE_ENV
-from commonstack.testhosts.preflight import require_support
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from tests.integration.stacks import write_group  # noqa: E402
 
 import hostmemory  # noqa: E402  (bench/ is on sys.path when a bench runs)
+from scratch import scratch_folder  # noqa: E402
 
 KIB = 1024
 CADDY_ROOT = "/var/lib/caddy/.local/share/caddy/pki/authorities/local/root.crt"
@@ -128,14 +126,9 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=50, help="messages timed for the round trip")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    try:
-        require_support("amd64")
-    except testhosts.TestHostError as error:
-        print(f"cannot benchmark here: {error}", file=sys.stderr)
+    scratch = scratch_folder("bench-matrix-")
+    if scratch is None:
         return 2
-
-    scratch = Path(tempfile.mkdtemp(prefix="bench-matrix-", dir="/var/tmp"))
-    os.environ[STATE_ENV] = str(scratch / "state")
     inventories = scratch / "inventories"
     try:
         host = testhosts.up("benchmx", suite=args.suite, memory=args.memory, trust_controller_ca=True)

@@ -21,21 +21,19 @@ import logging
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from commonstack import testhosts
 from commonstack.testhosts import cgroups
 from commonstack.testhosts.files import remove_tree
-from commonstack.testhosts.paths import STATE_ENV
-from commonstack.testhosts.preflight import require_support
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from tests.integration.stacks import write_group  # noqa: E402
 
 import hostmemory  # noqa: E402  (bench/ is on sys.path when a bench runs)
+from scratch import scratch_folder  # noqa: E402
 
 LAYERS = ("--only", "base", "--only", "postgres", "--only", "redis", "--only", "caddy", "--only", "nextcloud")
 SERVICES = {"php-fpm": "PHP-FPM", "postgres": "PostgreSQL", "redis-server": "Redis"}
@@ -72,14 +70,9 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=50, help="status.php requests before the warm measure")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    try:
-        require_support("amd64")
-    except testhosts.TestHostError as error:
-        print(f"cannot benchmark here: {error}", file=sys.stderr)
+    scratch = scratch_folder("bench-nextcloud-")
+    if scratch is None:
         return 2
-
-    scratch = Path(tempfile.mkdtemp(prefix="bench-nextcloud-", dir="/var/tmp"))
-    os.environ[STATE_ENV] = str(scratch / "state")
     inventories = scratch / "inventories"
     try:
         host = testhosts.up("benchnc", suite=args.suite, memory=args.memory)

@@ -29,7 +29,6 @@ import os
 import ssl
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -38,11 +37,10 @@ from commonstack import testhosts
 from commonstack.checks.probes import https_request
 from commonstack.testhosts import cgroups
 from commonstack.testhosts.files import remove_tree
-from commonstack.testhosts.paths import STATE_ENV
-from commonstack.testhosts.preflight import require_support
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from scratch import scratch_folder  # noqa: E402  (bench/ is on sys.path when a bench runs)
 from tests.integration.stacks import write_group  # noqa: E402
 from tests.integration.test_upgrade_synapse import BROKEN, BROKEN_DROP_IN, BROKEN_RELEASE, OLD  # noqa: E402
 
@@ -124,14 +122,9 @@ def main() -> int:
     parser.add_argument("--memory", default="1G", help="the test host's memory limit (the profile is sized for it)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    try:
-        require_support("amd64")
-    except testhosts.TestHostError as error:
-        print(f"cannot benchmark here: {error}", file=sys.stderr)
+    scratch = scratch_folder("bench-upgrade-")
+    if scratch is None:
         return 2
-
-    scratch = Path(tempfile.mkdtemp(prefix="bench-upgrade-", dir="/var/tmp"))
-    os.environ[STATE_ENV] = str(scratch / "state")
     inventories = scratch / "inventories"
     figures = {}
     try:
