@@ -10,7 +10,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from commonstack.stacks import values
 from commonstack.stacks.reading import excerpt
-from commonstack.stacks.repository import EXPECTED as REPOSITORY_KINDS, parse_repository
+from commonstack.stacks.repository import parse_repository
 from commonstack.stacks.versions import versions
 
 # Reserved Unix users: Debian's system accounts and the ones the layers create. An admin user of
@@ -251,10 +251,7 @@ class Retention(Settings):
 
 
 def _repository(value: str) -> str:
-    try:
-        parse_repository(value)
-    except ValueError:
-        raise ValueError(f"expected {REPOSITORY_KINDS}, got {excerpt(value)}") from None
+    parse_repository(value)
     return value
 
 

@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from commonstack.stacks.reading import excerpt
+
 Kind = Literal["local", "sftp", "rest"]
 
 _SFTP_SHORT = re.compile(r"^sftp:(?:(?P<user>[^@/:\s]+)@)?(?P<host>[^@/:\s\[\]]+):(?P<path>\S*)$")
@@ -49,4 +51,4 @@ def parse_repository(address: str) -> Repository:
     path = address.removeprefix("local:")
     if path.startswith("/") and not re.search(r"\s", path):
         return Repository(address, "local", path=path)
-    raise ValueError(f"expected {EXPECTED}, got {address!r}")
+    raise ValueError(f"expected {EXPECTED}, got {excerpt(address)}")
