@@ -654,10 +654,17 @@ def check(ctx, group_name, hosts, only, as_json, junit) -> None:
 
     from commonstack.checks.group import start_group_checks
     from commonstack.checks.report import write_junit
-    from commonstack.deploys.converge import GroupConverger
+    from commonstack.inventories.secrets import current_secrets
+    from commonstack.inventories.targets import host_targets
 
-    converger = GroupConverger(_group(ctx, group_name), hosts, on_progress=_progress)
-    with start_group_checks(converger.targets, converger.secrets, frozenset(only)) as started:  # while facts are read
+    group = _group(ctx, group_name)
+    profile = group.load()
+    targets, secrets = host_targets(group, profile, hosts), current_secrets(group.secrets_file, profile)
+    with start_group_checks(targets, secrets, frozenset(only)) as started:
+        # The checks start (half a second) while the deploy code loads and the facts are read.
+        from commonstack.deploys.converge import GroupConverger
+
+        converger = GroupConverger(group, hosts, on_progress=_progress)
         sized = converger.sized()
         unreachable = {r.name: r.error or r.status for r in sized.failed}
         results = _check(converger, sized.plans, frozenset(only), unreachable, started)

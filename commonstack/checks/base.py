@@ -9,6 +9,7 @@ import re
 
 import pytest
 
+from commonstack.checks import ahead
 from commonstack.checks.expect import assert_jails_active
 from commonstack.checks.exposed_secrets import parse as parse_scan
 from commonstack.checks.exposed_secrets import scan_command
@@ -30,6 +31,14 @@ NEEDRESTART_DEFERS = re.compile(
     r"^(dbus|network|NetworkManager|wpa_supplicant|docker|systemd-logind|getty@|serial-getty@|user@\d+\.service|cron-"
     r"|(unattended-upgrades|apt-daily|apt-daily-upgrade)\.service$)"
 )
+
+
+NEEDRESTART = "needrestart -b -r l"
+
+
+def slowest_commands(stack: dict) -> list[tuple[str, ...]]:
+    """Started at the first of these checks (ahead.py)."""
+    return [(PENDING_COMMAND,), (NEEDRESTART,), scan_command(stack["secret_digests"])]
 
 
 def test_firewall_is_active_and_denies_by_default(host):
@@ -64,7 +73,7 @@ def test_unattended_upgrades_are_enabled(host):
 
 def test_security_updates_are_installed(host):
     """Security updates wait at most for the next nightly run of unattended-upgrades."""
-    pending = pending_security_updates(host.run(PENDING_COMMAND).stdout.splitlines())
+    pending = pending_security_updates(ahead.run(host, PENDING_COMMAND).stdout.splitlines())
     stamps = host.run("stat -c '%%n %%Y' -- %s %s", LISTS_STAMP, UPGRADE_STAMP).stdout
     problem = overdue_updates(pending, parse_stamps(stamps))
     assert problem is None, problem
@@ -72,7 +81,7 @@ def test_security_updates_are_installed(host):
 
 def test_no_service_runs_a_replaced_library(host):
     """needrestart (restarting automatically after updates) left no service on an old library."""
-    result = host.run("needrestart -b -r l")
+    result = ahead.run(host, NEEDRESTART)
     assert result.rc == 0, f"needrestart does not run ({result.stderr.strip()[-200:]}): is it installed?"
     stale = services_to_restart(result.stdout)
     left = [unit for unit in stale if not NEEDRESTART_DEFERS.match(unit)]
@@ -178,7 +187,7 @@ def test_files_holding_secrets_are_private(host, stack):
 
 def test_no_file_anyone_can_read_in_etc_holds_a_secret(host, stack):
     """The group's secrets (compared as digests: no value leaves this machine) in no world-readable file."""
-    result = host.run(*scan_command(stack["secret_digests"]))
+    result = ahead.run(host, *scan_command(stack["secret_digests"]))
     assert result.rc == 0, f"the scan for exposed secrets could not run: {result.stderr.strip()[-300:]}"
     exposed = parse_scan(result.stdout)
     assert not exposed, "; ".join(

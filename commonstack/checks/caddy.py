@@ -12,6 +12,7 @@ from __future__ import annotations
 import socket
 import ssl
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -40,16 +41,39 @@ def _request(address: str, name: str, port: int, context: ssl.SSLContext | None)
     return head[0], headers, certificate
 
 
+@pytest.fixture(scope="module")
+def front_pages(stack, trust) -> dict[str, tuple | OSError]:
+    """Each site's answer to a GET / over HTTPS, or the error it raised: asked once for the
+    certificate and the header checks, every site side by side."""
+
+    def ask(name: str) -> tuple | OSError:
+        try:
+            return _request(stack["address"], name, 443, trust)
+        except OSError as exc:
+            return exc
+
+    names = site_names(stack)
+    with ThreadPoolExecutor(len(names) or 1) as pool:
+        return dict(zip(names, pool.map(ask, names)))
+
+
+def _answer(front_pages: dict, name: str) -> tuple:
+    """A site's answer from `front_pages`; raises its error as the request did."""
+    answer = front_pages[name]
+    if isinstance(answer, OSError):
+        raise answer
+    return answer
+
+
 def test_caddy_is_running(host, stack):
     require_layer(stack, "caddy")
     assert host.service("caddy").is_running, "Caddy is down: `journalctl -u caddy` on the host"
 
 
-def test_every_hostname_has_a_valid_fresh_certificate(stack, trust):
-    require_layer(stack, "caddy")
+def test_every_hostname_has_a_valid_fresh_certificate(stack, front_pages):
     for name in site_names(stack):
         try:
-            _, _, certificate = _request(stack["address"], name, 443, trust)
+            _, _, certificate = _answer(front_pages, name)
         except ssl.SSLCertVerificationError as exc:
             pytest.fail(f"{name}: certificate not valid ({exc.verify_message}); see `journalctl -u caddy`")
         except ssl.SSLError as exc:  # Caddy answers, but refuses the handshake: it has no certificate
@@ -65,11 +89,10 @@ def test_every_hostname_has_a_valid_fresh_certificate(stack, trust):
         )
 
 
-def test_every_hostname_sends_security_headers(stack, trust):
-    require_layer(stack, "caddy")
+def test_every_hostname_sends_security_headers(stack, front_pages):
     for name in site_names(stack):
         try:
-            _, headers, _ = _request(stack["address"], name, 443, trust)
+            _, headers, _ = _answer(front_pages, name)
         except OSError as exc:  # TLS errors included: the certificate check says what to look at
             pytest.fail(f"{name}: no HTTPS answer to read headers from ({exc}); see the certificate check")
         assert "max-age=" in headers.get("strict-transport-security", ""), f"{name}: no HSTS header"

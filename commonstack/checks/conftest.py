@@ -16,7 +16,8 @@ from functools import cache
 
 import pytest
 
-from commonstack.checks.expect import require_layer
+from commonstack.checks import ahead
+from commonstack.checks.expect import NOT_HERE, require_layer
 from commonstack.checks.matrix_login import admin_session
 from commonstack.checks.probes import calibrate, declared_tcp_ports, start_probes
 from commonstack.stacks.paths import CADDY_LOCAL_ROOT
@@ -47,13 +48,16 @@ def _expected(host) -> dict | None:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def head_start(host) -> None:
+def head_start(host, request) -> None:
     """What the checks of a host will wait on longest starts in the background at its first
     check: the outside TCP probes (after measuring the round trip, see probes.calibrate) and the
-    Matrix admin's login (about a second of password hashing on the host)."""
-    expected = _expected(host)
-    if not expected:
+    Matrix admin's login (about a second of password hashing on the host); and at each module's
+    first check, the module's slowest commands (its `slowest_commands(stack)`, see ahead.py)."""
+    if not os.environ.get("COMMONSTACK_CHECK_CONTEXT"):
         return
+    expected = _expected(host)
+    if expected is None:  # not reached, or left out by the caller: no command is sent to it
+        pytest.skip(f"{host.backend.get_hostname()} {NOT_HERE}")
     address = expected["address"]
     ssh = next((int(p["port"]) for p in expected["firewall_ports"] if p["why"] == "SSH"), None)
     if ssh:
@@ -62,6 +66,8 @@ def head_start(host) -> None:
         )
     if "synapse" in expected["layers"] and expected.get("matrix"):
         _admin_login(host, expected["matrix"]["admin_user_id"])
+    if hasattr(request.module, "slowest_commands"):
+        ahead.start(host, request.module.slowest_commands(expected))
 
 
 def _admin_login(host, admin_user_id: str) -> Future:

@@ -20,6 +20,7 @@ from urllib.parse import unquote
 
 import pytest
 
+from commonstack.checks import ahead
 from commonstack.checks.expect import assert_jails_active, assert_sandboxed, require_layer, require_release
 from commonstack.checks.probes import https_request
 from commonstack.stacks.paths import NEXTCLOUD_CODE as CODE_DIR
@@ -127,8 +128,16 @@ def test_php_fpm_runs_the_nextcloud_pool_for_caddy_only(host, php):
     assert not host.file(f"/etc/php/{php}/fpm/pool.d/www.conf").exists, "Debian's default www pool is back"
 
 
+def slowest_commands(stack: dict) -> list[tuple[str, ...]]:
+    """Started at the first of these checks (ahead.py)."""
+    if "nextcloud" not in stack["layers"]:
+        return []
+    php = stack["php_version"]
+    return [(f"php-fpm{php} -m",), (f"php-fpm{php} -i",), ("php -i",)]
+
+
 def test_php_fpm_loads_every_module_nextcloud_needs(host, php):
-    loaded = {line.strip().lower() for line in host.check_output(f"php-fpm{php} -m").splitlines()}
+    loaded = {line.strip().lower() for line in ahead.check_output(host, f"php-fpm{php} -m").splitlines()}
     missing = [module for module in PHP_MODULES if module.lower() not in loaded]
     assert not missing, f"PHP-FPM lacks {', '.join(missing)}: reinstall the php{php}-* packages (`commonstack deploy`)"
 
@@ -136,7 +145,7 @@ def test_php_fpm_loads_every_module_nextcloud_needs(host, php):
 def _ini(host, command: str) -> dict[str, str]:
     """`php -i` style output -> {directive: local value}."""
     values = {}
-    for line in host.check_output(command).splitlines():
+    for line in ahead.check_output(host, command).splitlines():
         parts = [p.strip() for p in line.split("=>")]
         if len(parts) >= 2:
             values.setdefault(parts[0], parts[1])

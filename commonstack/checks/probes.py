@@ -147,15 +147,40 @@ def https_request(
 ) -> tuple[int, dict[str, str], bytes]:
     """(status, lower-case headers, body) of one request to https://NAME/PATH sent to `address`.
 
-    Raises OSError (ssl.SSLError included) when there is no HTTPS answer.
+    A GET, HEAD or OPTIONS goes through the connection the thread's last one to the same site
+    left open, if any (one TLS handshake for a module's requests, not one each), and through a
+    new one if the server has closed that meanwhile. Raises OSError (ssl.SSLError included) when
+    there is no HTTPS answer.
     """
-    connection = _SiteConnection(address, name, context, timeout)
+    key = (address, name, context, timeout)
+    kept = _kept_connections.__dict__.setdefault("sites", {})
+    connection = kept.pop(key, None)
+    if connection and method in ("GET", "HEAD", "OPTIONS"):
+        try:
+            return _exchange(connection, kept, key, method, path, body, headers)
+        except (http.client.RemoteDisconnected, ConnectionError, ssl.SSLEOFError, ssl.SSLZeroReturnError):
+            pass  # closed by the server while kept: the request again, on a new connection
+    elif connection:
+        connection.close()  # a request that must not be sent twice starts on a new connection
+    return _exchange(_SiteConnection(address, name, context, timeout), kept, key, method, path, body, headers)
+
+
+_kept_connections = threading.local()  # a thread's open connections: {(address, name, context, timeout): connection}
+
+
+def _exchange(connection, kept: dict, key: tuple, method, path, body, headers) -> tuple[int, dict[str, str], bytes]:
     try:
         connection.request(method, path, body=body, headers=headers or {})
         response = connection.getresponse()
-        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
-    finally:
+        answer = response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    except BaseException:
         connection.close()
+        raise
+    if response.will_close:
+        connection.close()
+    else:
+        kept[key] = connection
+    return answer
 
 
 # --- names -------------------------------------------------------------------------------------

@@ -53,7 +53,7 @@ def _reason(report, call) -> str:
         return failed_command
     crash = getattr(report.longrepr, "reprcrash", None)
     text = crash.message if crash else str(report.longrepr)
-    return text.splitlines()[0].removeprefix("AssertionError: ") if text else ""
+    return text.splitlines()[0].removeprefix("AssertionError: ").removeprefix("RuntimeError: ") if text else ""
 
 
 def _failed_command(call) -> str | None:
@@ -97,7 +97,7 @@ def pytest_xdist_make_scheduler(config, log):
 
     class ByHost(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            # testinfra's parameter: "checks/base.py::test_x[ssh://vps]" -> "ssh://vps"
+            # testinfra's parameter: "checks/base.py::test_x[shell://vps]" -> "shell://vps"
             return nodeid.rpartition("[")[2].rstrip("]") if nodeid.endswith("]") else nodeid
 
     return ByHost(config, log)

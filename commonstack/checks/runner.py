@@ -1,8 +1,8 @@
 """Running the health checks: pytest + testinfra in a subprocess, over SSH with pinned keys.
 
-Each host gets one multiplexed SSH connection (opened first, in parallel, so an unreachable
-host or a changed host key is one clear failure instead of one per check); pytest-xdist runs
-the hosts in parallel. Results come back through the report plugin (report.py) as JSON lines.
+Each host gets one multiplexed SSH connection (opened before any check runs, all at once, so
+an unreachable host or a changed host key is one clear failure instead of one per check);
+pytest-xdist runs the hosts in parallel. Results come back through the report plugin (report.py) as JSON lines.
 
 A run can start before its expectations are known (`start_checks`, then `CheckRun.finish`): the
 connections open and pytest starts (about half a second of imports and collection) while the
@@ -34,7 +34,7 @@ CONNECT_TIMEOUT = 10  # seconds, for the first connection to each host
 MAX_WORKERS = 8
 # Only the plugins the checks need: autoloading every installed plugin (hypothesis, ...) costs seconds.
 # pytest-xdist only for several hosts: its import costs one host's checks a tenth of a second.
-PLUGINS = ("testinfra.plugin", "commonstack.checks.report")
+PLUGINS = ("testinfra.plugin", "commonstack.checks.report", "commonstack.checks.shell")
 PARALLEL_PLUGIN = "xdist.plugin"
 CONTEXT_FILE = "context.json"  # what each host should run (conftest.py waits for it)
 RESULTS_FILE = "results.jsonl"
@@ -115,12 +115,13 @@ class CheckRun:
         self.folder = Path(tempfile.mkdtemp(prefix="commonstack-check-"))
         self.config = self.folder / "ssh_config"
         self.config.write_text(ssh_config(hosts, control_dir=self.folder))
-        self.process: subprocess.Popen | None = None
+        self.process: subprocess.Popen | None = None  # set first: close() may run before
+        self.connecting: dict[str, subprocess.Popen] = {}
         try:
-            self.unreachable = _connect(hosts, self.config)
-            self.reachable = [h for h in hosts if h.name not in self.unreachable]
-            if self.reachable:
-                self.process = _start_pytest(self.folder, self.reachable, modules)
+            # pytest starts while the connections open: it sends nothing before the expectations,
+            # which name only the hosts that could be reached (the others' checks skip).
+            self.process = _start_pytest(self.folder, hosts, modules)
+            self.connecting = _connect(hosts, self.config, self.folder)
         except BaseException:
             self.close()
             raise
@@ -135,11 +136,12 @@ class CheckRun:
         """Give the checks what each host should run (hosts left out of `expectations` are not
         checked: their verdicts are dropped) and collect the verdicts."""
         try:
-            rows = self._rows(expectations) if self.process else []
+            unreachable = _connected(self.connecting, self.folder)
+            rows = self._rows({n: e for n, e in expectations.items() if n not in unreachable})
         finally:
             self.close()
         results = [CheckResult(n, "ssh", "host can be reached", "failed", why)
-                   for n, why in self.unreachable.items() if n in expectations]  # fmt: skip
+                   for n, why in unreachable.items() if n in expectations]  # fmt: skip
         host_order = {h.name: i for i, h in enumerate(self.hosts)}
         module_order = {m: i for i, m in enumerate(self.modules)}
         rows.sort(key=lambda r: (host_order.get(r["host"], len(self.hosts)), module_order.get(r["module"], len(self.modules)),
@@ -151,8 +153,7 @@ class CheckRun:
         return [_redacted(r, self.secrets) for r in results] if self.secrets else results
 
     def _rows(self, expectations: dict) -> list[dict]:
-        context = {"hosts": {h.name: expectations[h.name] for h in self.reachable if h.name in expectations},
-                   "controller": self.controller}  # fmt: skip
+        context = {"hosts": expectations, "controller": self.controller}
         # The expectations may hold a credential a check logs in with: readable by this user only.
         # Written beside, then renamed: the checks wait for the file and must never read half of it.
         draft = self.folder / "context.json.draft"
@@ -170,27 +171,30 @@ class CheckRun:
         """Stop pytest if it still runs, close the connections, remove the run's folder (once)."""
         if not self.folder.exists():
             return
-        if self.process and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+        for process in [self.process, *self.connecting.values()]:
+            if process and process.poll() is None:
+                process.kill()
+                process.wait()
         _disconnect(self.hosts, self.config)
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def _connect(hosts: list[HostTarget], config: Path) -> dict[str, str]:
-    """Open each host's shared connection, in parallel; {name: why} of the hosts that refused."""
-    started = {
-        h.name: subprocess.Popen(
-            ["ssh", "-F", str(config), h.name, "true"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        )
-        for h in hosts
-    }  # fmt: skip
+def _connect(hosts: list[HostTarget], config: Path, folder: Path) -> dict[str, subprocess.Popen]:
+    """Begin opening each host's shared connection, all at once; `_connected` waits for them."""
+    started = {}
+    for h in hosts:
+        with open(folder / f"{h.name}.connect", "w") as said:  # a file: nobody reads a pipe meanwhile
+            started[h.name] = subprocess.Popen(["ssh", "-F", str(config), h.name, "true"],
+                                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=said)  # fmt: skip
+    return started
+
+
+def _connected(started: dict[str, subprocess.Popen], folder: Path) -> dict[str, str]:
+    """{name: why} of the hosts that refused the connection `_connect` began."""
     failed = {}
     for name, process in started.items():
-        _, stderr = process.communicate()
-        if process.returncode != 0:
-            failed[name] = _connection_hint(stderr)
+        if process.wait() != 0:
+            failed[name] = _connection_hint((folder / f"{name}.connect").read_text(errors="replace"))
     return failed
 
 
@@ -227,7 +231,7 @@ def _start_pytest(folder: Path, hosts: list[HostTarget], modules: tuple[str, ...
         sys.executable, "-m", "pytest", "-q", "--no-header", "-p", "no:cacheprovider",
         *[arg for plugin in PLUGINS for arg in ("-p", plugin)],
         "-c", os.devnull, f"--rootdir={CHECKS_DIR}",  # no project settings: the checks stand alone
-        "--hosts=" + ",".join(f"ssh://{h.name}" for h in hosts),
+        "--hosts=" + ",".join(f"shell://{h.name}" for h in hosts),
         f"--ssh-config={folder / 'ssh_config'}",
         *parallel,
         *[str(CHECKS_DIR / f"{m}.py") for m in modules],

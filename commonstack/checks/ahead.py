@@ -1,0 +1,45 @@
+"""The commands a check module waits on longest, started in the background at its first check.
+
+A module lists them in `slowest_commands(stack)` (tuples of `host.run` arguments, for what the host should
+run); conftest.py's `head_start` starts them on a shell of their own (shell.py gives each thread
+one) while the module's other checks run. A check then asks for the answer with `run`, which
+takes it once: a second call runs the command again.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+
+_pool = ThreadPoolExecutor(4, thread_name_prefix="ahead")
+_started: dict[tuple[str, str], Future] = {}  # (host name, command line) -> its result
+_lock = threading.Lock()
+
+
+def _key(host, command: tuple[str, ...]) -> tuple[str, str]:
+    return host.backend.get_hostname(), host.backend.quote(*command)
+
+
+def start(host, commands: Iterable[tuple[str, ...]]) -> None:
+    """Run `commands` on `host` in the background (each once, until `run` takes its answer)."""
+    for command in commands:
+        key = _key(host, command)
+        with _lock:
+            if key not in _started:
+                _started[key] = _pool.submit(host.run, *command)
+
+
+def run(host, command: str, *args: str):
+    """What `host.run(command, *args)` answers: the answer of the one started ahead, else now."""
+    with _lock:
+        future = _started.pop(_key(host, (command, *args)), None)
+    return future.result() if future else host.run(command, *args)
+
+
+def check_output(host, command: str, *args: str) -> str:
+    """What `host.check_output(command, *args)` answers, from the one started ahead if any."""
+    __tracebackhide__ = True
+    out = run(host, command, *args)  # named as testinfra names it: report.py finds the failed command by it
+    assert out.rc == 0, f"Unexpected exit code {out.rc} for {out}"
+    return out.stdout.rstrip("\r\n")

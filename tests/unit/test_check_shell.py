@@ -1,0 +1,98 @@
+"""The checks' shell backend (checks/shell.py) against a REAL sshd on 127.0.0.1 (tests/sshd_fixture.py):
+what a command returns is what testinfra's own ssh backend returns for it, byte for byte, while
+every command of a thread goes through one `ssh` process; a lost connection is an error.
+Skipped, with the reason, when not root or when openssh-server is not installed.
+"""
+
+from __future__ import annotations
+
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import testinfra
+
+import commonstack.checks.shell  # noqa: F401  (registers shell://)
+from commonstack.checks.runner import ssh_config
+from commonstack.inventories.targets import HostTarget
+
+try:
+    from tests.sshd_fixture import loopback_sshd_fixture
+except ModuleNotFoundError:  # the repo root is not on sys.path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from tests.sshd_fixture import loopback_sshd_fixture
+
+loopback_sshd = loopback_sshd_fixture(scope="module")
+
+COMMANDS = [
+    "printf 'no final newline'",
+    "printf 'a\\0b\\377\\n'",  # binary: a NUL and a byte that is no UTF-8
+    "echo out; echo err >&2; exit 3",
+    "head -c 300000 /dev/zero | tr '\\0' x",  # more than a pipe holds
+    "printf 'caf\\303\\251\\n'",
+    "cat",  # stdin is empty, not the shell's own
+    "true",
+    "exit 127",
+]
+
+
+@pytest.fixture(scope="module")
+def config(loopback_sshd, tmp_path_factory) -> str:
+    folder = tmp_path_factory.mktemp("shell")
+    path = folder / "ssh_config"
+    target = HostTarget("one", loopback_sshd.address, loopback_sshd.user, loopback_sshd.port,
+                        loopback_sshd.key_path, loopback_sshd.known_hosts)  # fmt: skip
+    path.write_text(ssh_config([target]))
+    return str(path)
+
+
+def test_answers_are_those_of_testinfras_ssh_backend(config):
+    through_shell = testinfra.get_host("shell://one", ssh_config=config)
+    through_ssh = testinfra.get_host("ssh://one", ssh_config=config)
+    for command in COMMANDS:
+        got, expected = through_shell.run(command), through_ssh.run(command)
+        assert (got.rc, got.stdout_bytes, got.stderr_bytes) == (expected.rc, expected.stdout_bytes,
+                                                                expected.stderr_bytes), command  # fmt: skip
+    assert through_shell.run("echo out; echo err >&2; exit 3").stderr == "err\n"
+    assert len(through_shell.backend._idle) == 1, "one shell served every command"
+
+
+def test_threads_get_a_shell_each_and_their_answers_do_not_mix(config):
+    host = testinfra.get_host("shell://one?timeout=9", ssh_config=config)  # its own backend
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda n: host.run(f"sleep 0.2; echo {n}").stdout, range(12)))
+    assert answers == [f"{n}\n" for n in range(12)]
+    assert 1 < len(host.backend._idle) <= 4
+
+
+def test_a_lost_connection_is_an_error_and_the_next_command_reconnects(config):
+    host = testinfra.get_host("shell://one?timeout=8", ssh_config=config)
+    assert host.run("echo $PPID").rc == 0
+    [lost] = host.backend._idle
+    lost.process.kill()
+    with pytest.raises(RuntimeError, match="the SSH connection failed while running `true`: is the host still up"):
+        host.run("true")
+    assert host.run("echo again").stdout == "again\n"
+
+
+def test_a_host_that_refuses_is_an_error(loopback_sshd, tmp_path):
+    path = tmp_path / "ssh_config"
+    target = HostTarget("swapped", loopback_sshd.address, loopback_sshd.user, loopback_sshd.port,
+                        loopback_sshd.key_path, loopback_sshd.other_known_hosts())  # fmt: skip
+    path.write_text(ssh_config([target]))
+    host = testinfra.get_host("shell://swapped", ssh_config=str(path))
+    with pytest.raises(RuntimeError, match="Host key verification failed"):
+        host.run("true")
+
+
+def test_the_shell_ends_with_its_process_and_leaves_no_file(config):
+    before = set(Path("/dev/shm").iterdir())  # where the shell keeps a command's output (this machine is the host)
+    host = testinfra.get_host("shell://one?timeout=7", ssh_config=config)
+    host.run("echo secret")
+    assert set(Path("/dev/shm").iterdir()) - before, "the outputs are not kept in /dev/shm"
+    [one] = host.backend._idle
+    host.backend.close()
+    assert one.process.returncode == 0
+    assert not host.backend._idle
+    assert set(Path("/dev/shm").iterdir()) - before == set()
