@@ -1,12 +1,15 @@
 """A testinfra backend that sends a host's commands to a shell kept open on it, not one `ssh` each.
 
 testinfra's `ssh://` backend starts a local shell and an `ssh` client per command, and the host
-starts a session and a login shell for it: about 0.1 s a command, and a check run sends dozens
-one after another. Here each thread that runs commands on a host gets one `ssh HOST sh` (over
-the run's shared connection, so host keys are checked by OpenSSH exactly as before) that reads
-commands, one base64 line each, and answers each with its exit status, then its stdout and
-stderr, byte-counted: binary output and output without a final newline come back unchanged.
-A command runs as `$SHELL -c COMMAND` (the user's login shell) with no stdin, as it did with `ssh`.
+starts a session and a login shell for it, one after another for the dozens of commands of a
+check run. Here each thread that runs commands on a host gets one `ssh HOST LOOP` (over the
+run's shared connection, so host keys are checked by OpenSSH exactly as before): the user's
+login shell reads each command and runs it in a subshell with no stdin, as `ssh HOST COMMAND`
+ran it, so a command costs the host a fork and its own programs, nothing more.
+
+The command's stdout and stderr come back unchanged (binary, no final newline) on the session's
+own two streams, each ended by a line holding a token only this shell knows (sent on its stdin,
+never on a command line that `ps` could show), the exit status after it on stdout.
 
 Registered as `shell://NAME` (a pytest plugin: `-p commonstack.checks.shell`); the host spec's
 `ssh_config` is required, as the runner writes one (runner.py).
@@ -15,7 +18,10 @@ Registered as `shell://NAME` (a pytest plugin: `-p commonstack.checks.shell`); t
 from __future__ import annotations
 
 import atexit
-import base64
+import os
+import re
+import secrets
+import selectors
 import subprocess
 import threading
 from typing import Any, NoReturn
@@ -24,62 +30,75 @@ import testinfra.backend
 from testinfra.backend import base
 from testinfra.backend.ssh import SshBackend
 
-READY = b"commonstack-shell ready\n"
-ANSWER = b"commonstack-shell "
-
-# Runs on the host (any POSIX sh). The outputs go to two private files in memory (/dev/shm) where
-# there is one, so a full disk does not truncate what a check reads about it.
+# Runs on the host, in the user's login shell, builtins only. Reads the token, then commands:
+# the lines up to one that is the token. After each: a newline, the token and the exit status on
+# stdout; a newline and the token on stderr.
 LOOP = r"""
-d=/dev/shm; [ -d "$d" ] && [ -w "$d" ] || d=${TMPDIR:-/tmp}
-o=$(mktemp -p "$d") && e=$(mktemp -p "$d") || exit 1
-trap 'rm -f "$o" "$e"' EXIT
-trap 'exit 1' HUP INT TERM PIPE
-echo 'commonstack-shell ready'
-while IFS= read -r line; do
-  c=$(printf '%s' "$line" | base64 -d)
-  "${SHELL:-sh}" -c "$c" </dev/null >"$o" 2>"$e"
+IFS= read -r t || exit 1
+printf '\n%s ready\n' "$t"; printf '\n%s\n' "$t" >&2
+while :; do
+  c= e=1
+  while IFS= read -r l; do
+    if [ "$l" = "$t" ]; then e=0; break; fi
+    c="$c$l
+"
+  done
+  [ "$e" = 0 ] || exit 0
+  ( eval "$c" ) </dev/null
   r=$?
-  printf 'commonstack-shell %s %s %s\n' "$r" "$(wc -c <"$o")" "$(wc -c <"$e")"
-  cat "$o" "$e"
+  printf '\n%s %s\n' "$t" "$r"; printf '\n%s\n' "$t" >&2
 done
 """
 
 
 class Shell:
-    """One `ssh HOST sh` running LOOP."""
+    """One `ssh HOST LOOP`."""
 
     def __init__(self, ssh_config: str, name: str):
-        self.process = subprocess.Popen(
-            ["ssh", "-F", ssh_config, name, LOOP],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        )  # fmt: skip
-        # A login shell's start-up files may print before the loop starts: skipped.
-        while (line := self.process.stdout.readline()) != READY:
-            if not line:
-                self._lost("")
+        self.token = secrets.token_hex(16).encode()
+        self.process = subprocess.Popen(["ssh", "-F", ssh_config, name, LOOP],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+        self._ends = (re.compile(rb"\n" + self.token + rb" (\w+)\n"), re.compile(rb"\n" + self.token + rb"()\n"))
+        self._send(self.token + b"\n", b"")
+        # What a login shell's start-up files print before the loop starts is dropped.
+        self._answer(b"")
 
     def run(self, command: bytes) -> tuple[int, bytes, bytes]:
+        self._send(command + b"\n" + self.token + b"\n", command)
+        status, stdout, stderr = self._answer(command)
+        return int(status), stdout, stderr
+
+    def _send(self, data: bytes, command: bytes) -> None:
         try:
-            self.process.stdin.write(base64.b64encode(command) + b"\n")
+            self.process.stdin.write(data)
             self.process.stdin.flush()
         except BrokenPipeError:
-            self._lost(command)
-        header = self.process.stdout.readline()
-        if not header.startswith(ANSWER):
-            self._lost(command)
-        status, out_length, err_length = (int(n) for n in header[len(ANSWER) :].split())
-        return status, self._read(out_length, command), self._read(err_length, command)
+            self._lost(command, b"")
 
-    def _read(self, length: int, command: bytes) -> bytes:
-        data = self.process.stdout.read(length)
-        if len(data) != length:
-            self._lost(command)
-        return data
+    def _answer(self, command: bytes) -> tuple[bytes, bytes, bytes]:
+        """Read both streams up to their ends: (what follows the token on stdout, stdout, stderr)."""
+        streams = {self.process.stdout.fileno(): 0, self.process.stderr.fileno(): 1}
+        data, found = [bytearray(), bytearray()], [None, None]
+        with selectors.DefaultSelector() as selector:
+            for fd in streams:
+                selector.register(fd, selectors.EVENT_READ)
+            while None in found:
+                for key, _ in selector.select():
+                    index = streams[key.fd]
+                    chunk = os.read(key.fd, 65536)
+                    if not chunk:
+                        self._lost(command, bytes(data[1]))
+                    data[index] += chunk
+                    # The end is searched for in what came last (and the few bytes before it).
+                    found[index] = self._ends[index].search(data[index], max(0, len(data[index]) - len(chunk) - 64))
+                    if found[index]:
+                        selector.unregister(key.fd)
+        return found[0][1], bytes(data[0][: found[0].start()]), bytes(data[1][: found[1].start()])
 
-    def _lost(self, command: bytes) -> NoReturn:
+    def _lost(self, command: bytes, said: bytes) -> NoReturn:
         """The connection ended: an error, as testinfra's ssh backend raises on ssh's exit 255."""
         self.close()
-        said = " ".join(self.process.stderr.read().decode(errors="replace").split()) or "no answer"
+        said = " ".join((said + self.process.stderr.read()).decode(errors="replace").split()) or "no answer"
         running = f" while running `{command.decode(errors='replace')}`" if command else ""
         raise RuntimeError(f"the SSH connection failed{running}: is the host still up? ({said})")
 

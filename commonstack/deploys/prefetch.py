@@ -35,6 +35,7 @@ import binascii
 import io
 import logging
 import posixpath
+import shlex
 import tarfile
 import time
 from collections.abc import Callable
@@ -216,7 +217,7 @@ def _discovery_pass(shadow, add_operations, answers, names: set[str]) -> tuple[d
 def _fetch(state, host, wanted: dict[str, Noted], answers: FactAnswers) -> None:
     """Run the `wanted` commands on `host` in one batch; keep their outputs in `answers`."""
     keys = list(wanted)
-    lines = [(api.shell_command_line(state, host, wanted[k].command, wanted[k].arguments), wanted[k].guard) for k in keys]
+    lines = [(_batch_line(state, host, wanted[k]), wanted[k].guard) for k in keys]
     status, output = host.run_shell_command(api.StringCommand("sh"), _stdin=batch_script(lines))
     if not status:
         log.debug("fact batch on %s failed: %s", host.name, output.stderr)
@@ -228,6 +229,14 @@ def _fetch(state, host, wanted: dict[str, Noted], answers: FactAnswers) -> None:
             continue  # a sudo prompt: the real command reproduces pyinfra's handling of it
         combined = [api.OutputLine("stdout", line) for line in stdout] + [api.OutputLine("stderr", line) for line in stderr]
         answers.outputs[keys[index]] = (code, api.CommandOutput(combined))
+
+
+def _batch_line(state, host, noted: Noted) -> str:
+    """The command line pyinfra would run, or when that only hands the command to `sh -c`, the
+    command itself: the batch runs it in a subshell of its own `sh` (one process fewer each)."""
+    line = api.shell_command_line(state, host, noted.command, noted.arguments)
+    raw = api.raw_command(noted.command)
+    return raw if line == f"sh -c {shlex.quote(raw)}" else line
 
 
 def batch_script(commands: list[tuple[str, str | None]], lanes: int = LANES) -> str:
