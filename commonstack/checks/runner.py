@@ -1,8 +1,9 @@
 """Running the health checks: pytest + testinfra in a subprocess, over SSH with pinned keys.
 
 Each host gets one multiplexed SSH connection (opened before any check runs, all at once, so
-an unreachable host or a changed host key is one clear failure instead of one per check);
-pytest-xdist runs the hosts in parallel. Results come back through the report plugin (report.py) as JSON lines.
+an unreachable host or a changed host key is one clear failure instead of one per check), and
+its commands go through a shell kept open on it (shell.py); pytest-xdist runs the hosts in
+parallel. Results come back through the report plugin (report.py) as JSON lines.
 
 A run can start before its expectations are known (`start_checks`, then `CheckRun.finish`): the
 connections open and pytest starts (about half a second of imports and collection) while the
@@ -117,7 +118,7 @@ class CheckRun:
         self.folder = Path(tempfile.mkdtemp(prefix="commonstack-check-"))
         self.config = self.folder / "ssh_config"
         self.config.write_text(ssh_config(hosts, control_dir=self.folder))
-        self.process: subprocess.Popen | None = None  # set first: close() may run before
+        self.process: subprocess.Popen | None = None  # before anything that may fail: close() reads them
         self.connecting: dict[str, subprocess.Popen] = {}
         try:
             # pytest starts while the connections open: it sends nothing before the expectations,
