@@ -29,6 +29,7 @@ import logging
 import os
 import re
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -276,6 +277,32 @@ def check_stages(inventories: Path) -> None:
     took = [later - at for at, later in zip(marks, marks[1:])]
     print(f"a check of the small-group host, by stage: SSH connection opened and pytest started {took[0]:.2f} s; "
           f"facts read and the host sized meanwhile {took[1]:.2f} s; the {len(results)} checks {took[2]:.2f} s more")
+    slowest = sorted(results, key=lambda r: r.seconds, reverse=True)[:6]
+    print(f"  the checks took {sum(r.seconds for r in results):.2f} s together; the slowest: "
+          + "; ".join(f"{r.layer} {r.check} {r.seconds:.2f} s" for r in slowest))
+    command_round_trips(converger.targets)
+
+
+def command_round_trips(targets) -> None:
+    """A command (`uname -s`) through the checks' shell (checks/shell.py) and through testinfra's
+    own ssh backend (an `ssh` per command), both over one shared connection; medians of 50."""
+    import testinfra
+
+    import commonstack.checks.shell  # noqa: F401  (registers shell://)
+    from commonstack.checks.runner import ssh_config
+
+    folder = Path(tempfile.mkdtemp(prefix="bench-shell-", dir="/tmp"))  # short: a socket path's limit
+    config = folder / "ssh_config"
+    config.write_text(ssh_config(targets[:1], control_dir=folder))
+    figures = {}
+    for kind in ("shell", "ssh"):
+        host = testinfra.get_host(f"{kind}://{targets[0].name}", ssh_config=str(config))
+        host.run("true")
+        figures[kind] = statistics.median(timed(lambda: host.run("uname -s")) for _ in range(50))
+    subprocess.run(["ssh", "-F", str(config), "-O", "exit", targets[0].name], capture_output=True)
+    shutil.rmtree(folder)
+    print(f"  a command through the checks' shell {figures['shell'] * 1000:.1f} ms, through an `ssh` each "
+          f"{figures['ssh'] * 1000:.1f} ms ({figures['ssh'] / figures['shell']:.1f}x)")
 
 
 def _controller_cpu() -> float:

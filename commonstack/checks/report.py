@@ -15,12 +15,15 @@ from commonstack.stacks.layers import LAYERS
 
 _LAYER_OF_MODULE = {module: item.name for item in LAYERS for module in item.checks}
 _results: list[dict] = []
+_setup_seconds: dict[str, float] = {}  # a check's setup (its fixtures) counts in its time
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
+    if report.when == "setup" and report.outcome == "passed":
+        _setup_seconds[item.nodeid] = report.duration
     if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
         _results.append(
             {
@@ -31,6 +34,7 @@ def pytest_runtest_makereport(item, call):
                 "outcome": report.outcome,
                 "message": _reason(report, call),
                 "line": item.location[1],
+                "seconds": round(_setup_seconds.pop(item.nodeid, 0.0) + report.duration, 3),
             }
         )
 
@@ -124,7 +128,7 @@ def write_junit(results: Iterable, path: Path, name: str) -> None:
         suite.set("failures", str(sum(r.outcome == "failed" for r in checks)))
         suite.set("skipped", str(sum(r.outcome == "skipped" for r in checks)))
         for r in checks:
-            case = ET.SubElement(suite, "testcase", classname=f"{host}.{r.layer}", name=r.check)
+            case = ET.SubElement(suite, "testcase", classname=f"{host}.{r.layer}", name=r.check, time=f"{r.seconds:.3f}")
             if r.outcome == "failed":
                 ET.SubElement(case, "failure", message=r.message).text = r.message
             elif r.outcome == "skipped":

@@ -51,6 +51,7 @@ class CheckResult:
     check: str
     outcome: str  # passed | failed | skipped
     message: str
+    seconds: float = 0.0  # how long it took (its fixtures' share included)
 
 
 def ssh_config(hosts: list[HostTarget], control_dir: Path | None = None) -> str:
@@ -151,7 +152,7 @@ class CheckRun:
                                  r.get("line", 0)))  # fmt: skip
         for row in rows:
             if row["host"] in expectations:
-                results.append(CheckResult(row["host"], row["layer"], row["check"], row["outcome"], row["message"]))
+                results.append(CheckResult(row["host"], row["layer"], row["check"], row["outcome"], row["message"], row["seconds"]))
         results = [r for r in results if not (r.outcome == "skipped" and r.message.endswith(NOT_HERE))]
         return [_redacted(r, self.secrets) for r in results] if self.secrets else results
 

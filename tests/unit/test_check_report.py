@@ -77,7 +77,7 @@ def test_each_check_gets_one_verdict_with_its_hint(tmp_path, workers):
 
 def results_of_two_hosts() -> list[CheckResult]:
     return [
-        CheckResult("vps", "base", "firewall is active", "passed", ""),
+        CheckResult("vps", "base", "firewall is active", "passed", "", 0.25),
         CheckResult("vps", "base", "swap file is in place", "skipped", "a container cannot enable swap"),
         CheckResult("vps", "caddy", "web ports answer from outside", "failed",
                     "port 443 (HTTPS) does not answer from here: is it open in your provider's firewall?"),
@@ -114,6 +114,7 @@ def test_junit_has_a_suite_per_host_and_a_case_per_check(tmp_path):
     failure = root.find("./testsuite[@name='vps']/testcase[@name='web ports answer from outside']/failure")
     assert failure.get("message").startswith("port 443 (HTTPS)")
     assert root.find(".//testcase[@name='swap file is in place']/skipped") is not None
+    assert root.find(".//testcase[@name='firewall is active']").get("time") == "0.250"
 
 
 def test_layers_select_their_check_modules_in_registry_order():

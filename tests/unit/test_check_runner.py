@@ -62,6 +62,7 @@ def test_hosts_run_in_parallel_and_a_refusing_host_is_one_clear_failure(loopback
         assert set(verdicts) == HOST_CHECKS
         assert all(r.layer == "base" and r.outcome in ("passed", "failed", "skipped") for r in verdicts.values())
         assert all("\n" not in r.message and "CommandResult" not in r.message for r in verdicts.values())
+        assert all(r.seconds >= 0 for r in verdicts.values()) and any(r.seconds > 0 for r in verdicts.values())
     # In the modules' own order, host by host.
     assert [r.host for r in results] == ["swapped"] + ["one"] * 7 + ["two"] * 7
     assert [r.check for r in results if r.host == "one"][0] == "every filesystem has free space"

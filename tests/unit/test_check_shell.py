@@ -1,7 +1,8 @@
 """The checks' shell backend (checks/shell.py) against a REAL sshd on 127.0.0.1 (tests/sshd_fixture.py):
 what a command returns is what testinfra's own ssh backend returns for it, byte for byte, while
-every command of a thread goes through one `ssh` process; a lost connection is an error.
-Skipped, with the reason, when not root or when openssh-server is not installed.
+every command of a thread goes through one `ssh` process; a lost connection is an error. And a
+command started ahead (checks/ahead.py) answers once. Skipped, with the reason, when not root or
+when openssh-server is not installed.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pytest
 import testinfra
 
 import commonstack.checks.shell  # noqa: F401  (registers shell://)
+from commonstack.checks import ahead
 from commonstack.checks.runner import ssh_config
 from commonstack.inventories.targets import HostTarget
 
@@ -96,3 +98,15 @@ def test_the_token_is_on_no_command_line_and_the_shell_ends_with_its_process(con
     host.backend.close()
     assert one.process.returncode == 0
     assert not host.backend._idle
+
+
+def test_a_command_started_ahead_answers_once_then_runs_again(config, tmp_path):
+    host = testinfra.get_host("shell://one?timeout=6", ssh_config=config)
+    count = tmp_path / "runs"  # this machine is the host
+    command = f"echo run >> {count}; wc -l < {count}"
+    ahead.start(host, [(command,)])
+    ahead._started[("one", command)].result()  # it ran before any check asked for it
+    assert count.read_text() == "run\n"
+    assert ahead.run(host, command).stdout == "1\n"  # its answer, not a second run
+    assert ahead.run(host, command).stdout == "2\n"  # taken once: the next call runs it again
+    assert ahead.check_output(host, "echo other") == "other"  # never started ahead: runs now
