@@ -1,9 +1,9 @@
 """The commands a check module waits on longest, started in the background at its first check.
 
-A module lists them in `slowest_commands(stack)` (tuples of `host.run` arguments, for what the host should
-run); conftest.py's `head_start` starts them on a shell of their own (shell.py gives each thread
-one) while the module's other checks run. A check then asks for the answer with `run`, which
-takes it once: a second call runs the command again.
+A module lists them in `slowest_commands(stack)` (tuples of `host.run` arguments, for what the
+host should run); conftest.py's `head_start` starts them on a shell of their own (shell.py gives
+each thread one) while the module's other checks run. A check then asks for the answer with
+`run`, which takes it once: a second call runs the command again.
 """
 
 from __future__ import annotations
