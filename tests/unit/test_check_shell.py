@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import testinfra
 
-import commonstack.checks.shell  # noqa: F401  (registers shell://)
+from commonstack.checks.shell import ShellBackend  # registers shell://
 from commonstack.checks import ahead
 from commonstack.checks.runner import ssh_config
 from commonstack.inventories.targets import HostTarget
@@ -39,6 +39,15 @@ COMMANDS = [
     "true",
     "exit 127",
 ]
+
+
+@pytest.fixture(autouse=True)
+def no_shell_outlives_its_test():
+    """testinfra keeps every host it made (its cache): their shells end with each test."""
+    yield
+    for host in testinfra.host.Host._host_cache.values():
+        if isinstance(host.backend, ShellBackend):
+            host.backend.close()
 
 
 @pytest.fixture(scope="module")
