@@ -135,6 +135,9 @@ class _SiteConnection(http.client.HTTPSConnection):
         self.sock = self._context.wrap_socket(raw, server_hostname=self.host)
 
 
+_kept_connections = threading.local()  # a thread's open connections: {(address, name, context, timeout): connection}
+
+
 def https_request(
     address: str,
     name: str,
@@ -163,9 +166,6 @@ def https_request(
     elif connection:
         connection.close()  # a request that must not be sent twice starts on a new connection
     return _exchange(_SiteConnection(address, name, context, timeout), kept, key, method, path, body, headers)
-
-
-_kept_connections = threading.local()  # a thread's open connections: {(address, name, context, timeout): connection}
 
 
 def _exchange(connection, kept: dict, key: tuple, method, path, body, headers) -> tuple[int, dict[str, str], bytes]:
