@@ -45,6 +45,7 @@ from typing import Any
 import gevent
 
 from commonstack.deploys import pyinfra_api as api
+from commonstack.deploys.fact_shortcuts import shortcut
 
 log = logging.getLogger(__name__)
 
@@ -232,10 +233,12 @@ def _fetch(state, host, wanted: dict[str, Noted], answers: FactAnswers) -> None:
 
 
 def _batch_line(state, host, noted: Noted) -> str:
-    """The command line pyinfra would run, or when that only hands the command to `sh -c`, the
-    command itself: the batch runs it in a subshell of its own `sh` (one process fewer each)."""
-    line = api.shell_command_line(state, host, noted.command, noted.arguments)
-    raw = api.raw_command(noted.command)
+    """The command line pyinfra would run, its command replaced by a cheaper one that prints the
+    same where there is one (fact_shortcuts.py), or when that line only hands the command to
+    `sh -c`, the command itself: the batch runs it in a subshell of its own `sh` (one process
+    fewer each)."""
+    raw = shortcut(api.raw_command(noted.command))
+    line = api.shell_command_line(state, host, api.StringCommand(raw), noted.arguments)
     return raw if line == f"sh -c {shlex.quote(raw)}" else line
 
 

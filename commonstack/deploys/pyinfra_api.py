@@ -47,7 +47,9 @@ from pyinfra.connectors import util as connector_util
 from pyinfra.connectors.sshuserclient.client import get_host_keys
 from pyinfra.context import ctx_config, ctx_host, ctx_inventory, ctx_state
 from pyinfra.facts.files import Directory, File, Sha1File
+from pyinfra.facts.server import Date, Users  # noqa: F401  (Users: fact_shortcuts.py)
 from pyinfra.facts.systemd import SystemdEnabled, SystemdStatus
+from pyinfra.operations.apt import APT_UPDATE_FILENAME
 
 from commonstack.errors import CommonstackError
 
@@ -211,17 +213,19 @@ def fake_connection(host: Any, run_shell_command: Any) -> None:
 
 def evaluate_each_operation(state: State, on_error: Any) -> None:
     """Make `state` (throwaway, never executed) evaluate each operation as it is added, as
-    ``check_for_changes`` does (up to its first command), but with an exception raised by the
-    operation's own code reported to `on_error` instead of ending the deploy code that added it:
-    an operation may raise on a fact that is not known yet (server.group tests ``"BSD" in
-    host.get_fact(Os)``, and Os defaults to None)."""
+    ``check_for_changes`` does, but to its last command (a fact read as its default may make an
+    operation yield a command first where the real one reads more facts: server.user's home
+    folder once the user exists), and with an exception raised by the operation's own code
+    reported to `on_error` instead of ending the deploy code that added it: an operation may
+    raise on a fact that is not known yet (server.group tests ``"BSD" in host.get_fact(Os)``,
+    and Os defaults to None)."""
     state.check_for_changes = False  # operation.py then only stores the operation...
 
     def set_op_data_for_host(host, op_hash, op_data):  # ...here, where it is evaluated
         state.ops[host][op_hash] = op_data
         try:
             for _ in op_data.command_generator():
-                break
+                pass
         except Exception as e:
             on_error(e)
 
@@ -250,8 +254,9 @@ def related_facts(fact: type, kwargs: dict) -> list[tuple[type, dict, str | None
     together saves a round trip each (prefetch.py).
 
     files.put/template: when the file exists, its folder (create_remote_dir) and its SHA1
-    (operations/files.py: put, _create_remote_dir, _file_equal). systemd.service: a unit's
-    state, then whether it is enabled (operations/systemd.py: service).
+    (operations/files.py: put, _create_remote_dir, _file_equal). apt.update with a cache time:
+    after apt's update stamp, the host's date. systemd.service: a unit's state, then whether it
+    is enabled (operations/systemd.py: service).
     """
     path = kwargs.get("path")
     if fact is File and isinstance(path, str) and path.startswith("/"):
@@ -259,7 +264,8 @@ def related_facts(fact: type, kwargs: dict) -> list[tuple[type, dict, str | None
         small = f"[ -f {quoted} ] && [ $(stat -c %s {quoted}) -le {SMALL_FILE} ]"
         related: list[tuple[type, dict, str | None]] = [(Sha1File, {"path": path}, small)]
         folder = posixpath.dirname(path)
-        return related + ([(Directory, {"path": folder}, None)] if folder and folder != path else [])
+        related += [(Directory, {"path": folder}, None)] if folder and folder != path else []
+        return related + ([(Date, {}, f"[ -e {quoted} ]")] if path == APT_UPDATE_FILENAME else [])
     if fact is SystemdStatus:
         return [(SystemdEnabled, dict(kwargs), None)]
     return []

@@ -9,12 +9,13 @@ not do (see test_runner.py).
 
 from __future__ import annotations
 
+import posixpath
 import subprocess
 from types import SimpleNamespace
 
 import pytest
 from pyinfra.facts.files import Directory, File, Sha1File
-from pyinfra.facts.server import Os
+from pyinfra.facts.server import Date, Os
 from pyinfra.facts.systemd import SystemdEnabled, SystemdStatus
 
 from commonstack.deploys import pyinfra_api as api
@@ -100,6 +101,7 @@ def test_answers_serve_only_while_preparing():
     [
         (File, {"path": "/etc/caddy/Caddyfile"}, [Sha1File, Directory]),
         (File, {"path": "/swapfile"}, [Sha1File, Directory]),
+        (File, {"path": "/var/lib/apt/periodic/update-success-stamp"}, [Sha1File, Directory, Date]),
         (SystemdStatus, {"services": ["caddy.service"], "user_mode": False}, [SystemdEnabled]),
         (Directory, {"path": "/etc"}, []),
         (Os, {}, []),
@@ -109,8 +111,8 @@ def test_related_facts_follow_pyinfras_operations(fact, kwargs, related):
     found = api.related_facts(fact, kwargs)
     assert [f for f, _, _ in found] == related
     for _, related_kwargs, condition in found:
-        if fact is File:
-            assert related_kwargs["path"] in (kwargs["path"], "/etc/caddy", "/")
+        if fact is File and "path" in related_kwargs:
+            assert related_kwargs["path"] in (kwargs["path"], posixpath.dirname(kwargs["path"]))
     if fact is File:  # a checksum only of a small regular file (a swap file takes seconds)
         sha1_condition = found[0][2]
         small = subprocess.run(["sh", "-c", sha1_condition.replace(kwargs["path"], "/etc/hostname")])

@@ -316,10 +316,12 @@ def read_when_needed_operations():
 
 def many_facts_operations():
     """What a layer deploy asks of a host: a group (its fact has a default that breaks the
-    operation until known), files (type, then folder and checksum), a folder, a fact with stderr."""
+    operation until known), an account (its fact read through a shortcut, fact_shortcuts.py),
+    files (type, then folder and checksum), a folder, a fact with stderr."""
     from pyinfra.facts.server import Command
 
     server.group(name="Group root", group="root", system=True)
+    server.user(name="Account root", user="root")
     for n in range(6):
         files.put(name=f"Write file {n}", src=StringIO(f"{n}\n"), dest=f"{host.data.dir}/f{n}", mode="644")
     files.directory(name="A folder", path=f"{host.data.dir}/sub", mode="755")

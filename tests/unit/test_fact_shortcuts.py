@@ -1,0 +1,114 @@
+"""The shortcuts of the fact batches (deploys/fact_shortcuts.py) print what pyinfra's own fact
+commands print, byte for byte: run side by side on this machine's account files, and on made-up
+ones (bind-mounted over /etc in a mount namespace of the test's own: the machine's files are
+never touched) with the cases where a careless reading would differ."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import struct
+import subprocess
+
+import pytest
+
+from commonstack.deploys.fact_shortcuts import USERS, shortcut
+
+NEEDS_ROOT = pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("unshare"), reason="bind-mounting account files needs root and unshare"
+)
+
+
+def outputs(replaced: dict[str, str] | None = None, tmp_path=None) -> tuple[bytes, bytes]:
+    """(pyinfra's Users command's stdout, its shortcut's), with `replaced` files mounted over
+    their paths (in a mount namespace of their own)."""
+    mounts = []
+    for index, (path, content) in enumerate((replaced or {}).items()):
+        made = tmp_path / f"file{index}"
+        made.write_bytes(content.encode("latin-1"))
+        mounts.append(f"mount --bind {made} {path}")
+    both = f"sh -c {shlex.quote(USERS)} >{tmp_path}/pyinfra && sh -c {shlex.quote(shortcut(USERS))} >{tmp_path}/shortcut"
+    command = ["sh", "-c", both] if not mounts else ["unshare", "--mount", "sh", "-c", " && ".join([*mounts, both])]
+    subprocess.run(command, check=True, capture_output=True)
+    return (tmp_path / "pyinfra").read_bytes(), (tmp_path / "shortcut").read_bytes()
+
+
+def test_the_users_shortcut_prints_what_pyinfra_prints_on_this_machine(tmp_path):
+    ours, theirs = outputs(tmp_path=tmp_path)
+    assert ours.count(b"\n") >= 2, "this machine has accounts"
+    assert theirs == ours
+
+
+PASSWD = """root:x:0:0:root:/root:/bin/bash
+toor:x:0:0:second root:/root:/bin/sh
+User:x:1001:1001::/home/User:/bin/sh
+ro:x:1002:1002::/:/bin/sh
+orphan:x:1003:4242::/:/usr/sbin/nologin
+admin:x:1000:1000::/home/admin:/bin/bash
+admin:x:1004:1000:again:/x:/bin/sh
+"""
+GROUP = """root:x:0:
+sudo:x:27:admin,User,orphan
+admin:x:1000:
+User:x:1001:admin
+ro:x:1002:
+ro-again:x:1002:
+sudo:x:28:ro
+"""
+SHADOW = """root:*:19000:0:99999:7:::
+admin:!:19000:0:99999:7:::
+admin:$y$j9T$abc$def:19000:0:99999:7:::
+User
+"""
+NSSWITCH = "passwd:         files\ngroup:          files\nshadow:         files\n"
+
+
+def lastlog(records: dict[int, tuple[int, str, str]]) -> str:
+    """A lastlog file: a record of (time, terminal, host) at each uid's place."""
+    size = struct.calcsize("=i32s256s")
+    data = bytearray(size * (max(records) + 1))
+    for uid, (when, line, host) in records.items():
+        data[uid * size : (uid + 1) * size] = struct.pack("=i32s256s", when, line.encode(), host.encode())
+    return data.decode("latin-1")
+
+
+ODD = {
+    "/etc/passwd": PASSWD,
+    "/etc/group": GROUP,
+    "/etc/shadow": SHADOW,
+    "/etc/nsswitch.conf": NSSWITCH,
+    "/var/log/lastlog": lastlog({0: (1764000000, "pts/0", "192.0.2.1"), 1001: (1764100000, "pts/1", "host.example")}),
+}
+
+
+@NEEDS_ROOT
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"/etc/passwd": PASSWD + "first.last:x:1005:1000::/:/bin/sh\n"},  # '.': a pattern to grep
+        {"/etc/passwd": PASSWD.replace("second root", "back\\slash")},  # dash's echo reads it
+        {"/etc/nsswitch.conf": NSSWITCH.replace("group:          files", "group: files ldap")},
+    ],
+    ids=["same uid, prefixes, no group name, twice the same name", "a dot", "a backslash", "a directory service"],
+)
+def test_the_users_shortcut_prints_what_pyinfra_prints_on_odd_account_files(tmp_path, changes):
+    ours, theirs = outputs({**ODD, **changes}, tmp_path)
+    assert b"toor" in ours and b"pts/0" in ours, "the made-up files were read"
+    assert theirs == ours
+
+
+@NEEDS_ROOT
+def test_the_users_shortcut_runs_fewer_processes(tmp_path):
+    """What it is for; counted by the processes' ids handed out meanwhile, on odd files."""
+
+    def processes(command: str) -> int:
+        script = f"a=$(sh -c 'echo $$'); {command} >/dev/null; b=$(sh -c 'echo $$'); echo $((b - a))"
+        return int(subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True).stdout)
+
+    assert processes(f"sh -c {shlex.quote(shortcut(USERS))}") * 3 < processes(f"sh -c {shlex.quote(USERS)}")
+
+
+def test_a_command_without_a_shortcut_runs_as_it_is():
+    assert shortcut("uname -m") == "uname -m"
