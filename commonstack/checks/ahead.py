@@ -1,9 +1,10 @@
-"""The commands a check module waits on longest, started in the background at its first check.
+"""The commands the checks wait on longest, started in the background at a host's first check.
 
-A module lists them in `slowest_commands(stack)` (tuples of `host.run` arguments, for what the
-host should run); conftest.py's `head_start` starts them on a shell of their own (shell.py gives
-each thread one) while the module's other checks run. A check then asks for the answer with
-`run`, which takes it once: a second call runs the command again.
+Each check module lists its own in `slowest_commands(stack)` (tuples of `host.run` arguments,
+for what the host should run); conftest.py's `head_start` starts those of every module on
+shells of their own (shell.py gives each thread one) while the first checks run. A check then
+asks for the answer with `run`, which takes it once: a second call runs the command again; or
+with `shared`, for what several checks read (the same answer to each).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 _pool = ThreadPoolExecutor(4, thread_name_prefix="ahead")
 _started: dict[tuple[str, str], Future] = {}  # (host name, command line) -> its result
+_shared: dict[tuple[str, str], Future] = {}  # the same, kept for every check that asks
 _lock = threading.Lock()
 
 
@@ -35,6 +37,17 @@ def run(host, command: str, *args: str):
     with _lock:
         future = _started.pop(_key(host, (command, *args)), None)
     return future.result() if future else host.run(command, *args)
+
+
+def shared(host, command: str, *args: str):
+    """What `host.run(command, *args)` answers, run once for every check of this run that asks
+    (started ahead, or by the first to ask)."""
+    key = _key(host, (command, *args))
+    with _lock:
+        if key not in _shared:
+            _shared[key] = _started.pop(key, None) or _pool.submit(host.run, command, *args)
+        future = _shared[key]
+    return future.result()
 
 
 def check_output(host, command: str, *args: str) -> str:

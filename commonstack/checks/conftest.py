@@ -24,6 +24,7 @@ from commonstack.stacks.paths import CADDY_LOCAL_ROOT
 
 _background = ThreadPoolExecutor(4, thread_name_prefix="head-start")
 _logins: dict[str, Future] = {}  # host name -> the one admin login of this run
+_slowest_started: set[str] = set()  # the hosts whose slowest commands are started
 
 
 # The checks may start before `commonstack check` has read the hosts' facts (checks/runner.py):
@@ -50,9 +51,9 @@ def _expected(host) -> dict | None:
 @pytest.fixture(scope="module", autouse=True)
 def head_start(host, request) -> None:
     """What the checks of a host will wait on longest starts in the background at its first
-    check: the outside TCP probes (after measuring the round trip, see probes.calibrate) and the
-    Matrix admin's login (about a second of password hashing on the host); and at each module's
-    first check, the module's slowest commands (its `slowest_commands(stack)`, see ahead.py)."""
+    check: the outside TCP probes (after measuring the round trip, see probes.calibrate), the
+    Matrix admin's login (about a second of password hashing on the host), and every check
+    module's slowest commands (its `slowest_commands(stack)`, see ahead.py)."""
     if not os.environ.get("COMMONSTACK_CHECK_CONTEXT"):
         return
     expected = _expected(host)
@@ -66,8 +67,11 @@ def head_start(host, request) -> None:
         )
     if "synapse" in expected["layers"] and expected.get("matrix"):
         _admin_login(host, expected["matrix"]["admin_user_id"])
-    if hasattr(request.module, "slowest_commands"):
-        ahead.start(host, request.module.slowest_commands(expected))
+    if host.backend.get_hostname() not in _slowest_started:
+        _slowest_started.add(host.backend.get_hostname())
+        for module in dict.fromkeys(item.module for item in request.session.items):
+            if hasattr(module, "slowest_commands"):
+                ahead.start(host, module.slowest_commands(expected))
 
 
 def _admin_login(host, admin_user_id: str) -> Future:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+
+from commonstack.checks import ahead
 from commonstack.stacks.versions import numeric
 
 NOT_HERE = "is not on this host"
@@ -47,12 +49,15 @@ def assert_sandboxed(host, stack: dict, layer: str) -> None:
     assert not problems, "; ".join(problems)
 
 
+JAILS = "fail2ban-client status"  # read once for every layer's jails (ahead.shared)
+
+
 def assert_jails_active(host, stack: dict, layer: str) -> None:
     """fail2ban runs each jail that guards the layer's logins."""
     jails = stack["jails"].get(layer, [])
     if not jails:
         return
-    status = host.run("fail2ban-client status")
+    status = ahead.shared(host, JAILS)
     assert status.rc == 0, (
         f"fail2ban does not answer ({(status.stderr or status.stdout).strip()[:200]}): nothing bans login guessers; "
         "`systemctl status fail2ban` and `journalctl -u fail2ban` say why"

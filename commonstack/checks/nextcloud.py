@@ -129,7 +129,7 @@ def test_php_fpm_runs_the_nextcloud_pool_for_caddy_only(host, php):
 
 
 def slowest_commands(stack: dict) -> list[tuple[str, ...]]:
-    """Started at the first of these checks (ahead.py)."""
+    """Started at the host's first check (ahead.py)."""
     if "nextcloud" not in stack["layers"]:
         return []
     php = stack["php_version"]

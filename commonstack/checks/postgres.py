@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+from commonstack.checks import ahead
 from commonstack.checks.expect import assert_sandboxed, require_layer
+
+PSQL = "sudo -u postgres psql -XAtc %s"
+SETTINGS = ("SHOW shared_buffers", "SHOW password_encryption")
+
+
+def _owner_and_collation(database: str) -> str:
+    return f"SELECT pg_get_userbyid(datdba), datcollate FROM pg_database WHERE datname = '{database}'"
+
+
+def slowest_commands(stack: dict) -> list[tuple[str, ...]]:
+    """Started at the host's first check (ahead.py): each query a sudo and a connection."""
+    if "postgres" not in stack["layers"]:
+        return []
+    return [(PSQL, query) for query in [*SETTINGS, *map(_owner_and_collation, stack["databases"])]]
 
 
 def _sql(host, query: str) -> str:
-    return host.check_output("sudo -u postgres psql -XAtc %s", query).strip()
+    return ahead.check_output(host, PSQL, query).strip()
 
 
 def test_postgresql_is_running(host, stack):
@@ -22,14 +37,15 @@ def test_postgresql_listens_on_localhost_only(host, stack):
 
 def test_postgresql_is_tuned_by_sizing(host, stack):
     require_layer(stack, "postgres")
-    assert _sql(host, "SHOW shared_buffers") == f"{stack['postgres_shared_buffers_mb']}MB"
-    assert _sql(host, "SHOW password_encryption") == "scram-sha-256"
+    buffers, encryption = (_sql(host, query) for query in SETTINGS)
+    assert buffers == f"{stack['postgres_shared_buffers_mb']}MB"
+    assert encryption == "scram-sha-256"
 
 
 def test_each_service_has_its_database(host, stack):
     require_layer(stack, "postgres")
     for database, collation in stack["databases"].items():
-        row = _sql(host, f"SELECT pg_get_userbyid(datdba), datcollate FROM pg_database WHERE datname = '{database}'")
+        row = _sql(host, _owner_and_collation(database))
         assert row, f"database {database} is missing: run `commonstack deploy`"
         owner, actual_collation = row.split("|")
         assert owner == database

@@ -102,12 +102,17 @@ class Shell:
         running = f" while running `{command.decode(errors='replace')}`" if command else ""
         raise RuntimeError(f"the SSH connection failed{running}: is the host still up? ({said})")
 
-    def close(self) -> None:
-        if self.process.poll() is None:
+    def end(self) -> None:
+        """Let the loop end (at the end of its input), without waiting for it."""
+        if self.process.poll() is None and not self.process.stdin.closed:
             try:
-                self.process.stdin.close()  # the loop ends at the end of its input
+                self.process.stdin.close()
             except BrokenPipeError:
                 pass
+
+    def close(self) -> None:
+        self.end()
+        if self.process.poll() is None:
             try:
                 self.process.wait(timeout=5)
             except subprocess.TimeoutExpired:
@@ -146,6 +151,8 @@ class ShellBackend(SshBackend):
     def close(self) -> None:
         with self._lock:
             shells, self._idle = self._idle, []
+        for shell in shells:  # all told first, then waited for: they end side by side
+            shell.end()
         for shell in shells:
             shell.close()
 

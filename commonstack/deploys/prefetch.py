@@ -45,7 +45,7 @@ from typing import Any
 import gevent
 
 from commonstack.deploys import pyinfra_api as api
-from commonstack.deploys.fact_shortcuts import shortcut
+from commonstack.deploys.fact_shortcuts import shortcut, units_at_once
 
 log = logging.getLogger(__name__)
 
@@ -219,14 +219,25 @@ def _fetch(state, host, wanted: dict[str, Noted], answers: FactAnswers) -> None:
     """Run the `wanted` commands on `host` in one batch; keep their outputs in `answers`."""
     keys = list(wanted)
     lines = [(_batch_line(state, host, wanted[k]), wanted[k].guard) for k in keys]
-    status, output = host.run_shell_command(api.StringCommand("sh"), _stdin=batch_script(lines))
+    # Units' states asked together (fact_shortcuts.py): each merged command runs after the others.
+    merged = units_at_once([line if guard is None else None for line, guard in lines])
+    members = {index for together in merged for index in together.members}
+    alone = [index for index in range(len(keys)) if index not in members]
+    status, output = host.run_shell_command(
+        api.StringCommand("sh"), _stdin=batch_script([lines[i] for i in alone] + [(t.command, None) for t in merged])
+    )
     if not status:
         log.debug("fact batch on %s failed: %s", host.name, output.stderr)
         return
     found = parse_batch(output.stdout_lines)
-    answers.not_run.update(key for index, key in enumerate(keys) if index not in found)
-    for index, (code, stdout, stderr) in found.items():
-        if index >= len(keys) or any(line.strip() in api.SUDO_PASSWORD_LINES for line in stderr):
+    answered = {alone[position]: found[position] for position in range(len(alone)) if position in found}
+    for position, together in enumerate(merged, start=len(alone)):
+        code, stdout, stderr = found.get(position, (1, [], ["not run"]))
+        for index, block in zip(together.members, together.split(code, stdout, stderr) or []):
+            answered[index] = (code, block, [])
+    answers.not_run.update(key for index, key in enumerate(keys) if index not in answered)
+    for index, (code, stdout, stderr) in answered.items():
+        if any(line.strip() in api.SUDO_PASSWORD_LINES for line in stderr):
             continue  # a sudo prompt: the real command reproduces pyinfra's handling of it
         combined = [api.OutputLine("stdout", line) for line in stdout] + [api.OutputLine("stderr", line) for line in stderr]
         answers.outputs[keys[index]] = (code, api.CommandOutput(combined))

@@ -34,23 +34,28 @@ def sysctl_key(path: str) -> str:
 
 
 def read_command(keys: Iterable[str]) -> str:
-    """A shell command printing "PATH rw|ro VALUE" for every file the keys name (globs expanded)."""
+    """A shell command printing "PATH rw|ro" for every file the keys name (globs expanded), then
+    "PATH = VALUE" for each readable one: one `awk` reads them all (not a process per file)."""
     paths = " ".join(sysctl_path(key) for key in keys)
     return (
-        f"for p in {paths}; do [ -f \"$p\" ] || continue; "
-        "if [ -w \"$p\" ]; then w=rw; else w=ro; fi; "
-        "printf '%s %s %s\\n' \"$p\" \"$w\" \"$(tr '\\t' ' ' < \"$p\")\"; done"
+        f"set --; for p in {paths}; do [ -f \"$p\" ] || continue; "
+        "if [ -w \"$p\" ]; then echo \"$p rw\"; else echo \"$p ro\"; fi; [ -r \"$p\" ] && set -- \"$@\" \"$p\"; done; "
+        "[ $# -eq 0 ] || awk '{ print FILENAME \" = \" $0 }' \"$@\""
     )
 
 
 def parse(lines: Iterable[str]) -> dict[str, KernelValue]:
     """read_command's output -> {key: KernelValue}; keys the kernel does not have are absent."""
-    settings = {}
+    writable: dict[str, bool] = {}
+    values: dict[str, str] = {}
     for line in lines:
         fields = line.strip().split(" ", 2)
-        if len(fields) == 3 and fields[1] in ("rw", "ro"):
-            settings[sysctl_key(fields[0])] = KernelValue(fields[2].strip(), fields[1] == "rw")
-    return settings
+        if len(fields) == 2 and fields[1] in ("rw", "ro"):
+            writable[fields[0]] = fields[1] == "rw"
+        elif len(fields) == 3 and fields[1] == "=":
+            # Several values are tab-separated in /proc/sys: one space between them here.
+            values[fields[0]] = fields[2].replace("\t", " ").strip()
+    return {sysctl_key(path): KernelValue(values.get(path, ""), rw) for path, rw in writable.items()}
 
 
 def matching(key: str, current: dict[str, KernelValue]) -> list[str]:

@@ -119,3 +119,14 @@ def test_a_command_started_ahead_answers_once_then_runs_again(config, tmp_path):
     assert ahead.run(host, command).stdout == "1\n"  # its answer, not a second run
     assert ahead.run(host, command).stdout == "2\n"  # taken once: the next call runs it again
     assert ahead.check_output(host, "echo other") == "other"  # never started ahead: runs now
+
+
+def test_a_shared_answer_runs_once_for_every_check_that_asks(config, tmp_path):
+    host = testinfra.get_host("shell://one?timeout=5", ssh_config=config)
+    count = tmp_path / "runs"  # this machine is the host
+    command = f"echo run >> {count}; wc -l < {count}"
+    ahead.start(host, [(command,)])
+    answers = [ahead.shared(host, command).stdout for _ in range(3)]
+    assert answers == ["1\n"] * 3 and count.read_text() == "run\n"  # started ahead, then kept
+    other = f"echo again >> {count}; wc -l < {count}"
+    assert [ahead.shared(host, other).stdout for _ in range(2)] == ["2\n"] * 2  # not started ahead: once

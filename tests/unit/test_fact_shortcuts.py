@@ -13,7 +13,9 @@ import subprocess
 
 import pytest
 
-from commonstack.deploys.fact_shortcuts import USERS, shortcut
+from commonstack.deploys import pyinfra_api as api
+from commonstack.deploys.fact_shortcuts import USERS, shortcut, units_at_once
+from tests.unit.pyinfra_tables import load_fact
 
 NEEDS_ROOT = pytest.mark.skipif(
     os.geteuid() != 0 or not shutil.which("unshare"), reason="bind-mounting account files needs root and unshare"
@@ -112,3 +114,32 @@ def test_the_users_shortcut_runs_fewer_processes(tmp_path):
 
 def test_a_command_without_a_shortcut_runs_as_it_is():
     assert shortcut("uname -m") == "uname -m"
+
+
+
+def asked(fact: type, unit: str) -> str:
+    """The command pyinfra sends for `fact` of one unit (its "command -v systemctl" guard included)."""
+    [command] = load_fact(fact, {"services": [unit], "user_mode": False}, [])[1]
+    return command
+
+
+@pytest.mark.parametrize("fact", [api.SystemdStatus, api.SystemdEnabled])
+def test_the_units_pyinfra_asks_one_by_one_are_asked_at_once(fact):
+    [together] = units_at_once([asked(fact, "a.service"), None, "uname -m", asked(fact, "b@x.service"), asked(fact, "a.service")])
+    assert together.members == (0, 3)  # the second ask of a.service runs alone
+    assert "systemctl show --all --property Id --property" in together.command and " a.service b@x.service " in together.command
+
+
+def test_units_are_asked_at_once_only_when_several_ask_the_same_property():
+    assert units_at_once([asked(api.SystemdStatus, "a.service"), asked(api.SystemdEnabled, "b.service")]) == []
+
+
+def test_an_answer_that_is_not_one_block_per_unit_is_not_split():
+    [together] = units_at_once([asked(api.SystemdStatus, "a.service"), asked(api.SystemdStatus, "b.service")])
+    assert together.split(0, ["Id=a.service", "SubState=dead", "", "Id=b.service", "SubState=running"], []) == [
+        ["Id=a.service", "SubState=dead"],
+        ["Id=b.service", "SubState=running"],
+    ]
+    assert together.split(0, ["Id=a.service", "SubState=dead"], []) is None  # one block for two units
+    assert together.split(1, [], ["System has not been booted with systemd"]) is None
+    assert together.split(0, ["##PYINFRA_NOCMD##"], []) == [["##PYINFRA_NOCMD##"]] * 2
