@@ -31,10 +31,10 @@ from commonstack.stacks.layers import check_modules
 CHECKS_DIR = Path(__file__).parent
 CONNECT_TIMEOUT = 10  # seconds, for the first connection to each host
 # pytest-xdist workers, one per host up to this. Each is a Python process that costs about 0.6 s
-# of CPU to start, and a host's checks spend about half their time waiting on the network: more
-# workers than twice the CPUs only make the run slower (8 hosts on 2 CPUs: 12.4 s with 8 workers,
-# 10.0 s with 4).
-MAX_WORKERS = min(8, 2 * (os.cpu_count() or 1))
+# of CPU to start, and a host's checks now wait little on the network: more workers than CPUs only
+# make the run slower (8 hosts on 2 CPUs, three runs each: 5.2-5.4 s with 2 workers, 6.0-6.7 s
+# with 4).
+MAX_WORKERS = min(8, os.cpu_count() or 1)
 # Only the plugins the checks need: autoloading every installed plugin (hypothesis, ...) costs seconds.
 # pytest-xdist only for several hosts: its import costs one host's checks a tenth of a second.
 PLUGINS = ("testinfra.plugin", "commonstack.checks.report", "commonstack.checks.shell")
@@ -229,8 +229,9 @@ def _start_pytest(folder: Path, hosts: list[HostTarget], modules: tuple[str, ...
         COMMONSTACK_CHECK_RESULTS=str(folder / RESULTS_FILE),
         PYTEST_DISABLE_PLUGIN_AUTOLOAD="1",
     )
-    # A worker per host (report.py's scheduler keeps each host's checks together); one host needs none.
-    parallel = ["-p", PARALLEL_PLUGIN, "-n", str(min(len(hosts), MAX_WORKERS))] if len(hosts) > 1 else []
+    # A worker per host (report.py's scheduler keeps each host's checks together); one worker needs no xdist.
+    workers = min(len(hosts), MAX_WORKERS)
+    parallel = ["-p", PARALLEL_PLUGIN, "-n", str(workers)] if workers > 1 else []
     command = [
         sys.executable, "-m", "pytest", "-q", "--no-header", "-p", "no:cacheprovider",
         *[arg for plugin in PLUGINS for arg in ("-p", plugin)],
