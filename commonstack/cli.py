@@ -423,7 +423,7 @@ def _converge(ctx, group_name: str, hosts, only, apply_changes: bool, assume_yes
 
         click.echo("Health checks:")
         try:
-            if not _print_checks(_check(converger, deployed, converger.only)):
+            if not _print_checks(_check(converger.group, converger.targets, converger.secrets, deployed, converger.only)):
                 click.secho(f"Fix what failed, then `commonstack check {group_name}`.", fg="red")
         except CommonstackError as exc:
             click.secho(f"error: {exc}", fg="red", err=True)
@@ -480,18 +480,18 @@ def _confirm_purge(planned, assume_yes: bool) -> bool:
     return assume_yes or click.confirm("Delete these? There is no undo (a backup is the only way back)", default=False)
 
 
-def _check(converger, plans, only=frozenset(), unreachable=None, started=None):
-    """The health checks of the planned hosts of a converger's group; their verdicts and hints are
-    kept on this machine for the runbook (without secrets, and not in the group's folder)."""
+def _check(group, targets, secrets, plans, only=frozenset(), unreachable=None, started=None):
+    """The health checks of a group's planned hosts; their verdicts and hints are kept on this
+    machine for the runbook (without secrets, and not in the group's folder)."""
     import shlex
     from dataclasses import asdict
 
     from commonstack.checks.group import check_group
     from commonstack.inventories.last_check import save_last_check
 
-    results = check_group(converger.targets, plans, converger.secrets, only, unreachable, started=started)
-    save_last_check(converger.group.last_check_file, [asdict(r) for r in results],
-                    "commonstack " + shlex.join(sys.argv[1:]), converger.secrets.values())  # fmt: skip
+    results = check_group(targets, plans, secrets, only, unreachable, started=started)
+    save_last_check(group.last_check_file, [asdict(r) for r in results],
+                    "commonstack " + shlex.join(sys.argv[1:]), secrets.values())  # fmt: skip
     return results
 
 
@@ -652,7 +652,7 @@ def check(ctx, group_name, hosts, only, as_json, junit) -> None:
     import json
     from dataclasses import asdict
 
-    from commonstack.checks.group import start_group_checks
+    from commonstack.checks.group import sized_plans, start_group_checks
     from commonstack.checks.report import write_junit
     from commonstack.inventories.secrets import current_secrets
     from commonstack.inventories.targets import host_targets
@@ -661,13 +661,9 @@ def check(ctx, group_name, hosts, only, as_json, junit) -> None:
     profile = group.load()
     targets, secrets = host_targets(group, profile, hosts), current_secrets(group.secrets_file, profile)
     with start_group_checks(targets, secrets, frozenset(only)) as started:
-        # The checks start (half a second) while the deploy code loads and the facts are read.
-        from commonstack.deploys.converge import GroupConverger
-
-        converger = GroupConverger(group, hosts, on_progress=_progress)
-        sized = converger.sized()
-        unreachable = {r.name: r.error or r.status for r in sized.failed}
-        results = _check(converger, sized.plans, frozenset(only), unreachable, started)
+        # pytest starts (half a second) while each host's connection opens and says what it is.
+        plans, unusable = sized_plans(group, profile, secrets, started.reports())
+        results = _check(group, targets, secrets, plans, frozenset(only), unusable, started)
     if junit:
         junit.parent.mkdir(parents=True, exist_ok=True)
         write_junit(results, junit, name=f"commonstack check {group_name}")
@@ -977,7 +973,7 @@ def try_preset(ctx, preset, suite, arch, memory, online, name) -> None:
     if applied.failed:
         sys.exit(1)
     click.echo("Health checks:")
-    healthy = _print_checks(_check(converger, applied.plans))
+    healthy = _print_checks(_check(converger.group, converger.targets, converger.secrets, applied.plans))
     profile = converger.profile
     click.echo("")
     for trial_host, testhost in running:

@@ -7,12 +7,13 @@ host from it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import shlex
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from commonstack.errors import ProfileError
+from commonstack.errors import CommonstackError, ProfileError
 from commonstack.formats import UnsafeValue
 from commonstack.inventories.groups import Group
 from commonstack.rendering import ConfigFile, render_layer
@@ -25,7 +26,7 @@ from commonstack.stacks.model import Host, StackProfile
 from commonstack.stacks.reading import ReadError, read_text
 from commonstack.stacks.repository import Repository, parse_repository
 from commonstack.stacks.sizing import HostFacts, HostTooSmall, Sizing, UnsupportedArchitecture, compute_sizing
-from commonstack.stacks.sizing import minimum_memory_mb
+from commonstack.stacks.sizing import debian_arch, minimum_memory_mb
 from commonstack.stacks.versions import DebianRelease, versions
 
 CA_FOLDER = "/usr/local/share/ca-certificates/commonstack"
@@ -240,6 +241,84 @@ def plan_one(
             lines = repository_host_keys(group, repository)
             plan.files.append(ConfigFile(layer="backup", path=BACKUP_KNOWN_HOSTS, content="".join(lines)))
     return plan
+
+
+# What a host is, read with one command: by a deploy as a pyinfra fact (deploys/facts.py), and by
+# `commonstack check` over the checks' own SSH connection, without the deploy code (checks/runner.py).
+
+# One "key=value" line each, then /etc/os-release with "os_" before each line. The RAM the host
+# may use is MemTotal, or less when a cgroup caps it (containers, LXC VPSes).
+RELEASE_COMMAND = (
+    'echo "machine=$(uname -m)"; '
+    'echo "cpus=$(getconf NPROCESSORS_ONLN 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null)"; '
+    "echo \"memory_mb=$(awk '/^MemTotal:/ {print int($2/1024)}' /proc/meminfo)\"; "
+    "for f in /sys/fs/cgroup/memory.max /sys/fs/cgroup/memory/memory.limit_in_bytes; do "
+    '[ -r "$f" ] && echo "memory_cap=$(cat "$f")"; done; '
+    "sed 's/^/os_/' /etc/os-release 2>/dev/null; true"
+)
+
+
+class UnsupportedRelease(CommonstackError):
+    pass
+
+
+@dataclass(frozen=True)
+class HostReport:
+    """RELEASE_COMMAND's answer, read."""
+
+    machine: str = ""
+    cpus: int | None = None
+    memory_mb: int | None = None  # what the host may use; None when /proc/meminfo said nothing
+    os: dict[str, str] = field(default_factory=dict)  # /etc/os-release
+
+
+def read_report(lines: Iterable[str]) -> HostReport:
+    """RELEASE_COMMAND's output lines -> HostReport."""
+    values: dict[str, str] = {}
+    caps: list[int] = []
+    os_release: dict[str, str] = {}
+    for line in lines:
+        key, sep, value = line.strip().partition("=")
+        if not sep:
+            continue
+        if key.startswith("os_"):
+            try:
+                os_release[key[3:]] = " ".join(shlex.split(value))  # os-release quotes as a shell does
+            except ValueError:
+                os_release[key[3:]] = value
+        elif key == "memory_cap":
+            caps += [int(value) // (1024 * 1024)] if value.isdigit() else []  # "max": no cap
+        else:
+            values[key] = value.strip()
+    total = int(values["memory_mb"]) if values.get("memory_mb", "").isdigit() else None
+    cpus = values.get("cpus", "")
+    return HostReport(
+        machine=values.get("machine", ""),
+        cpus=int(cpus) if cpus.isdigit() else None,
+        memory_mb=min([total, *caps]) if total is not None else None,
+        os=os_release,
+    )
+
+
+def judged(report: HostReport) -> Release:
+    """The host's Release, as rendering and sizing need it; UnsupportedRelease for what the kit
+    does not deploy on (another system, another Debian release)."""
+    codename = report.os.get("VERSION_CODENAME", "")
+    if report.os.get("ID") != "debian" or codename not in versions().debian:
+        runs = report.os.get("PRETTY_NAME") or report.os.get("NAME") or "a system without /etc/os-release"
+        raise UnsupportedRelease(f"runs {runs}; commonstack supports Debian ({', '.join(versions().debian)})")
+    return Release(HostFacts(memory_mb=report.memory_mb, cpus=report.cpus or 1, arch=debian_arch(report.machine)), codename)
+
+
+def plan_measured(
+    group: Group, profile: StackProfile, name: str, secrets: Mapping[str, str], release: Release
+) -> HostPlan:
+    """The plan of the profile's host `name`, sized for what it really is."""
+    wanted = next(h for h in profile.hosts if h.name == name)
+    if wanted.memory_mb and wanted.memory_mb < release.facts.memory_mb:
+        # The profile may reserve RAM for other uses: size for its figure, not the machine's.
+        release = replace(release, facts=replace(release.facts, memory_mb=wanted.memory_mb))
+    return plan_one(group, profile, wanted, secrets, release)
 
 
 def repository_host_keys(group: Group, repository: Repository) -> list[str]:

@@ -11,7 +11,8 @@ from datetime import datetime, timezone
 from commonstack.backups.remote import HostShell
 from commonstack.errors import CommonstackError
 from commonstack.plan import kit_version
-from commonstack.stacks.versions import numeric, versions
+from commonstack.stacks.version_numbers import numeric
+from commonstack.stacks.versions import versions
 
 DEBIAN_ORDER = ("bookworm", "trixie")  # a dump of a newer PostgreSQL never loads into an older one
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from commonstack.checks.expect import require_layer
-from commonstack.stacks.versions import numeric
+from commonstack.stacks.version_numbers import numeric
 
 
 def test_docker_engine_runs(host, stack):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from commonstack.checks import ahead
-from commonstack.stacks.versions import numeric
+from commonstack.stacks.version_numbers import numeric
 
 NOT_HERE = "is not on this host"
 

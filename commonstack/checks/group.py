@@ -9,9 +9,11 @@ from pathlib import Path
 from commonstack.checks.context import host_expectations
 from commonstack.checks.probes import read_hosts_file
 from commonstack.checks.runner import CheckResult, CheckRun, start_checks
-from commonstack.errors import CommonstackError
+from commonstack.errors import CommonstackError, ProfileError
+from commonstack.inventories.groups import Group
 from commonstack.inventories.targets import HostTarget
-from commonstack.plan import HostPlan
+from commonstack.plan import HostPlan, UnsupportedRelease, judged, plan_measured, read_report
+from commonstack.stacks.model import StackProfile
 from commonstack.stacks.layers import check_modules, layer
 
 # A PEM file of extra roots the outside checks trust, besides the public CAs: the issuing root of
@@ -65,6 +67,22 @@ def start_group_checks(
     """Open the connections and start the checks of `targets` before their plans exist (reading
     facts takes as long as pytest takes to start); `check_group(..., started=)` completes them."""
     return start_checks(targets, check_modules(only or None), controller_view(), list(secrets.values()))
+
+
+def sized_plans(
+    group: Group, profile: StackProfile, secrets: Mapping[str, str], reports: Mapping[str, list[str]]
+) -> tuple[dict[str, HostPlan], dict[str, str]]:
+    """The plans of the hosts reached, sized from what each said it is (`CheckRun.reports`), as
+    a deploy sizes them; and {name: why} of those the kit cannot plan (another system...)."""
+    plans, unusable = {}, {}
+    for name, lines in reports.items():
+        try:
+            plans[name] = plan_measured(group, profile, name, secrets, judged(read_report(lines)))
+        except ProfileError as e:  # too small for its services...: the message names the host
+            unusable[name] = str(e)
+        except (UnsupportedRelease, ValueError) as e:  # ValueError: sizing refuses what was read
+            unusable[name] = f"{name}: {e}"
+    return plans, unusable
 
 
 def checked_layers(plan: HostPlan, only: frozenset[str] = frozenset()) -> tuple[str, ...]:

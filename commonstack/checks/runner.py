@@ -24,6 +24,7 @@ from pathlib import Path
 from commonstack.checks.expect import NOT_HERE
 from commonstack.errors import CommonstackError
 from commonstack.formats import ssh_config as ssh_config_value
+from commonstack.plan import RELEASE_COMMAND
 from commonstack.inventories.secrets import redact
 from commonstack.inventories.targets import HostTarget
 from commonstack.stacks.layers import check_modules
@@ -121,6 +122,7 @@ class CheckRun:
         self.config.write_text(ssh_config(hosts, control_dir=self.folder))
         self.process: subprocess.Popen | None = None  # before anything that may fail: close() reads them
         self.connecting: dict[str, subprocess.Popen] = {}
+        self.unreachable: dict[str, str] | None = None  # once the connections are open: {name: why}
         try:
             # pytest starts while the connections open: it sends nothing before the expectations,
             # which name only the hosts that could be reached (the others' checks skip).
@@ -136,11 +138,22 @@ class CheckRun:
     def __exit__(self, *exc_info) -> None:
         self.close()  # when the caller failed before `finish`: nothing keeps running
 
+    def reports(self) -> dict[str, list[str]]:
+        """What each host reached is (plan.RELEASE_COMMAND's answer, read as it opened), by name."""
+        if self.unreachable is None:
+            self.unreachable = _connected(self.connecting, self.folder)
+        return {
+            h.name: (self.folder / f"{h.name}.release").read_text(errors="replace").splitlines()
+            for h in self.hosts
+            if h.name not in self.unreachable
+        }
+
     def finish(self, expectations: dict) -> list[CheckResult]:
         """Give the checks what each host should run (hosts left out of `expectations` are not
         checked: their verdicts are dropped) and collect the verdicts."""
         try:
-            unreachable = _connected(self.connecting, self.folder)
+            self.reports()
+            unreachable = self.unreachable or {}
             rows = self._rows({n: e for n, e in expectations.items() if n not in unreachable})
         finally:
             self.close()
@@ -184,12 +197,14 @@ class CheckRun:
 
 
 def _connect(hosts: list[HostTarget], config: Path, folder: Path) -> dict[str, subprocess.Popen]:
-    """Begin opening each host's shared connection, all at once; `_connected` waits for them."""
+    """Begin opening each host's shared connection, all at once, its first command reading what
+    the host is (plan.RELEASE_COMMAND: the caller sizes it from that); `_connected` waits for them."""
     started = {}
     for h in hosts:
-        with open(folder / f"{h.name}.connect", "w") as said:  # a file: nobody reads a pipe meanwhile
-            started[h.name] = subprocess.Popen(["ssh", "-F", str(config), h.name, "true"],
-                                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=said)  # fmt: skip
+        # Files, not pipes: nobody reads a pipe meanwhile.
+        with open(folder / f"{h.name}.release", "w") as answer, open(folder / f"{h.name}.connect", "w") as said:
+            started[h.name] = subprocess.Popen(["ssh", "-F", str(config), h.name, RELEASE_COMMAND],
+                                               stdin=subprocess.DEVNULL, stdout=answer, stderr=said)  # fmt: skip
     return started
 
 

@@ -32,7 +32,8 @@ from pyinfra.operations import apt, systemd
 
 from commonstack.deploys.configs import changed, put_configs
 from commonstack.plan import HostPlan
-from commonstack.stacks.versions import numeric, versions
+from commonstack.stacks.version_numbers import numeric
+from commonstack.stacks.versions import versions
 
 
 class DockerEngine(FactBase[dict | None]):

@@ -4,35 +4,27 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Mapping
-from dataclasses import replace
 
 from pyinfra import host
 from pyinfra.api import FactBase
-from pyinfra.facts.hardware import Cpus
-from pyinfra.facts.server import Arch, LinuxDistribution
 
-from commonstack.errors import CommonstackError
 from commonstack.inventories.groups import Group
-from commonstack.plan import HostPlan, Release, plan_one
+from commonstack.plan import RELEASE_COMMAND, HostPlan, HostReport, Release, UnsupportedRelease, judged, plan_measured, read_report
 from commonstack.stacks.model import StackProfile
-from commonstack.stacks.sizing import HostFacts, debian_arch
-from commonstack.stacks.versions import versions
 
 
-class UsableMemoryMb(FactBase[int | None]):
-    """RAM the host may use: MemTotal, or less when a cgroup caps it (containers, LXC VPSes).
-    None when /proc/meminfo says nothing (HostFacts then refuses it)."""
+class HostRelease(FactBase[HostReport | None]):
+    """What the host is: its Debian release, architecture, usable RAM and CPUs (plan.py reads and
+    judges it; `commonstack check` runs the same command over its own connection)."""
 
     def command(self) -> str:
-        return (
-            "awk '/^MemTotal:/ {print int($2/1024)}' /proc/meminfo; "
-            "cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || true"
-        )
+        return RELEASE_COMMAND
 
-    def process(self, output) -> int:
-        total, *limits = [line.strip() for line in output if line.strip()]
-        capped = [int(limit) // (1024 * 1024) for limit in limits if limit.isdigit()]
-        return min([int(total), *capped])
+    def default(self) -> HostReport | None:
+        return None
+
+    def process(self, output) -> HostReport:
+        return read_report(output)
 
 
 class FileNames(FactBase[list[str]]):
@@ -61,24 +53,12 @@ class InContainer(FactBase[bool]):
         return bool(output) and output[0].strip() not in ("", "none")
 
 
-class UnsupportedRelease(CommonstackError):
-    pass
-
-
 def gather_release() -> Release:
     """The current host's facts, as rendering and sizing need them."""
-    # Every fact is asked before any is judged, so the runner reads them in one batch (prefetch.py).
-    distribution = host.get_fact(LinuxDistribution)
-    machine, memory_mb, cpus = host.get_fact(Arch), host.get_fact(UsableMemoryMb), host.get_fact(Cpus)
-    codename = (distribution.get("release_meta") or {}).get("VERSION_CODENAME", "")
-    if distribution.get("name") != "Debian" or codename not in versions().debian:
-        supported = ", ".join(versions().debian)
-        raise UnsupportedRelease(
-            f"{host.name}: runs {distribution.get('name')} {codename or distribution.get('major')}; "
-            f"commonstack supports Debian ({supported})"
-        )
-    facts = HostFacts(memory_mb=memory_mb, cpus=cpus or 1, arch=debian_arch(machine))
-    return Release(facts=facts, codename=codename)
+    try:
+        return judged(host.get_fact(HostRelease) or HostReport())
+    except UnsupportedRelease as e:
+        raise UnsupportedRelease(f"{host.name}: {e}") from None
 
 
 class DownloadProblem(FactBase[str]):
@@ -113,9 +93,4 @@ class DownloadProblem(FactBase[str]):
 
 def planned_here(group: Group, profile: StackProfile, secrets: Mapping[str, str]) -> HostPlan:
     """The current host's plan, from its facts (read-only)."""
-    wanted = next(h for h in profile.hosts if h.name == host.name)
-    release = gather_release()
-    if wanted.memory_mb and wanted.memory_mb < release.facts.memory_mb:
-        # The profile may reserve RAM for other uses: size for its figure, not the machine's.
-        release = replace(release, facts=replace(release.facts, memory_mb=wanted.memory_mb))
-    return plan_one(group, profile, wanted, secrets, release)
+    return plan_measured(group, profile, host.name, secrets, gather_release())

@@ -44,7 +44,7 @@ from commonstack.plan import HostPlan
 from commonstack.stacks.paths import NEXTCLOUD_CODE as CODE_DIR
 from commonstack.stacks.paths import NEXTCLOUD_WEB_USER as WEB_USER
 from commonstack.stacks.paths import STATE_DIR
-from commonstack.stacks.versions import major as release_major
+from commonstack.stacks.version_numbers import major as release_major
 from commonstack.stacks.versions import versions
 
 APPS_DIR = f"{CODE_DIR}/apps"  # where the app store puts apps too (the first writable apps path)

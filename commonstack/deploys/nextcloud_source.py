@@ -28,7 +28,8 @@ from pathlib import Path
 
 from commonstack.errors import CommonstackError
 from commonstack.stacks.reading import ReadError, read_text
-from commonstack.stacks.versions import VERSIONS_FILE, numeric, versions
+from commonstack.stacks.version_numbers import numeric
+from commonstack.stacks.versions import VERSIONS_FILE, versions
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any
@@ -11,6 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError, model_validator
 
 from commonstack.errors import CommonstackError
+from commonstack.stacks.version_numbers import numeric
 
 VERSIONS_FILE = Path(__file__).parent / "versions.yaml"
 
@@ -154,10 +154,3 @@ def versions() -> Versions:
         raise CommonstackError(f"{VERSIONS_FILE}: {' '.join(str(exc).split())}") from None
 
 
-def numeric(version: str) -> tuple[int, ...]:
-    """A dotted version's numbers, for comparisons ("20.10.24" is not older than "20.10")."""
-    return tuple(int(part) for part in re.findall(r"\d+", version))
-
-
-def major(version: str) -> int:
-    return numeric(version)[0]

@@ -26,7 +26,8 @@ from commonstack.plan import wanted_version
 from commonstack.stacks.layers import LAYERS, layer
 from commonstack.stacks.model import StackProfile
 from commonstack.stacks.paths import BACKUP_SCRIPT, MAINTENANCE_HOLDER, UPGRADES_DIR
-from commonstack.stacks.versions import major, numeric, versions
+from commonstack.stacks.version_numbers import major, numeric
+from commonstack.stacks.versions import versions
 
 MARGIN_MB = 256  # what an upgrade leaves free at least: a full disk breaks more than the upgrade
 DEBIAN_DOWNLOADS_MB = 512  # apt's downloads of a point release, in /var/cache/apt

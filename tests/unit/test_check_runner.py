@@ -42,7 +42,7 @@ def as_host(sshd, name: str, known_hosts: Path | None = None) -> HostTarget:
 
 
 def expectation(name: str) -> dict:
-    return {"name": name, "address": "127.0.0.1", "layers": ["base"], "services": []}
+    return {"name": name, "address": "127.0.0.1", "layers": ["base"], "services": [], "firewall_ports": [], "never_public": []}
 
 
 def test_hosts_run_in_parallel_and_a_refusing_host_is_one_clear_failure(loopback_sshd):
@@ -62,6 +62,7 @@ def test_hosts_run_in_parallel_and_a_refusing_host_is_one_clear_failure(loopback
         assert set(verdicts) == HOST_CHECKS
         assert all(r.layer == "base" and r.outcome in ("passed", "failed", "skipped") for r in verdicts.values())
         assert all("\n" not in r.message and "CommandResult" not in r.message for r in verdicts.values())
+        assert not [r for r in verdicts.values() if "Error" in r.message], "every check ran: none broke on its expectations"
         assert all(r.seconds >= 0 for r in verdicts.values()) and any(r.seconds > 0 for r in verdicts.values())
     # In the modules' own order, host by host.
     assert [r.host for r in results] == ["swapped"] + ["one"] * 7 + ["two"] * 7

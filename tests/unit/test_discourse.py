@@ -37,7 +37,8 @@ from commonstack.plan import Release, plan_host
 from commonstack.stacks.loader import load_profile
 from commonstack.stacks.model import DiscourseSettings, SmtpSettings
 from commonstack.stacks.sizing import HostFacts, compute_sizing
-from commonstack.stacks.versions import numeric, versions
+from commonstack.stacks.version_numbers import numeric
+from commonstack.stacks.versions import versions
 
 FIXTURES = Path(__file__).parent / "fixtures" / "discourse"
 SMTP_PASSWORD = "fixture-smtp-password"
