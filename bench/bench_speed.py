@@ -265,25 +265,29 @@ def plan_stages(inventories: Path) -> None:
 
 def check_stages(inventories: Path) -> None:
     """Where a check of the small-group host spends its time (this process; the CLI does the same)."""
-    from commonstack.checks.group import check_group, start_group_checks
-    from commonstack.deploys.converge import GroupConverger
+    from commonstack.checks.group import check_group, sized_plans, start_group_checks
     from commonstack.inventories.groups import group
+    from commonstack.inventories.secrets import current_secrets
+    from commonstack.inventories.targets import host_targets
 
-    converger = GroupConverger(group("one", inventories))
+    one = group("one", inventories)
+    profile = one.load()
+    targets, secrets = host_targets(one, profile, ()), current_secrets(one.secrets_file, profile)
     marks = [time.perf_counter()]
-    started = start_group_checks(converger.targets, converger.secrets)
+    started = start_group_checks(targets, secrets)
     marks.append(time.perf_counter())
-    sized = converger.sized()
+    plans, unusable = sized_plans(one, profile, secrets, started.reports())
     marks.append(time.perf_counter())
-    results = check_group(converger.targets, sized.plans, converger.secrets, started=started)
+    results = check_group(targets, plans, secrets, unreachable=unusable, started=started)
     marks.append(time.perf_counter())
     took = [later - at for at, later in zip(marks, marks[1:])]
-    print(f"a check of the small-group host, by stage: SSH connection opened and pytest started {took[0]:.2f} s; "
-          f"facts read and the host sized meanwhile {took[1]:.2f} s; the {len(results)} checks {took[2]:.2f} s more")
+    print(f"a check of the small-group host, by stage: pytest started {took[0]:.2f} s; the SSH connection "
+          f"opened, saying what the host is, and the host sized meanwhile {took[1]:.2f} s; the {len(results)} "
+          f"checks {took[2]:.2f} s more")
     slowest = sorted(results, key=lambda r: r.seconds, reverse=True)[:6]
     print(f"  the checks took {sum(r.seconds for r in results):.2f} s together; the slowest: "
           + "; ".join(f"{r.layer} {r.check} {r.seconds:.2f} s" for r in slowest))
-    command_round_trips(converger.targets)
+    command_round_trips(targets)
 
 
 def command_round_trips(targets) -> None:
