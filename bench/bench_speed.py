@@ -276,7 +276,7 @@ def check_stages(inventories: Path) -> None:
     marks = [time.perf_counter()]
     started = start_group_checks(targets, secrets)
     marks.append(time.perf_counter())
-    plans, unusable = sized_plans(one, profile, secrets, started.reports())
+    plans, unusable = sized_plans(one, profile, secrets, started)
     marks.append(time.perf_counter())
     results = check_group(targets, plans, secrets, unreachable=unusable, started=started)
     marks.append(time.perf_counter())

@@ -662,7 +662,7 @@ def check(ctx, group_name, hosts, only, as_json, junit) -> None:
     targets, secrets = host_targets(group, profile, hosts), current_secrets(group.secrets_file, profile)
     with start_group_checks(targets, secrets, frozenset(only)) as started:
         # pytest starts (half a second) while each host's connection opens and says what it is.
-        plans, unusable = sized_plans(group, profile, secrets, started.reports())
+        plans, unusable = sized_plans(group, profile, secrets, started)
         results = _check(group, targets, secrets, plans, frozenset(only), unusable, started)
     if junit:
         junit.parent.mkdir(parents=True, exist_ok=True)

@@ -72,9 +72,6 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=True,
         autoescape=False,
         finalize=_one_value,
-        # The compiled templates, kept between runs (jinja2's private folder in /tmp, checked to be
-        # this user's alone; a template changed since is compiled again): a third of a render.
-        bytecode_cache=jinja2.FileSystemBytecodeCache(),
     )
     # One filter per format a value is written into (see formats.py); YAML and JSON use tojson.
     environment.filters.update({

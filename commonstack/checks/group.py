@@ -70,12 +70,13 @@ def start_group_checks(
 
 
 def sized_plans(
-    group: Group, profile: StackProfile, secrets: Mapping[str, str], reports: Mapping[str, list[str]]
+    group: Group, profile: StackProfile, secrets: Mapping[str, str], started: CheckRun
 ) -> tuple[dict[str, HostPlan], dict[str, str]]:
-    """The plans of the hosts reached, sized from what each said it is (`CheckRun.reports`), as
-    a deploy sizes them; and {name: why} of those the kit cannot plan (another system...)."""
-    plans, unusable = {}, {}
-    for name, lines in reports.items():
+    """The plans of the hosts `started` reached, sized from what each said it is (as a deploy
+    sizes them), and {name: why} of the others: not reached (the connection's hint), or what the
+    kit cannot plan (another system, too small...)."""
+    plans, unusable = {}, started.unreachable()
+    for name, lines in started.reports().items():
         try:
             plans[name] = plan_measured(group, profile, name, secrets, judged(read_report(lines)))
         except ProfileError as e:  # too small for its services...: the message names the host

@@ -34,8 +34,8 @@ CONNECT_TIMEOUT = 10  # seconds, for the first connection to each host
 # pytest-xdist workers, one per host up to this. Each is a Python process that costs about 0.6 s
 # of CPU to start, and a host's checks now wait little on the network: more workers than CPUs only
 # make the run slower (8 hosts on 2 CPUs, three runs each: 5.2-5.4 s with 2 workers, 6.0-6.7 s
-# with 4).
-MAX_WORKERS = min(8, os.cpu_count() or 1)
+# with 4); two at least, as remote hosts' checks still wait on them.
+MAX_WORKERS = min(8, max(2, len(os.sched_getaffinity(0))))
 # Only the plugins the checks need: autoloading every installed plugin (hypothesis, ...) costs seconds.
 # pytest-xdist only for several hosts: its import costs one host's checks a tenth of a second.
 PLUGINS = ("testinfra.plugin", "commonstack.checks.report", "commonstack.checks.shell")
@@ -122,7 +122,7 @@ class CheckRun:
         self.config.write_text(ssh_config(hosts, control_dir=self.folder))
         self.process: subprocess.Popen | None = None  # before anything that may fail: close() reads them
         self.connecting: dict[str, subprocess.Popen] = {}
-        self.unreachable: dict[str, str] | None = None  # once the connections are open: {name: why}
+        self._refused: dict[str, str] | None = None  # once the connections are open: {name: why}
         try:
             # pytest starts while the connections open: it sends nothing before the expectations,
             # which name only the hosts that could be reached (the others' checks skip).
@@ -138,22 +138,26 @@ class CheckRun:
     def __exit__(self, *exc_info) -> None:
         self.close()  # when the caller failed before `finish`: nothing keeps running
 
+    def unreachable(self) -> dict[str, str]:
+        """{name: why} of the hosts whose connection failed (once they are all open or failed)."""
+        if self._refused is None:
+            self._refused = _connected(self.connecting, self.folder)
+        return dict(self._refused)
+
     def reports(self) -> dict[str, list[str]]:
         """What each host reached is (plan.RELEASE_COMMAND's answer, read as it opened), by name."""
-        if self.unreachable is None:
-            self.unreachable = _connected(self.connecting, self.folder)
+        refused = self.unreachable()
         return {
             h.name: (self.folder / f"{h.name}.release").read_text(errors="replace").splitlines()
             for h in self.hosts
-            if h.name not in self.unreachable
+            if h.name not in refused
         }
 
     def finish(self, expectations: dict) -> list[CheckResult]:
         """Give the checks what each host should run (hosts left out of `expectations` are not
         checked: their verdicts are dropped) and collect the verdicts."""
         try:
-            self.reports()
-            unreachable = self.unreachable or {}
+            unreachable = self.unreachable()
             rows = self._rows({n: e for n, e in expectations.items() if n not in unreachable})
         finally:
             self.close()

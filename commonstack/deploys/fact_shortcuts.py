@@ -52,8 +52,8 @@ BEGIN {
   if (index(header, i) == 1) seen = header
   account = first[uid[i]]
   if ((account in last) && index(last[account], i) == 1) seen = (seen == "") ? last[account] : seen "\n" last[account]
-  gsub(/  +/, " ", seen)
-  printf "%s|%s|%s|%s|%s\n", entry[i], $2, groups, seen, password[i]
+  gsub(/  +/, " ", seen); pw = password[i]; sub(/\n+$/, "", pw)  # as $(...) drops final newlines
+  printf "%s|%s|%s|%s|%s\n", entry[i], $2, groups, seen, pw
 }'"""
 
 USERS = api.Users().command()

@@ -9,7 +9,8 @@ prepare:
    from the outputs known so far or, when unknown, noted and answered with empty output (the
    fact's default). An operation that raises on such a default is contained to itself
    (``pyinfra_api.evaluate_each_operation``). Facts that pyinfra's operations ask next are asked
-   along (``pyinfra_api.related_facts``: a file's checksum and folder, a unit's enabled state).
+   along (``pyinfra_api.related_facts``: a file's checksum and folder, a unit's enabled state,
+   the host's date after apt's update stamp).
 2. After each pass, the commands it noted run on the real host in ONE remote shell script, as
    pyinfra's connector would run each (same sudo wrapping), a few side by side; their exit
    status, stdout and stderr come back separately (a tar archive, base64) and become what
@@ -219,7 +220,7 @@ def _fetch(state, host, wanted: dict[str, Noted], answers: FactAnswers) -> None:
     """Run the `wanted` commands on `host` in one batch; keep their outputs in `answers`."""
     keys = list(wanted)
     lines = [(_batch_line(state, host, wanted[k]), wanted[k].guard) for k in keys]
-    # Units' states asked together (fact_shortcuts.py): each merged command runs after the others.
+    # Units' states asked together (fact_shortcuts.py): each merged command is one more in the batch.
     merged = units_at_once([line if guard is None else None for line, guard in lines])
     members = {index for together in merged for index in together.members}
     alone = [index for index in range(len(keys)) if index not in members]

@@ -35,12 +35,13 @@ def sysctl_key(path: str) -> str:
 
 def read_command(keys: Iterable[str]) -> str:
     """A shell command printing "PATH rw|ro" for every file the keys name (globs expanded), then
-    "PATH = VALUE" for each readable one: one `awk` reads them all (not a process per file)."""
+    "PATH:VALUE" for each readable one: one `grep` reads them all (not a process per file), and
+    goes on past a file it cannot read (an interface gone meanwhile)."""
     paths = " ".join(sysctl_path(key) for key in keys)
     return (
         f"set --; for p in {paths}; do [ -f \"$p\" ] || continue; "
         "if [ -w \"$p\" ]; then echo \"$p rw\"; else echo \"$p ro\"; fi; [ -r \"$p\" ] && set -- \"$@\" \"$p\"; done; "
-        "[ $# -eq 0 ] || awk '{ print FILENAME \" = \" $0 }' \"$@\""
+        "[ $# -eq 0 ] || grep -H '' -- \"$@\" 2>/dev/null || true"
     )
 
 
@@ -49,12 +50,14 @@ def parse(lines: Iterable[str]) -> dict[str, KernelValue]:
     writable: dict[str, bool] = {}
     values: dict[str, str] = {}
     for line in lines:
-        fields = line.strip().split(" ", 2)
-        if len(fields) == 2 and fields[1] in ("rw", "ro"):
-            writable[fields[0]] = fields[1] == "rw"
-        elif len(fields) == 3 and fields[1] == "=":
+        path, _, mode = line.strip().partition(" ")
+        if mode in ("rw", "ro") and ":" not in path:
+            writable[path] = mode == "rw"
+            continue
+        path, found, value = line.partition(":")  # no path of /proc/sys holds ":" (nor an interface)
+        if found and path not in values:  # a file of several lines: its first
             # Several values are tab-separated in /proc/sys: one space between them here.
-            values[fields[0]] = fields[2].replace("\t", " ").strip()
+            values[path] = value.replace("\t", " ").strip()
     return {sysctl_key(path): KernelValue(values.get(path, ""), rw) for path, rw in writable.items()}
 
 

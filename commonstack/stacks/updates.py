@@ -21,7 +21,7 @@ def may_be_pending(lists: str = "/var/lib/apt/lists", preferences: str = "/etc/a
     one does, or when the lists cannot be read that way: none labelled Debian-Security, compressed
     lists (Acquire::GzipIndexes), a pin of 1000 or more."""
     return f"""(
-grep -Eqs '^Pin-Priority:[[:space:]]*[1-9][0-9]{{3,}}' {preferences} {preferences}.d/* && exit 0
+grep -Eqis '^Pin-Priority:[[:space:]]*[1-9][0-9]{{3,}}' {preferences} {preferences}.d/* && exit 0
 found=
 for r in {lists}/*_InRelease {lists}/*_Release; do
   grep -qsx 'Label: {SECURITY_LABEL.rstrip(":")}' "$r" || continue

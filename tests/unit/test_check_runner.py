@@ -17,6 +17,7 @@ from pathlib import Path
 
 from commonstack.checks.runner import run_checks, start_checks
 from commonstack.inventories.targets import HostTarget
+from commonstack.stacks.sizing import debian_arch
 
 try:
     from tests.sshd_fixture import loopback_sshd_fixture
@@ -111,3 +112,25 @@ def _cmdline(pid: str) -> bytes:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return b""
+
+
+def test_the_check_sizes_the_hosts_it_reached_and_names_the_one_it_could_not(loopback_sshd, tmp_path):
+    """`commonstack check`'s way: each connection's first command says what the host is (this
+    machine, a Debian the kit supports); a refused host key is the reason its host is not checked."""
+    from click.testing import CliRunner
+
+    from commonstack.checks.group import sized_plans
+    from commonstack.cli import main
+    from commonstack.inventories.groups import Group
+    from commonstack.inventories.secrets import current_secrets
+
+    made = CliRunner().invoke(main, ["--inventories", str(tmp_path), "init", "home", "--preset", "split", "--domain",
+                                     "home.example.org", "--host", "home=root@192.0.2.10", "--host", "vps=root@192.0.2.11", "--no-email"])  # fmt: skip
+    assert made.exit_code == 0, made.output
+    group = Group("home", tmp_path)
+    profile = group.load()
+    hosts = [as_host(loopback_sshd, "home"), as_host(loopback_sshd, "vps", loopback_sshd.other_known_hosts())]
+    with start_checks(hosts, ("host",)) as started:
+        plans, unusable = sized_plans(group, profile, current_secrets(group.secrets_file, profile), started)
+    assert list(plans) == ["home"] and plans["home"].release.facts.arch == debian_arch(os.uname().machine)
+    assert list(unusable) == ["vps"] and "Host key verification failed" in unusable["vps"]

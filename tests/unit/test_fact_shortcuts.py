@@ -61,6 +61,8 @@ sudo:x:28:ro
 SHADOW = """root:*:19000:0:99999:7:::
 admin:!:19000:0:99999:7:::
 admin:$y$j9T$abc$def:19000:0:99999:7:::
+toor::19000:0:99999:7:::
+toor::19000:0:99999:7:::
 User
 """
 NSSWITCH = "passwd:         files\ngroup:          files\nshadow:         files\n"
@@ -90,10 +92,10 @@ ODD = {
     [
         {},
         {"/etc/passwd": PASSWD + "first.last:x:1005:1000::/:/bin/sh\n"},  # '.': a pattern to grep
-        {"/etc/passwd": PASSWD.replace("second root", "back\\slash")},  # dash's echo reads it
+        {"/etc/passwd": PASSWD.replace("second root", "back\\tslash")},  # dash's echo would print a tab
         {"/etc/nsswitch.conf": NSSWITCH.replace("group:          files", "group: files ldap")},
     ],
-    ids=["same uid, prefixes, no group name, twice the same name", "a dot", "a backslash", "a directory service"],
+    ids=["same uid, prefixes, no group name, twice the same name", "a dot", "a backslash", "a directory service (pyinfra's command runs)"],
 )
 def test_the_users_shortcut_prints_what_pyinfra_prints_on_odd_account_files(tmp_path, changes):
     ours, theirs = outputs({**ODD, **changes}, tmp_path)

@@ -45,10 +45,22 @@ def test_this_machine_reads_as_it_is():
         assert f"ID={report.os['ID']}" in os_release.read().replace('"', "")
 
 
-def test_the_checks_size_each_host_from_what_it_said_and_name_those_they_cannot_plan(tmp_path):
+class AnsweredRun:
+    """A stand-in for a started check run (checks/runner.py CheckRun): its hosts' answers, given."""
+
+    def __init__(self, reports: dict[str, list[str]], refused: dict[str, str] | None = None):
+        self._reports, self._refused = reports, refused or {}
+
+    def reports(self) -> dict[str, list[str]]:
+        return self._reports
+
+    def unreachable(self) -> dict[str, str]:
+        return dict(self._refused)
+
+
+def chat_group(tmp_path):
     from click.testing import CliRunner
 
-    from commonstack.checks.group import sized_plans
     from commonstack.cli import main
     from commonstack.inventories.groups import Group
     from commonstack.inventories.secrets import current_secrets
@@ -59,13 +71,21 @@ def test_the_checks_size_each_host_from_what_it_said_and_name_those_they_cannot_
     assert made.exit_code == 0, made.output
     group = Group("coop", inventories)
     profile = group.load()
-    secrets = current_secrets(group.secrets_file, profile)
+    return group, profile, current_secrets(group.secrets_file, profile)
+
+
+def test_the_checks_size_each_host_from_what_it_said_and_name_those_they_cannot_plan(tmp_path):
+    from commonstack.checks.group import sized_plans
+
+    group, profile, secrets = chat_group(tmp_path)
     name = profile.hosts[0].name
     debian = ["machine=aarch64", "cpus=4", "os_ID=debian", "os_VERSION_CODENAME=bookworm"]
 
-    plans, unusable = sized_plans(group, profile, secrets, {name: [*debian, "memory_mb=3796"]})
+    plans, unusable = sized_plans(group, profile, secrets, AnsweredRun({name: [*debian, "memory_mb=3796"]}))
     assert not unusable and plans[name].release.facts == HostFacts(memory_mb=3796, cpus=4, arch="arm64")
-    plans, unusable = sized_plans(group, profile, secrets, {name: ["os_ID=ubuntu", 'os_PRETTY_NAME="Ubuntu 24.04 LTS"']})
+    plans, unusable = sized_plans(group, profile, secrets, AnsweredRun({name: ["os_ID=ubuntu", 'os_PRETTY_NAME="Ubuntu 24.04 LTS"']}))
     assert not plans and unusable[name].startswith(f"{name}: runs Ubuntu 24.04 LTS; commonstack supports Debian")
-    plans, unusable = sized_plans(group, profile, secrets, {name: [*debian, "memory_mb=200"]})
-    assert not plans and "MB" in unusable[name], unusable  # too small for its services: the profile's error
+    plans, unusable = sized_plans(group, profile, secrets, AnsweredRun({name: [*debian, "memory_mb=200"]}))
+    assert not plans and "need at least" in unusable[name], unusable  # too small for its services: the profile's error
+    plans, unusable = sized_plans(group, profile, secrets, AnsweredRun({}, {name: "no answer: is the host up?"}))
+    assert not plans and unusable == {name: "no answer: is the host up?"}  # not reached: said so, not dropped
