@@ -300,13 +300,13 @@ def read_report(lines: Iterable[str]) -> HostReport:
     )
 
 
-def judged(report: HostReport) -> Release:
-    """The host's Release, as rendering and sizing need it; UnsupportedRelease for what the kit
+def judged(report: HostReport, name: str) -> Release:
+    """Host `name`'s Release, as rendering and sizing need it; UnsupportedRelease for what the kit
     does not deploy on (another system, another Debian release)."""
     codename = report.os.get("VERSION_CODENAME", "")
     if report.os.get("ID") != "debian" or codename not in versions().debian:
         runs = report.os.get("PRETTY_NAME") or report.os.get("NAME") or "a system without /etc/os-release"
-        raise UnsupportedRelease(f"runs {runs}; commonstack supports Debian ({', '.join(versions().debian)})")
+        raise UnsupportedRelease(f"{name}: runs {runs}; commonstack supports Debian ({', '.join(versions().debian)})")
     return Release(HostFacts(memory_mb=report.memory_mb, cpus=report.cpus or 1, arch=debian_arch(report.machine)), codename)
 
 

@@ -67,8 +67,9 @@ def head_start(host, request) -> None:
         )
     if "synapse" in expected["layers"] and expected.get("matrix"):
         _admin_login(host, expected["matrix"]["admin_user_id"])
-    if host.backend.get_hostname() not in _slowest_started:
-        _slowest_started.add(host.backend.get_hostname())
+    name = host.backend.get_hostname()
+    if name not in _slowest_started:
+        _slowest_started.add(name)
         for module in dict.fromkeys(item.module for item in request.session.items):
             if hasattr(module, "slowest_commands"):
                 ahead.start(host, module.slowest_commands(expected))

@@ -13,8 +13,8 @@ from commonstack.errors import CommonstackError, ProfileError
 from commonstack.inventories.groups import Group
 from commonstack.inventories.targets import HostTarget
 from commonstack.plan import HostPlan, UnsupportedRelease, judged, plan_measured, read_report
-from commonstack.stacks.model import StackProfile
 from commonstack.stacks.layers import check_modules, layer
+from commonstack.stacks.model import StackProfile
 
 # A PEM file of extra roots the outside checks trust, besides the public CAs: the issuing root of
 # a private ACME CA (tls.acme_ca), or of a test CA. Not in the profile: it is this machine's view.
@@ -78,10 +78,10 @@ def sized_plans(
     plans, unusable = {}, started.unreachable()
     for name, lines in started.reports().items():
         try:
-            plans[name] = plan_measured(group, profile, name, secrets, judged(read_report(lines)))
-        except ProfileError as e:  # too small for its services...: the message names the host
+            plans[name] = plan_measured(group, profile, name, secrets, judged(read_report(lines), name))
+        except (ProfileError, UnsupportedRelease) as e:  # too small, another system...: it names the host
             unusable[name] = str(e)
-        except (UnsupportedRelease, ValueError) as e:  # ValueError: sizing refuses what was read
+        except ValueError as e:  # sizing refuses what was read (no memory figure)
             unusable[name] = f"{name}: {e}"
     return plans, unusable
 

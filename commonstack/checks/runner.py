@@ -6,8 +6,9 @@ its commands go through a shell kept open on it (shell.py); pytest-xdist runs th
 parallel. Results come back through the report plugin (report.py) as JSON lines.
 
 A run can start before its expectations are known (`start_checks`, then `CheckRun.finish`): the
-connections open and pytest starts (about half a second of imports and collection) while the
-caller reads each host's facts; the checks wait for the expectations file (conftest.py).
+connections open, each saying what its host is (`CheckRun.reports`), and pytest starts (about
+half a second of imports and collection) while the caller plans the hosts from that; the checks
+wait for the expectations file (conftest.py).
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ from pathlib import Path
 from commonstack.checks.expect import NOT_HERE
 from commonstack.errors import CommonstackError
 from commonstack.formats import ssh_config as ssh_config_value
-from commonstack.plan import RELEASE_COMMAND
 from commonstack.inventories.secrets import redact
 from commonstack.inventories.targets import HostTarget
+from commonstack.plan import RELEASE_COMMAND
 from commonstack.stacks.layers import check_modules
 
 CHECKS_DIR = Path(__file__).parent

@@ -9,7 +9,7 @@ from pyinfra import host
 from pyinfra.api import FactBase
 
 from commonstack.inventories.groups import Group
-from commonstack.plan import RELEASE_COMMAND, HostPlan, HostReport, Release, UnsupportedRelease, judged, plan_measured, read_report
+from commonstack.plan import RELEASE_COMMAND, HostPlan, HostReport, Release, judged, plan_measured, read_report
 from commonstack.stacks.model import StackProfile
 
 
@@ -55,10 +55,7 @@ class InContainer(FactBase[bool]):
 
 def gather_release() -> Release:
     """The current host's facts, as rendering and sizing need them."""
-    try:
-        return judged(host.get_fact(HostRelease) or HostReport())
-    except UnsupportedRelease as e:
-        raise UnsupportedRelease(f"{host.name}: {e}") from None
+    return judged(host.get_fact(HostRelease) or HostReport(), host.name)
 
 
 class DownloadProblem(FactBase[str]):

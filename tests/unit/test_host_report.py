@@ -14,9 +14,9 @@ BOOKWORM = {"ID": "debian", "VERSION_CODENAME": "bookworm", "PRETTY_NAME": "Debi
 
 
 def test_a_debian_release_the_kit_supports_is_sized_as_read():
-    release = judged(HostReport(machine="aarch64", cpus=4, memory_mb=3796, os=BOOKWORM))
+    release = judged(HostReport(machine="aarch64", cpus=4, memory_mb=3796, os=BOOKWORM), "pi")
     assert (release.codename, release.facts.arch, release.facts.cpus, release.facts.memory_mb) == ("bookworm", "arm64", 4, 3796)
-    assert judged(HostReport(machine="x86_64", cpus=None, memory_mb=512, os=BOOKWORM)).facts.cpus == 1  # unknown: one
+    assert judged(HostReport(machine="x86_64", cpus=None, memory_mb=512, os=BOOKWORM), "vps").facts.cpus == 1  # unknown: one
 
 
 @pytest.mark.parametrize(
@@ -30,8 +30,8 @@ def test_a_debian_release_the_kit_supports_is_sized_as_read():
 )
 def test_another_system_or_release_is_refused_saying_what_it_runs(system, says):
     with pytest.raises(UnsupportedRelease) as refused:
-        judged(HostReport(machine="x86_64", cpus=2, memory_mb=2048, os=system))
-    assert says in str(refused.value) and "commonstack supports Debian (bookworm, trixie)" in str(refused.value)
+        judged(HostReport(machine="x86_64", cpus=2, memory_mb=2048, os=system), "vps")
+    assert str(refused.value).startswith(f"vps: {says}") and "commonstack supports Debian (bookworm, trixie)" in str(refused.value)
 
 
 def test_this_machine_reads_as_it_is():
