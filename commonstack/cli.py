@@ -653,7 +653,6 @@ def check(ctx, group_name, hosts, only, as_json, junit) -> None:
     from dataclasses import asdict
 
     from commonstack.checks.group import sized_plans, start_group_checks
-    from commonstack.checks.report import write_junit
     from commonstack.inventories.secrets import current_secrets
     from commonstack.inventories.targets import host_targets
 
@@ -665,6 +664,8 @@ def check(ctx, group_name, hosts, only, as_json, junit) -> None:
         plans, unusable = sized_plans(group, profile, secrets, started)
         results = _check(group, targets, secrets, plans, frozenset(only), unusable, started)
     if junit:
+        from commonstack.checks.report import write_junit  # the pytest plugin's module: it imports pytest
+
         junit.parent.mkdir(parents=True, exist_ok=True)
         write_junit(results, junit, name=f"commonstack check {group_name}")
     if as_json:

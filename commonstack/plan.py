@@ -7,8 +7,7 @@ host from it.
 
 from __future__ import annotations
 
-import shlex
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from commonstack.inventories.backup_keys import SEED_SECRET, backup_key
 from commonstack.inventories.known_hosts import host_pattern
 from commonstack.stacks import paths, values
 from commonstack.stacks.certificates import MAX_BYTES, NotCertificates, ca_certificates
+from commonstack.stacks.host_report import HostReport
 from commonstack.stacks.layers import firewall_ports, layer, layers_on, saved_paths
 from commonstack.stacks.model import Host, StackProfile
 from commonstack.stacks.reading import ReadError, read_text
@@ -243,61 +243,8 @@ def plan_one(
     return plan
 
 
-# What a host is, read with one command: by a deploy as a pyinfra fact (deploys/facts.py), and by
-# `commonstack check` over the checks' own SSH connection, without the deploy code (checks/runner.py).
-
-# One "key=value" line each, then /etc/os-release with "os_" before each line. The RAM the host
-# may use is MemTotal, or less when a cgroup caps it (containers, LXC VPSes).
-RELEASE_COMMAND = (
-    'echo "machine=$(uname -m)"; '
-    'echo "cpus=$(getconf NPROCESSORS_ONLN 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null)"; '
-    "echo \"memory_mb=$(awk '/^MemTotal:/ {print int($2/1024)}' /proc/meminfo)\"; "
-    "for f in /sys/fs/cgroup/memory.max /sys/fs/cgroup/memory/memory.limit_in_bytes; do "
-    '[ -r "$f" ] && echo "memory_cap=$(cat "$f")"; done; '
-    "sed 's/^/os_/' /etc/os-release 2>/dev/null; true"
-)
-
-
 class UnsupportedRelease(CommonstackError):
-    pass
-
-
-@dataclass(frozen=True)
-class HostReport:
-    """RELEASE_COMMAND's answer, read."""
-
-    machine: str = ""
-    cpus: int | None = None
-    memory_mb: int | None = None  # what the host may use; None when /proc/meminfo said nothing
-    os: dict[str, str] = field(default_factory=dict)  # /etc/os-release
-
-
-def read_report(lines: Iterable[str]) -> HostReport:
-    """RELEASE_COMMAND's output lines -> HostReport."""
-    values: dict[str, str] = {}
-    caps: list[int] = []
-    os_release: dict[str, str] = {}
-    for line in lines:
-        key, sep, value = line.strip().partition("=")
-        if not sep:
-            continue
-        if key.startswith("os_"):
-            try:
-                os_release[key[3:]] = " ".join(shlex.split(value))  # os-release quotes as a shell does
-            except ValueError:
-                os_release[key[3:]] = value
-        elif key == "memory_cap":
-            caps += [int(value) // (1024 * 1024)] if value.isdigit() else []  # "max": no cap
-        else:
-            values[key] = value.strip()
-    total = int(values["memory_mb"]) if values.get("memory_mb", "").isdigit() else None
-    cpus = values.get("cpus", "")
-    return HostReport(
-        machine=values.get("machine", ""),
-        cpus=int(cpus) if cpus.isdigit() else None,
-        memory_mb=min([total, *caps]) if total is not None else None,
-        os=os_release,
-    )
+    """A host that runs what the kit does not deploy on (another system, another Debian release)."""
 
 
 def judged(report: HostReport, name: str) -> Release:

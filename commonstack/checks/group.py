@@ -5,16 +5,19 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from commonstack.checks.context import host_expectations
 from commonstack.checks.probes import read_hosts_file
 from commonstack.checks.runner import CheckResult, CheckRun, start_checks
 from commonstack.errors import CommonstackError, ProfileError
 from commonstack.inventories.groups import Group
 from commonstack.inventories.targets import HostTarget
-from commonstack.plan import HostPlan, UnsupportedRelease, judged, plan_measured, read_report
+from commonstack.stacks.host_report import read_report
 from commonstack.stacks.layers import check_modules, layer
 from commonstack.stacks.model import StackProfile
+
+if TYPE_CHECKING:
+    from commonstack.plan import HostPlan
 
 # A PEM file of extra roots the outside checks trust, besides the public CAs: the issuing root of
 # a private ACME CA (tls.acme_ca), or of a test CA. Not in the profile: it is this machine's view.
@@ -44,6 +47,8 @@ def check_group(
     upgrade pending. `modules`: only these check modules, on hosts expected to run every layer of
     their plan (a layer's own checks, its outside view through Caddy included).
     """
+    from commonstack.checks.context import host_expectations  # the plan's code: see sized_plans
+
     controller = controller_view()  # a wrong path fails before any connection
     failures = [CheckResult(name, "ssh", "host can be reached", "failed", why) for name, why in (unreachable or {}).items()]
     chosen = [t for t in targets if t.name in plans]
@@ -75,6 +80,10 @@ def sized_plans(
     """The plans of the hosts `started` reached, sized from what each said it is (as a deploy
     sizes them), and {name: why} of the others: not reached (the connection's hint), or what the
     kit cannot plan (another system, too small...)."""
+    # Imported here, once the connections and pytest have started: the plan's code (rendering,
+    # sizing, keys) takes as long to import as a connection takes to open.
+    from commonstack.plan import UnsupportedRelease, judged, plan_measured
+
     plans, unusable = {}, started.unreachable()
     for name, lines in started.reports().items():
         try:

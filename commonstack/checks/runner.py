@@ -27,7 +27,7 @@ from commonstack.errors import CommonstackError
 from commonstack.formats import ssh_config as ssh_config_value
 from commonstack.inventories.secrets import redact
 from commonstack.inventories.targets import HostTarget
-from commonstack.plan import RELEASE_COMMAND
+from commonstack.stacks.host_report import RELEASE_COMMAND
 from commonstack.stacks.layers import check_modules
 
 CHECKS_DIR = Path(__file__).parent
@@ -146,7 +146,7 @@ class CheckRun:
         return dict(self._refused)
 
     def reports(self) -> dict[str, list[str]]:
-        """What each host reached is (plan.RELEASE_COMMAND's answer, read as it opened), by name."""
+        """What each host reached is (host_report.RELEASE_COMMAND's answer, read as it opened), by name."""
         refused = self.unreachable()
         return {
             h.name: (self.folder / f"{h.name}.release").read_text(errors="replace").splitlines()
@@ -203,7 +203,7 @@ class CheckRun:
 
 def _connect(hosts: list[HostTarget], config: Path, folder: Path) -> dict[str, subprocess.Popen]:
     """Begin opening each host's shared connection, all at once, its first command reading what
-    the host is (plan.RELEASE_COMMAND: the caller sizes it from that); `_connected` waits for them."""
+    the host is (host_report.RELEASE_COMMAND: the caller sizes it from that); `_connected` waits for them."""
     started = {}
     for h in hosts:
         # Files, not pipes: nobody reads a pipe meanwhile.

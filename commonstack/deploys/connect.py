@@ -161,6 +161,19 @@ def describe_connect_error(
     return f"cannot connect to {at}: {type(exc).__name__}: {one_line(exc)}"
 
 
+def transport_without_delay(sock: Any, **kwargs: Any) -> Any:
+    """paramiko's Transport over `sock`, each packet sent at once (TCP_NODELAY), for paramiko's
+    ``transport_factory``. paramiko leaves Nagle's algorithm on: a command's small packets then
+    wait for the host's delayed acknowledgement, about 45 ms each (51 ms a command, 5 ms
+    without; the handshake 66 ms, 26 ms without). A ProxyCommand's or a jump host's channel is
+    left as it is (the jump host's own connection is paramiko's)."""
+    from paramiko import Transport
+
+    if getattr(sock, "family", None) in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return Transport(sock, **kwargs)
+
+
 def connect_all(state: Any, hosts: list[Any], targets: dict[str, HostTarget]) -> dict[str, str]:
     """Connect the `hosts` of a pyinfra State side by side; {name: why} of those that could not
     be, in one line each. Like ``pyinfra.api.connect.connect_all``, but one host's failure is

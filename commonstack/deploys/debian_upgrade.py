@@ -14,14 +14,13 @@ apt cannot go back: there is no rollback; a failed health gate after the updates
 
 from __future__ import annotations
 
+from commonstack.deploys.updates import RESTART_REPLACED
 from commonstack.deploys.upgrade import UpgradeContext
 
 APT = (
     "DEBIAN_FRONTEND=noninteractive NEEDRESTART_MODE=l NEEDRESTART_SUSPEND=1 apt-get -q -y "
     "-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold"
 )
-# needrestart in batch mode restarts what runs old libraries (-r a), itself never asking.
-RESTARTED = "if command -v needrestart >/dev/null 2>&1; then needrestart -q -r a -b >/dev/null; fi"
 REBOOT_DELAY_SECONDS = 3  # the reboot waits for the SSH session that asked for it to end
 
 
@@ -39,7 +38,7 @@ def apply(ctx: UpgradeContext) -> None:
         f"DEBIAN_FRONTEND=noninteractive dpkg --configure -a && apt-get -q update && {APT} upgrade --with-new-pkgs",
         "Install Debian's updates within the host's release (apt-get upgrade)",
     )
-    ctx.step("restarted", RESTARTED, "Restart the services that still run old libraries (needrestart)")
+    ctx.step("restarted", RESTART_REPLACED, "Restart the services that still run old libraries (needrestart)")
 
 
 def reboot(ctx: UpgradeContext) -> None:

@@ -9,7 +9,8 @@ from pyinfra import host
 from pyinfra.api import FactBase
 
 from commonstack.inventories.groups import Group
-from commonstack.plan import RELEASE_COMMAND, HostPlan, HostReport, Release, judged, plan_measured, read_report
+from commonstack.plan import HostPlan, Release, judged, plan_measured
+from commonstack.stacks.host_report import RELEASE_COMMAND, HostReport, read_report
 from commonstack.stacks.model import StackProfile
 
 

@@ -105,7 +105,7 @@ from commonstack.inventories.targets import HostTarget  # noqa: E402
 
 from . import preview  # noqa: E402
 from . import pyinfra_api as api  # noqa: E402
-from .connect import check_local_files, connect_all, one_line, sudo_problems  # noqa: E402
+from .connect import check_local_files, connect_all, one_line, sudo_problems, transport_without_delay  # noqa: E402
 from .prefetch import FactAnswers, discover  # noqa: E402
 from .run_log import SUDO_PROMPT_REFUSED, Capture, quiet_logging  # noqa: E402
 
@@ -312,6 +312,7 @@ class _Run:
                 ssh_port=int(t.port),
                 ssh_user=t.user,
                 ssh_strict_host_key_checking="yes",
+                ssh_paramiko_connect_kwargs={"transport_factory": transport_without_delay},
             )
             if t.known_hosts is not None:
                 data["ssh_known_hosts_file"] = str(t.known_hosts)

@@ -8,13 +8,15 @@ from dataclasses import dataclass, field, replace
 from importlib import import_module
 
 from pyinfra import host
-from pyinfra.operations import apt, files, postgres, systemd
+from pyinfra.operations import apt, files, postgres, server, systemd
 
 from commonstack.deploys.base import APT_CACHE_SECONDS
+from commonstack.deploys.configs import changed
 from commonstack.deploys.facts import FileNames, planned_here
 from commonstack.deploys.identity import operation_identity
 from commonstack.deploys.postgres import AS_POSTGRES
 from commonstack.deploys.preflight import SourceUnavailable
+from commonstack.deploys.updates import RESTART_REPLACED, WITH_SECURITY_UPDATES
 from commonstack.deploys.upgrade import UpgradeRecords, installed_versions
 from commonstack.errors import CommonstackError
 from commonstack.inventories.groups import Group
@@ -102,11 +104,23 @@ def deploy_host(
     deployed = [name for name in chosen if name not in outcome.unavailable]
 
     apt.update(name="Refresh the package lists (when older than two days)", cache_time=APT_CACHE_SECONDS)
-    apt.packages(
-        name="Install the packages of every layer (one transaction)",
+    # With the base layer (it owns security updates), the pending ones join the transaction, read
+    # when apt runs, after the lists' refresh: they then cost no apt run of their own (base's still
+    # installs them when no package is missing).
+    updating = "base" in deployed
+    installed = apt.packages(
+        name="Install the packages of every layer" + (" and the pending security updates" if updating else "")
+        + " (one transaction)",
         packages=plan.packages_of(tuple(deployed)),
         no_recommends=True,
+        extra_install_args=WITH_SECURITY_UPDATES if updating else None,
     )
+    if updating:  # needrestart's apt hook cannot restart them when the transaction installs needrestart
+        server.shell(
+            name="Restart the services still running libraries the transaction replaced",
+            commands=[RESTART_REPLACED],
+            _if=changed([installed]),
+        )
     recorded = host.get_fact(FileNames, path=LAYER_RECORDS)
     for index, item in enumerate(LAYERS):
         if item.name in deployed:

@@ -12,18 +12,24 @@ from pyinfra import host
 from pyinfra.api import FactBase, operation
 from pyinfra.facts.apt import noninteractive_apt
 
-from commonstack.stacks.updates import PENDING_COMMAND, SECURITY_LABEL, SIMULATED_UPGRADE, pending_security_updates
+from commonstack.stacks.updates import PENDING_COMMAND, SECURITY_UPGRADES, pending_security_updates
 
 # A deploy may start while apt-daily refreshes or upgrades: wait for its lock instead of failing.
 LOCK_TIMEOUT_SECONDS = 600
 # The pending security updates as the package lists say when it runs (they may have just been
 # refreshed, after the facts were read), installed in one apt transaction.
 INSTALL = (
-    f"pending=$({SIMULATED_UPGRADE} | awk '/^Inst / && $3 ~ /^\\[/ && /{SECURITY_LABEL}/ {{print $2}}'); "
+    f"pending=$({SECURITY_UPGRADES}); "
     'if [ -n "$pending" ]; then '
     + noninteractive_apt(f"-o DPkg::Lock::Timeout={LOCK_TIMEOUT_SECONDS} install --only-upgrade $pending")
     + "; fi"
 )
+
+# For apt.packages' extra_install_args: the same updates, read when that transaction runs.
+WITH_SECURITY_UPDATES = f"$({SECURITY_UPGRADES})"
+# needrestart, restarting what still runs a replaced library (as its apt hook does with base's
+# settings), where it is installed. Not in batch mode (-b): that only lists them.
+RESTART_REPLACED = "if command -v needrestart >/dev/null; then needrestart -r a -l -q; fi"
 
 
 class PendingSecurityUpdates(FactBase[list[str]]):

@@ -41,6 +41,9 @@ dpkg-query -W -f='${{db:Status-Status}} ${{Package}} ${{Version}}\n' |
 # What is pending: the simulation's "Inst" lines, run only when something may be.
 PENDING_COMMAND = f"if {may_be_pending()}; then {SIMULATED_UPGRADE} | grep '^Inst '; fi || true"
 
+# The names of the installed packages a security update is pending for, as apt sees them when it runs.
+SECURITY_UPGRADES = f"{{ {PENDING_COMMAND}; }} | awk '$3 ~ /^\\[/ && /{SECURITY_LABEL}/ {{print $2}}'"
+
 # `apt-get -s` prints one line per package it would install: "Inst NAME [OLD] (NEW ARCHIVES [ARCH])".
 _INST = re.compile(r"^Inst (\S+) \[([^\]]*)\] \((\S+) ([^)]*)\)")
 

@@ -159,9 +159,29 @@ def test_the_first_deploy_installed_the_pending_security_updates(hardened, serve
     assert "Install the pending security updates" in hardened["first"].stdout
     left = ssh(testhost_ssh, server, PENDING_COMMAND)
     assert "Debian-Security:" not in left, f"still pending after the deploy:\n{left}"
-    history = ssh(testhost_ssh, server, "grep -A3 'install --only-upgrade' /var/log/apt/history.log || true")
+    # In the layers' one transaction (the lists were refreshed first): no apt run of their own.
+    history = ssh(testhost_ssh, server, "grep '^Upgrade:' /var/log/apt/history.log || true")
     if "Upgrade:" not in history:
         pytest.skip("the security archive had no update for this host's packages today: see the test that sets one back")
+
+
+def test_services_running_a_replaced_program_are_restarted(hardened, server, testhost_ssh):
+    """What the deploy (and the Debian updates' upgrade) runs after apt replaced programs: a
+    service still running the old one is restarted (needrestart, not in its listing-only batch mode)."""
+    from commonstack.deploys.updates import RESTART_REPLACED
+
+    unit, program = "cstest-sleeper.service", "/usr/local/bin/cstest-sleep"
+    ssh(testhost_ssh, server, f"cp /bin/sleep {program} && printf '[Service]\\nExecStart={program} infinity\\n' "
+                              f"> /etc/systemd/system/{unit} && systemctl daemon-reload && systemctl start {unit}")  # fmt: skip
+    try:
+        before = ssh(testhost_ssh, server, f"systemctl show -p MainPID --value {unit}").strip()
+        ssh(testhost_ssh, server, f"cp /bin/sleep {program}.new && mv {program}.new {program}")  # as dpkg replaces it
+        assert unit in ssh(testhost_ssh, server, "needrestart -b -r l")
+        ssh(testhost_ssh, server, RESTART_REPLACED)
+        assert unit not in ssh(testhost_ssh, server, "needrestart -b -r l")
+        assert ssh(testhost_ssh, server, f"systemctl show -p MainPID --value {unit}").strip() not in (before, "0")
+    finally:
+        ssh(testhost_ssh, server, f"systemctl stop {unit}; rm -f /etc/systemd/system/{unit} {program}; systemctl daemon-reload")
 
 
 def test_a_second_deploy_changes_nothing(hardened):

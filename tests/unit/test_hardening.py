@@ -110,18 +110,36 @@ def test_every_sandbox_sorts_before_the_test_hosts_emulation_relaxation():
 # --- the security updates: the operation's shell filter and the fact agree -----------------------
 
 
-def test_the_install_picks_what_the_fact_calls_security_updates(tmp_path):
-    """The operation's shell filter (run when the lists were just refreshed) and the fact agree."""
-    from commonstack.deploys.updates import INSTALL
+@pytest.mark.parametrize("installing", ["security updates alone", "with the layers' packages"])
+def test_the_install_picks_what_the_fact_calls_security_updates(tmp_path, installing):
+    """The operations' shell filter (run when the lists were just refreshed) and the fact agree:
+    base's security updates, and the stack's one transaction (pyinfra's apt.packages, given the
+    same filter as extra install arguments)."""
+    from pyinfra.operations import apt
+
+    from commonstack.deploys.updates import INSTALL, WITH_SECURITY_UPDATES
+    from commonstack.stacks.updates import may_be_pending
+    from tests.unit.pyinfra_tables import FakeHost, run_operation
 
     sample = yaml.safe_load((FIXTURES / "facts/updates.PendingSecurityUpdates/pending.yaml").read_text())
     fake = tmp_path / "apt-get"
     fake.write_text("#!/bin/sh\n" + "".join(f"echo {json.dumps(line)}\n" for line in sample["output"]))
     fake.chmod(0o755)
-    script = INSTALL.replace("apt-get -y", "echo INSTALL")
+    if installing == "security updates alone":
+        script = INSTALL
+    else:
+        arguments = {"packages": ["caddy"], "no_recommends": True, "extra_install_args": WITH_SECURITY_UPDATES}
+        [script] = run_operation(apt.packages, arguments, FakeHost({"deb.DebPackages": {}}))
+    # this machine's own lists decide the pre-check: here the (made-up) simulation always runs
+    assert may_be_pending() in script
+    script = script.replace(may_be_pending(), "true").replace("apt-get -y", "echo INSTALL")
     result = subprocess.run(["sh", "-c", script], capture_output=True, text=True,
                             env={"PATH": f"{tmp_path}:/usr/bin:/bin"})  # fmt: skip
-    assert result.stdout.split()[-2:] == [line.split()[0] for line in sample["fact"]]
+    names = [line.split()[0] for line in sample["fact"]]
+    if installing == "security updates alone":
+        assert result.stdout.split()[-len(names) - 2 :] == ["install", "--only-upgrade", *names]
+    else:
+        assert result.stdout.split()[-len(names) - 3 :] == ["install", "--no-install-recommends", *names, "caddy"]
 
 
 # --- what the checks read ------------------------------------------------------------------------

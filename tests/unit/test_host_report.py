@@ -1,4 +1,4 @@
-"""What a host is (commonstack/plan.py, RELEASE_COMMAND): read from one command's answer, and judged."""
+"""What a host is (commonstack/stacks/host_report.py; plan.judged): read from one command's answer, and judged."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import subprocess
 
 import pytest
 
-from commonstack.plan import RELEASE_COMMAND, HostReport, UnsupportedRelease, judged, read_report
+from commonstack.plan import UnsupportedRelease, judged
+from commonstack.stacks.host_report import RELEASE_COMMAND, HostReport, read_report
 from commonstack.stacks.sizing import HostFacts
 
 BOOKWORM = {"ID": "debian", "VERSION_CODENAME": "bookworm", "PRETTY_NAME": "Debian GNU/Linux 12 (bookworm)"}

@@ -314,6 +314,18 @@ def read_when_needed_operations():
     files.put(name="Write motd", src=StringIO("hi\n"), dest=f"{host.data.dir}/motd", mode="644")
 
 
+def nagle_operations():
+    """Records, where the host is connected, whether its SSH socket sends each packet at once."""
+    import socket
+
+    client = getattr(host.connector, "client", None)
+    transport = client.get_transport() if client is not None else None
+    if transport is not None:  # the stage that runs (a discovery pass connects nothing)
+        Path(host.data.dir).mkdir(exist_ok=True)
+        Path(host.data.dir, "nodelay").write_text(str(transport.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)))
+    server.shell(name="Say hello", commands=["true"])
+
+
 def many_facts_operations():
     """What a layer deploy asks of a host: a group (its fact has a default that breaks the
     operation until known), an account (its fact read through a shortcut, fact_shortcuts.py),
@@ -427,6 +439,15 @@ def test_batched_facts_answer_as_one_by_one_in_a_few_remote_commands(runner, loo
     assert "-drifted" in ops_by_name(batched)["Write file 2"].diff
     assert one_by_one.commands >= 20, one_by_one.commands  # a round trip per fact, as pyinfra reads them
     assert batched.commands <= 4, batched.commands  # the batches, and the changed file's content
+
+
+def test_connections_send_each_packet_at_once(runner, loopback_sshd, tmp_path):
+    """paramiko leaves Nagle's algorithm on: each command would wait for the host's delayed
+    acknowledgement (about 45 ms). The runner's connections turn it off (TCP_NODELAY)."""
+    target = loopback_sshd.target_fields("web1", data=site_data(tmp_path))
+    [result] = runner.apply([target], nagle_operations)
+    assert result.status in ("changed", "unchanged"), result
+    assert int((tmp_path / "site" / "nodelay").read_text()) != 0
 
 
 def test_a_fact_not_to_read_ahead_is_read_only_when_needed(runner, loopback_sshd, tmp_path):
