@@ -27,7 +27,7 @@ from commonstack.errors import CommonstackError
 from commonstack.formats import ssh_config as ssh_config_value
 from commonstack.inventories.secrets import redact
 from commonstack.inventories.targets import HostTarget
-from commonstack.stacks.host_report import RELEASE_COMMAND
+from commonstack.stacks.host_report import REPORT_COMMAND
 from commonstack.stacks.layers import check_modules
 
 CHECKS_DIR = Path(__file__).parent
@@ -146,10 +146,10 @@ class CheckRun:
         return dict(self._refused)
 
     def reports(self) -> dict[str, list[str]]:
-        """What each host reached is (host_report.RELEASE_COMMAND's answer, read as it opened), by name."""
+        """What each host reached is (host_report.REPORT_COMMAND's answer, read as it opened), by name."""
         refused = self.unreachable()
         return {
-            h.name: (self.folder / f"{h.name}.release").read_text(errors="replace").splitlines()
+            h.name: (self.folder / f"{h.name}.report").read_text(errors="replace").splitlines()
             for h in self.hosts
             if h.name not in refused
         }
@@ -203,12 +203,12 @@ class CheckRun:
 
 def _connect(hosts: list[HostTarget], config: Path, folder: Path) -> dict[str, subprocess.Popen]:
     """Begin opening each host's shared connection, all at once, its first command reading what
-    the host is (host_report.RELEASE_COMMAND: the caller sizes it from that); `_connected` waits for them."""
+    the host is (host_report.REPORT_COMMAND: the caller sizes it from that); `_connected` waits for them."""
     started = {}
     for h in hosts:
         # Files, not pipes: nobody reads a pipe meanwhile.
-        with open(folder / f"{h.name}.release", "w") as answer, open(folder / f"{h.name}.connect", "w") as said:
-            started[h.name] = subprocess.Popen(["ssh", "-F", str(config), h.name, RELEASE_COMMAND],
+        with open(folder / f"{h.name}.report", "w") as answer, open(folder / f"{h.name}.connect", "w") as said:
+            started[h.name] = subprocess.Popen(["ssh", "-F", str(config), h.name, REPORT_COMMAND],
                                                stdin=subprocess.DEVNULL, stdout=answer, stderr=said)  # fmt: skip
     return started
 

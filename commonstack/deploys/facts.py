@@ -10,7 +10,7 @@ from pyinfra.api import FactBase
 
 from commonstack.inventories.groups import Group
 from commonstack.plan import HostPlan, Release, judged, plan_measured
-from commonstack.stacks.host_report import RELEASE_COMMAND, HostReport, read_report
+from commonstack.stacks.host_report import REPORT_COMMAND, HostReport, read_report
 from commonstack.stacks.model import StackProfile
 
 
@@ -19,7 +19,7 @@ class HostRelease(FactBase[HostReport | None]):
     judges it; `commonstack check` runs the same command over its own connection)."""
 
     def command(self) -> str:
-        return RELEASE_COMMAND
+        return REPORT_COMMAND
 
     def default(self) -> HostReport | None:
         return None

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 # One "key=value" line each, then /etc/os-release with "os_" before each line. The RAM the host
 # may use is MemTotal, or less when a cgroup caps it (containers, LXC VPSes).
-RELEASE_COMMAND = (
+REPORT_COMMAND = (
     'echo "machine=$(uname -m)"; '
     'echo "cpus=$(getconf NPROCESSORS_ONLN 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null)"; '
     "echo \"memory_mb=$(awk '/^MemTotal:/ {print int($2/1024)}' /proc/meminfo)\"; "
@@ -22,7 +22,7 @@ RELEASE_COMMAND = (
 
 @dataclass(frozen=True)
 class HostReport:
-    """RELEASE_COMMAND's answer, read."""
+    """REPORT_COMMAND's answer, read."""
 
     machine: str = ""
     cpus: int | None = None
@@ -31,7 +31,7 @@ class HostReport:
 
 
 def read_report(lines: Iterable[str]) -> HostReport:
-    """RELEASE_COMMAND's output lines -> HostReport."""
+    """REPORT_COMMAND's output lines -> HostReport."""
     values: dict[str, str] = {}
     caps: list[int] = []
     os_release: dict[str, str] = {}

@@ -152,5 +152,3 @@ def versions() -> Versions:
         return Versions.model_validate(yaml.safe_load(VERSIONS_FILE.read_text()))
     except (OSError, yaml.YAMLError, ValidationError) as exc:
         raise CommonstackError(f"{VERSIONS_FILE}: {' '.join(str(exc).split())}") from None
-
-

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from commonstack.plan import UnsupportedRelease, judged
-from commonstack.stacks.host_report import RELEASE_COMMAND, HostReport, read_report
+from commonstack.stacks.host_report import REPORT_COMMAND, HostReport, read_report
 from commonstack.stacks.sizing import HostFacts
 
 BOOKWORM = {"ID": "debian", "VERSION_CODENAME": "bookworm", "PRETTY_NAME": "Debian GNU/Linux 12 (bookworm)"}
@@ -36,7 +36,7 @@ def test_another_system_or_release_is_refused_saying_what_it_runs(system, says):
 
 
 def test_this_machine_reads_as_it_is():
-    report = read_report(subprocess.run(["sh", "-c", RELEASE_COMMAND], capture_output=True, text=True, check=True).stdout.splitlines())
+    report = read_report(subprocess.run(["sh", "-c", REPORT_COMMAND], capture_output=True, text=True, check=True).stdout.splitlines())
     assert report.machine == os.uname().machine
     assert report.cpus == os.cpu_count()
     with open("/proc/meminfo") as meminfo:
