@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pyinfra import host
 from pyinfra.api import deploy
+from pyinfra.api.operation import OperationMeta
+from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.postgres import PostgresRoles
 from pyinfra.operations import apt, postgres, systemd
 
@@ -16,14 +18,29 @@ AS_POSTGRES = {"_sudo": True, "_sudo_user": "postgres", "_use_sudo_login": True}
 
 
 @deploy("PostgreSQL")
-def postgresql(plan: HostPlan) -> None:
+def first_start_settings(plan: HostPlan) -> list[OperationMeta] | None:
+    """Where PostgreSQL is not installed yet: write its settings and sandbox before the package is,
+    so that the cluster Debian creates starts with them and needs no restart (Debian's
+    pg_ctlcluster takes 2 s to start one). pg_createcluster keeps the conf.d folder it finds: it
+    refuses only an existing postgresql.conf or pg_hba.conf. None where PostgreSQL is installed."""
+    installed = host.get_fact(DebPackages)
+    if all(package in installed for package in plan.packages_of(("postgres",))):
+        return None
+    return put_configs(plan, "postgres")
+
+
+@deploy("PostgreSQL")
+def postgresql(plan: HostPlan, settings: list[OperationMeta] | None = None) -> None:
     """Install PostgreSQL, apply the sizing, and create each service's role and database.
 
     Passwords are set when a role is created (scram-sha-256) and never sent again, so
     re-deploys change nothing.
+
+    + settings: the operations of first_start_settings, when they wrote the settings before
+      PostgreSQL was installed (its first start read them); None: they are written here
     """
     apt.packages(name="Install PostgreSQL", packages=plan.packages_of(("postgres",)), no_recommends=True)
-    configs = put_configs(plan, "postgres")
+    configs = put_configs(plan, "postgres") if settings is None else []
     sandbox = [op for f, op in zip(plan.files_of("postgres"), configs) if f.path.startswith("/etc/systemd/")]
     systemd.daemon_reload(name="Reload systemd for PostgreSQL's sandbox", _if=changed(sandbox))
     systemd.service(name="PostgreSQL running", service="postgresql", running=True, enabled=True)

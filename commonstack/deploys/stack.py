@@ -103,6 +103,11 @@ def deploy_host(
                 outcome.unavailable[name] = refusal.reason
     deployed = [name for name in chosen if name not in outcome.unavailable]
 
+    first_start = {}  # what a service must find when its package starts it (Layer.first_start)
+    for index, item in enumerate(LAYERS):
+        if item.name in deployed and item.first_start:
+            with operation_identity(2 * len(LAYERS) + index):  # beside the layers' and the turned-off ones'
+                first_start[item.name] = deploy_function(item.first_start)(plan)
     apt.update(name="Refresh the package lists (when older than two days)", cache_time=APT_CACHE_SECONDS)
     # With the base layer (it owns security updates), the pending ones join the transaction, read
     # when apt runs, after the lists' refresh: they then cost no apt run of their own (base's still
@@ -125,7 +130,7 @@ def deploy_host(
     for index, item in enumerate(LAYERS):
         if item.name in deployed:
             with operation_identity(index):
-                deploy_function(item.deploy)(plan)
+                deploy_function(item.deploy)(plan, *([first_start[item.name]] if item.name in first_start else []))
                 files.file(
                     name=f"Record that {item.name} is deployed here",
                     path=f"{LAYER_RECORDS}/{item.name}",

@@ -152,6 +152,9 @@ class Layer:
     packages: tuple[str, ...] = ()
     deploy: str | None = None  # "module:function" in commonstack.deploys; None: not deployed yet
     preflight: str | None = None  # "module:function": refuses the host before any change
+    # "module:function": what its service must find when its package first starts it, added before
+    # the packages' transaction; `deploy` gets what it returned (None: the package was installed).
+    first_start: str | None = None
     checks: tuple[str, ...] = ()  # its check modules (commonstack/checks/NAME.py)
     ports: Ports | None = None
     secrets: tuple[str, ...] = ()  # generated into secrets.yaml (database passwords come with databases)
@@ -269,6 +272,7 @@ LAYERS: tuple[Layer, ...] = (
         "PostgreSQL from Debian, tuned by sizing, a database per service",
         packages=("postgresql-{postgresql}",),
         deploy="postgres:postgresql",
+        first_start="postgres:first_start_settings",
         checks=("postgres",),
         units=("postgresql",),
         data=("/var/lib/postgresql",),

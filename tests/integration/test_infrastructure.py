@@ -53,6 +53,25 @@ def test_first_deploy_converges_both_releases_in_parallel(infra):
     assert "Redis | Install Redis" in output
 
 
+def test_postgresql_started_once_in_its_sandbox_with_its_settings(infra, testhost_ssh):
+    """Its settings and sandbox were written before Debian's package created and started the
+    cluster (Layer.first_start): they held from that first start, and no restart followed
+    (Debian's pg_ctlcluster takes 2 s a start)."""
+    script = (
+        "grep -c 'ready to accept connections' /var/log/postgresql/postgresql-*-main.log; "
+        "runuser -u postgres -- psql -XAtc 'SHOW shared_buffers'; "
+        "sed -n 's/^shared_buffers = //p' /etc/postgresql/*/main/conf.d/50-commonstack.conf; "
+        "awk '$5 == \"/\" {print $6}' /proc/$(head -1 /var/lib/postgresql/*/main/postmaster.pid)/mountinfo"
+    )
+    for name, host in infra["hosts"].items():
+        found = testhost_ssh(host, script)
+        assert found.returncode == 0, found.stderr
+        starts, running, written, root = found.stdout.split()
+        assert starts == "1", f"{name}: PostgreSQL started {starts} times"
+        assert running == written, f"{name}: shared_buffers {running}, {written} written"
+        assert root.startswith("ro,"), f"{name}: the sandbox's read-only system ({root})"
+
+
 def test_checks_are_green_on_both_hosts(infra):
     results = check_results(infra["inventories"], "infra", *INFRA)
     assert not failed_checks(results)

@@ -101,7 +101,7 @@ def test_template_folders_are_the_layers_templates():
 
 def test_every_reference_names_a_function_of_the_deploys():
     for item in LAYERS:
-        for reference in (item.deploy, item.preflight, item.remove):
+        for reference in (item.deploy, item.preflight, item.first_start, item.remove):
             if reference:
                 assert callable(deploy_function(reference)), reference
     assert all(item.deploy for item in LAYERS), "every layer is deployed"
