@@ -208,7 +208,12 @@ def _scan(folder: Path, values: dict[str, str]) -> dict[str, list[str]]:
 
 
 def test_the_scan_finds_secrets_in_files_anyone_can_read_and_only_there(tmp_path):
-    values = {"turn_shared_secret": "Zm9vYmFyYmF6LXF1dXgtMTIzNDU2Nzg5MGFiY2RlZg", "smtp_password": "correct horse!"}
+    values = {
+        "turn_shared_secret": "Zm9vYmFyYmF6LXF1dXgtMTIzNDU2Nzg5MGFiY2RlZg",
+        "smtp_password": "correct horse!",
+        "same_length_one_word": "correct_horse-",  # its length is scanned at every start (a sign in the other)
+        "restic_password": "a-value-made-of-one-word",  # its length only at words that long
+    }
     etc = tmp_path / "etc"
     (etc / "open").mkdir(parents=True)
     (etc / "closed").mkdir(mode=0o750)
@@ -217,6 +222,8 @@ def test_the_scan_finds_secrets_in_files_anyone_can_read_and_only_there(tmp_path
     (etc / "open/private.conf").write_text(f"x={values['turn_shared_secret']}\n")
     (etc / "closed/inside.conf").write_text(f"x={values['turn_shared_secret']}\n")  # others cannot enter
     (etc / "open/other.conf").write_text("static-auth-secret=something-else-entirely-of-the-same-size1\n")
+    (etc / "open/glued.conf").write_text(f"x:{values['restic_password']}andmore\ny {values['same_length_one_word']}\n")
+    (etc / "open/inside-a-word.conf").write_text(f"x=z{values['restic_password']}\n")  # no value starts there
     os.symlink(etc / "open/turn.conf", etc / "open/link.conf")
     for path in etc.rglob("*.conf"):
         if not path.is_symlink():
@@ -224,7 +231,11 @@ def test_the_scan_finds_secrets_in_files_anyone_can_read_and_only_there(tmp_path
     (etc / "open/private.conf").chmod(0o640)
     (etc / "closed").chmod(0o750)
     found = _scan(etc, values)
-    assert found == {str(etc / "open/app.conf"): ["smtp_password"], str(etc / "open/turn.conf"): ["turn_shared_secret"]}
+    assert found == {
+        str(etc / "open/app.conf"): ["smtp_password"],
+        str(etc / "open/turn.conf"): ["turn_shared_secret"],
+        str(etc / "open/glued.conf"): ["restic_password", "same_length_one_word"],
+    }
 
 
 def test_the_scan_gets_digests_never_values():
@@ -232,7 +243,8 @@ def test_the_scan_gets_digests_never_values():
     spec = secret_digests(values)
     text = json.dumps(spec)
     assert "k" * 10 not in text and "short" not in spec["digests"]
-    assert spec["lengths"] == [43] and spec["root"] == "/etc"
+    assert spec["lengths"] == [43] and spec["word_lengths"] == [43] and spec["root"] == "/etc"
+    assert secret_digests({"a": "two words", "b": "one_word!"})["word_lengths"] == []
     assert secret_digests(values)["digests"] != spec["digests"], "a one-time key: digests differ at each run"
 
 
