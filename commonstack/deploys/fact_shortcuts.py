@@ -4,6 +4,9 @@ the fact batches (prefetch.py): the facts and the operations reading them cannot
 pyinfra's systemd facts run one `systemctl show` per unit and property (5 ms of the host's CPU
 each, 28 of them for a small group); `systemctl show` of several units prints each one's
 properties as it would alone, a blank line between them: `units_at_once` asks them together.
+Its File, Directory and Link facts run a `stat` per path (about 45 on a base host, each in a
+subshell of its own); one `stat` of every existing path prints each one's line as it would
+alone: `paths_at_once` asks them together (`at_once`: both).
 
 pyinfra's Users fact (asked by server.user) runs a dozen processes per account: lastlog, id
 twice, grep four times, cut, tr and their subshells, 0.3 s of a host's CPU for its 28 accounts,
@@ -17,6 +20,7 @@ tests/unit/test_fact_shortcuts.py runs both on real account files, odd ones incl
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import dataclass
 
 from commonstack.deploys import pyinfra_api as api
@@ -81,7 +85,13 @@ class Together:
 
     def split(self, status: int, stdout: list[str], stderr: list[str]) -> list[list[str]] | None:
         """Each member's stdout lines (its status is `status`, its stderr empty), or None when
-        the answer is not one block per unit (then each command runs alone)."""
+        the answer cannot be split (then each command runs alone)."""
+        raise NotImplementedError
+
+
+class UnitsTogether(Together):
+    def split(self, status: int, stdout: list[str], stderr: list[str]) -> list[list[str]] | None:
+        """One block of properties per unit, a blank line between them."""
         if status != 0 or stderr:
             return None
         if stdout == ["##PYINFRA_NOCMD##"]:
@@ -97,6 +107,18 @@ class Together:
         return blocks
 
 
+class PathsTogether(Together):
+    def split(self, status: int, stdout: list[str], stderr: list[str]) -> list[list[str]] | None:
+        """A line of 0/1, which paths exist (pyinfra's command prints nothing for the others),
+        then `stat`'s line of each that does."""
+        if status != 0 or stderr or not stdout:
+            return None
+        exists, lines = stdout[0], iter(stdout[1:])
+        if len(exists) != len(self.members) or set(exists) - {"0", "1"} or exists.count("1") != len(stdout) - 1:
+            return None
+        return [[next(lines)] if bit == "1" else [] for bit in exists]
+
+
 def units_at_once(commands: list[str | None]) -> list[Together]:
     """The commands (None: not to merge) that ask the same property of one unit each, merged
     into one `systemctl show` per property (when two or more ask it)."""
@@ -106,7 +128,7 @@ def units_at_once(commands: list[str | None]) -> list[Together]:
         if found and found[2] not in asked.setdefault(found[1], {}):
             asked[found[1]][found[2]] = index
     return [
-        Together(
+        UnitsTogether(
             "if command -v systemctl >/dev/null 2>&1; then ( systemctl show --all --property Id "
             f"--property {prop} {' '.join(units)} ); else echo '##PYINFRA_NOCMD##'; fi",
             tuple(units.values()),
@@ -114,3 +136,37 @@ def units_at_once(commands: list[str | None]) -> list[Together]:
         for prop, units in asked.items()
         if len(units) > 1
     ]
+
+
+# The command of pyinfra's File, Directory and Link facts for one absolute path (quoted as pyinfra
+# quotes it: shlex.quote), its path wherever "/PATH" is.
+_QUOTED = r"""(?:[^\s'"]+|'(?:[^']|'"'"')*')+"""
+_STAT = api.raw_command(api.File().command("/PATH"))
+_PATH_STATE = re.compile(
+    re.escape(_STAT).replace(re.escape("/PATH"), f"(?P<path>{_QUOTED})", 1).replace(re.escape("/PATH"), "(?P=path)")
+)
+_LINUX_STAT = re.search(r"stat -c '[^']*'", _STAT)[0]
+
+
+def paths_at_once(commands: list[str | None]) -> list[Together]:
+    """The commands (None: not to merge) that ask pyinfra's File, Directory or Link fact of one
+    absolute path each, merged into one loop of `test`s (builtins) and one `stat` (when two or
+    more ask)."""
+    asked: dict[str, int] = {}  # quoted path -> index
+    for index, command in enumerate(commands):
+        found = _PATH_STATE.fullmatch(command or "")
+        if found and found["path"] not in asked and shlex.split(found["path"])[0].startswith("/"):
+            asked[found["path"]] = index
+    if len(asked) < 2:
+        return []
+    loop = (
+        f"e=; set --; for p in {' '.join(asked)}; do "
+        'if test -e "$p" || test -L "$p"; then e="${e}1"; set -- "$@" "$p"; else e="${e}0"; fi; done; '
+        f'echo "$e"; [ $# = 0 ] || {_LINUX_STAT} "$@"'
+    )
+    return [PathsTogether(loop, tuple(asked.values()))]
+
+
+def at_once(commands: list[str | None]) -> list[Together]:
+    """The commands (None: not to merge) that one command can answer together."""
+    return units_at_once(commands) + paths_at_once(commands)

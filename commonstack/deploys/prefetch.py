@@ -46,7 +46,7 @@ from typing import Any
 import gevent
 
 from commonstack.deploys import pyinfra_api as api
-from commonstack.deploys.fact_shortcuts import shortcut, units_at_once
+from commonstack.deploys.fact_shortcuts import at_once, shortcut
 
 log = logging.getLogger(__name__)
 
@@ -220,8 +220,9 @@ def _fetch(state, host, wanted: dict[str, Noted], answers: FactAnswers) -> None:
     """Run the `wanted` commands on `host` in one batch; keep their outputs in `answers`."""
     keys = list(wanted)
     lines = [(_batch_line(state, host, wanted[k]), wanted[k].guard) for k in keys]
-    # Units' states asked together (fact_shortcuts.py): each merged command is one more in the batch.
-    merged = units_at_once([line if guard is None else None for line, guard in lines])
+    # Units' states and paths' stats asked together (fact_shortcuts.py): each merged command is one
+    # more in the batch.
+    merged = at_once([line if guard is None else None for line, guard in lines])
     members = {index for together in merged for index in together.members}
     alone = [index for index in range(len(keys)) if index not in members]
     status, output = host.run_shell_command(

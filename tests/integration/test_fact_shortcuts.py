@@ -13,7 +13,7 @@ from collections.abc import Callable
 import pytest
 
 from commonstack.deploys import pyinfra_api as api
-from commonstack.deploys.fact_shortcuts import USERS, shortcut, units_at_once
+from commonstack.deploys.fact_shortcuts import USERS, paths_at_once, shortcut, units_at_once
 from commonstack.stacks.updates import PENDING_COMMAND, SIMULATED_UPGRADE, pending_security_updates
 from commonstack.testhosts import TestHost
 from tests.unit.pyinfra_tables import load_fact
@@ -49,6 +49,19 @@ def test_units_asked_at_once_answer_as_each_alone(testhost: TestHost, testhost_s
     split = together.split(merged.returncode, merged.stdout.splitlines(), merged.stderr.splitlines())
     assert split == [done.stdout.splitlines() for done in expected]
     assert split[1][0] == "Id=ssh.service"  # the alias answers for its unit, alone as together
+
+
+def test_paths_stated_at_once_answer_as_each_alone(testhost: TestHost, testhost_ssh: SSH) -> None:
+    # a file, a folder, a symbolic link, a missing path (the host's own stat and dash)
+    paths = ["/etc/passwd", "/etc", "/etc/localtime", "/no/such/path"]
+    alone = [api.raw_command(api.File().command(path)) for path in paths]
+    [together] = paths_at_once(alone)
+    expected = [testhost_ssh(testhost, f"sh -c {shlex.quote(command)}") for command in alone]
+    assert all(done.returncode == 0 and not done.stderr for done in expected)
+    merged = testhost_ssh(testhost, f"sh -c {shlex.quote(together.command)}")
+    split = together.split(merged.returncode, merged.stdout.splitlines(), merged.stderr.splitlines())
+    assert split == [done.stdout.splitlines() for done in expected]
+    assert split[2][0].startswith("user=root") and " -> " in split[2][0] and split[3] == []
 
 
 def test_pending_security_updates_read_as_the_full_simulation_reads_them(testhost: TestHost, testhost_ssh: SSH) -> None:

@@ -1,7 +1,8 @@
 """The shortcuts of the fact batches (deploys/fact_shortcuts.py) print what pyinfra's own fact
 commands print, byte for byte: run side by side on this machine's account files, and on made-up
 ones (bind-mounted over /etc in a mount namespace of the test's own: the machine's files are
-never touched) with the cases where a careless reading would differ."""
+never touched) with the cases where a careless reading would differ; and on files of every kind
+and oddly named, for the paths' stats asked at once."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ import shlex
 import shutil
 import struct
 import subprocess
+from pathlib import Path
 
 import pytest
+from pyinfra.facts.files import Link
 
 from commonstack.deploys import pyinfra_api as api
-from commonstack.deploys.fact_shortcuts import USERS, shortcut, units_at_once
+from commonstack.deploys.fact_shortcuts import USERS, at_once, paths_at_once, shortcut, units_at_once
 from tests.unit.pyinfra_tables import load_fact
 
 NEEDS_ROOT = pytest.mark.skipif(
@@ -148,3 +151,53 @@ def test_an_answer_that_is_not_one_block_per_unit_is_not_split():
     assert together.split(0, ["Id=a.service", "SubState=dead"], []) is None  # one block for two units
     assert together.split(1, [], ["System has not been booted with systemd"]) is None
     assert together.split(0, ["##PYINFRA_NOCMD##"], []) == [["##PYINFRA_NOCMD##"]] * 2
+
+
+# --- paths' stats at once, run side by side with pyinfra's commands on real files ------------------
+
+
+def _alone(command: str) -> tuple[int, list[str], list[str]]:
+    done = subprocess.run(["sh", "-c", command], capture_output=True, text=True)
+    return done.returncode, done.stdout.splitlines(), done.stderr.splitlines()
+
+
+def test_the_paths_pyinfra_stats_one_by_one_are_stated_at_once_with_the_same_lines(tmp_path):
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "file")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    os.mkfifo(tmp_path / "fifo")
+    odd = ["a space and a 'quote'", "a\nnewline", "$(touch injected)", "-dash"]
+    for name in odd:
+        (tmp_path / name).write_text("")
+    paths = [str(tmp_path / n) for n in ["file", "folder", "link", "dangling", "fifo", "missing", *odd]]
+    facts = [api.File, api.Directory, Link]
+    commands = [api.raw_command(facts[i % 3]().command(path)) for i, path in enumerate(paths)]
+    [together] = paths_at_once(commands)
+    assert together.members == tuple(range(len(paths)))
+    blocks = together.split(*_alone(together.command))
+    assert blocks is not None
+    for command, block in zip(commands, blocks):
+        assert _alone(command) == (0, block, [])
+    assert [bool(block) for block in blocks] == [True] * 5 + [False] + [True] * 4
+    assert not (tmp_path / "injected").exists() and not (Path.cwd() / "injected").exists()
+
+
+def test_only_absolute_paths_asked_twice_or_more_are_stated_at_once():
+    def ask(path: str) -> str:
+        return api.raw_command(api.File().command(path))
+
+    assert paths_at_once([ask("/a"), ask("~/b"), ask("c")]) == []  # one absolute path: nothing to merge
+    [together] = paths_at_once([ask("/a"), None, ask("/a"), "uname -m", ask("/b")])
+    assert together.members == (0, 4)  # the second ask of /a runs alone
+    assert [t.members for t in at_once([ask("/a"), asked(api.SystemdStatus, "a.service"), ask("/b"),
+                                        asked(api.SystemdStatus, "b.service")])] == [(1, 3), (0, 2)]  # fmt: skip
+
+
+def test_an_answer_that_is_not_one_line_per_existing_path_is_not_split():
+    [together] = paths_at_once([api.raw_command(api.File().command(p)) for p in ("/a", "/b")])
+    assert together.split(0, ["10", "user=root group=root ..."], []) == [["user=root group=root ..."], []]
+    assert together.split(0, ["11", "user=root group=root ..."], []) is None  # a path vanished meanwhile
+    assert together.split(1, ["11", "user=..."], ["stat: cannot statx '/b'"]) is None
+    assert together.split(0, ["1"], []) is None
+
