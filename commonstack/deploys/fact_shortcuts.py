@@ -4,7 +4,7 @@ the fact batches (prefetch.py): the facts and the operations reading them cannot
 pyinfra's systemd facts run one `systemctl show` per unit and property (5 ms of the host's CPU
 each, 28 of them for a small group); `systemctl show` of several units prints each one's
 properties as it would alone, a blank line between them: `units_at_once` asks them together.
-Its File, Directory and Link facts run a `stat` per path (about 45 on a base host, each in a
+Its File, Directory and Link facts run a `stat` per path (34 on a base host, each in a
 subshell of its own); one `stat` of every existing path prints each one's line as it would
 alone: `paths_at_once` asks them together (`at_once`: both).
 
