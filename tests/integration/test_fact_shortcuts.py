@@ -37,17 +37,25 @@ def asked(fact: type, unit: str) -> str:
     return command
 
 
+def side_by_side(testhost: TestHost, testhost_ssh: SSH, alone: list[str], together) -> tuple[list[list[str]], list]:
+    """(the stdout lines of each command of `alone` run alone on the host, each succeeding
+    silently; what `together`'s answer splits into)."""
+    expected = [testhost_ssh(testhost, f"sh -c {shlex.quote(command)}") for command in alone]
+    assert all(done.returncode == 0 and not done.stderr for done in expected)
+    merged = testhost_ssh(testhost, f"sh -c {shlex.quote(together.command)}")
+    return [done.stdout.splitlines() for done in expected], together.split(
+        merged.returncode, merged.stdout.splitlines(), merged.stderr.splitlines()
+    )
+
+
 @pytest.mark.parametrize("fact", [api.SystemdStatus, api.SystemdEnabled])
 def test_units_asked_at_once_answer_as_each_alone(testhost: TestHost, testhost_ssh: SSH, fact) -> None:
     # running, static, masked or missing, and an alias (sshd.service names ssh.service)
     units = ["ssh.service", "sshd.service", "systemd-journald.service", "no-such.service", "timers.target"]
     alone = [asked(fact, unit) for unit in units]
     [together] = units_at_once(alone)
-    expected = [testhost_ssh(testhost, f"sh -c {shlex.quote(command)}") for command in alone]
-    assert all(done.returncode == 0 and not done.stderr for done in expected)
-    merged = testhost_ssh(testhost, f"sh -c {shlex.quote(together.command)}")
-    split = together.split(merged.returncode, merged.stdout.splitlines(), merged.stderr.splitlines())
-    assert split == [done.stdout.splitlines() for done in expected]
+    expected, split = side_by_side(testhost, testhost_ssh, alone, together)
+    assert split == expected
     assert split[1][0] == "Id=ssh.service"  # the alias answers for its unit, alone as together
 
 
@@ -56,11 +64,8 @@ def test_paths_stated_at_once_answer_as_each_alone(testhost: TestHost, testhost_
     paths = ["/etc/passwd", "/etc", "/etc/localtime", "/no/such/path"]
     alone = [api.raw_command(api.File().command(path)) for path in paths]
     [together] = paths_at_once(alone)
-    expected = [testhost_ssh(testhost, f"sh -c {shlex.quote(command)}") for command in alone]
-    assert all(done.returncode == 0 and not done.stderr for done in expected)
-    merged = testhost_ssh(testhost, f"sh -c {shlex.quote(together.command)}")
-    split = together.split(merged.returncode, merged.stdout.splitlines(), merged.stderr.splitlines())
-    assert split == [done.stdout.splitlines() for done in expected]
+    expected, split = side_by_side(testhost, testhost_ssh, alone, together)
+    assert split == expected
     assert split[2][0].startswith("user=root") and " -> " in split[2][0] and split[3] == []
 
 
