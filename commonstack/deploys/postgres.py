@@ -30,26 +30,28 @@ def first_start_settings(plan: HostPlan) -> list[OperationMeta] | None:
 
 
 @deploy("PostgreSQL")
-def postgresql(plan: HostPlan, settings: list[OperationMeta] | None = None) -> None:
+def postgresql(plan: HostPlan, first_start: list[OperationMeta] | None = None) -> None:
     """Install PostgreSQL, apply the sizing, and create each service's role and database.
 
     Passwords are set when a role is created (scram-sha-256) and never sent again, so
     re-deploys change nothing.
 
-    + settings: the operations of first_start_settings, when they wrote the settings before
+    + first_start: the operations of first_start_settings, when they wrote the settings before
       PostgreSQL was installed (its first start read them); None: they are written here
     """
     apt.packages(name="Install PostgreSQL", packages=plan.packages_of(("postgres",)), no_recommends=True)
-    configs = put_configs(plan, "postgres") if settings is None else []
-    sandbox = [op for f, op in zip(plan.files_of("postgres"), configs) if f.path.startswith("/etc/systemd/")]
-    systemd.daemon_reload(name="Reload systemd for PostgreSQL's sandbox", _if=changed(sandbox))
+    if first_start is None:
+        configs = put_configs(plan, "postgres")
+        sandbox = [op for f, op in zip(plan.files_of("postgres"), configs) if f.path.startswith("/etc/systemd/")]
+        systemd.daemon_reload(name="Reload systemd for PostgreSQL's sandbox", _if=changed(sandbox))
     systemd.service(name="PostgreSQL running", service="postgresql", running=True, enabled=True)
-    systemd.service(
-        name="Restart PostgreSQL for the new settings or sandbox",
-        service="postgresql",
-        restarted=True,
-        _if=changed(configs),
-    )
+    if first_start is None:
+        systemd.service(
+            name="Restart PostgreSQL for the new settings or sandbox",
+            service="postgresql",
+            restarted=True,
+            _if=changed(configs),
+        )
     existing_roles = host.get_fact(PostgresRoles, **AS_POSTGRES)
     # Each database keeps the identity marker of its layer's place in the registry (pyinfra #1370).
     for marker, item in enumerate(LAYERS):

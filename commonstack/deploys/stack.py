@@ -130,7 +130,10 @@ def deploy_host(
     for index, item in enumerate(LAYERS):
         if item.name in deployed:
             with operation_identity(index):
-                deploy_function(item.deploy)(plan, *([first_start[item.name]] if item.name in first_start else []))
+                if item.name in first_start:
+                    deploy_function(item.deploy)(plan, first_start=first_start[item.name])
+                else:
+                    deploy_function(item.deploy)(plan)
                 files.file(
                     name=f"Record that {item.name} is deployed here",
                     path=f"{LAYER_RECORDS}/{item.name}",

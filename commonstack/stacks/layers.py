@@ -153,7 +153,8 @@ class Layer:
     deploy: str | None = None  # "module:function" in commonstack.deploys; None: not deployed yet
     preflight: str | None = None  # "module:function": refuses the host before any change
     # "module:function": what its service must find when its package first starts it, added before
-    # the packages' transaction; `deploy` gets what it returned (None: the package was installed).
+    # the packages' transaction; `deploy` gets what it returned as `first_start=` (None: the
+    # package was installed).
     first_start: str | None = None
     checks: tuple[str, ...] = ()  # its check modules (commonstack/checks/NAME.py)
     ports: Ports | None = None
