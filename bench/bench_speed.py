@@ -152,10 +152,10 @@ def ssh_command(host, command: str) -> list[str]:
             "-o", "BatchMode=yes", f"root@{host.address}", command]  # fmt: skip
 
 
-def ssh(host, command: str) -> None:
+def ssh(host, command: str) -> str:
     command_line = ssh_command(host, command)
     try:
-        subprocess.run(command_line, check=True, capture_output=True)
+        return subprocess.run(command_line, check=True, capture_output=True, text=True).stdout
     finally:
         Path(command_line[4].split("=", 1)[1]).unlink()
 
@@ -279,6 +279,9 @@ def check_stages(inventories: Path) -> None:
     one = group("one", inventories)
     profile = one.load()
     targets, secrets = host_targets(one, profile, ()), current_secrets(one.secrets_file, profile)
+    host = next(h for h in testhosts.list_hosts() if h.name == ONE)
+    reading = -_last_pid(host) + _last_pid(host)  # the processes a reading starts itself
+    first_pid = _last_pid(host)
     marks = [time.perf_counter()]
     started = start_group_checks(targets, secrets)
     marks.append(time.perf_counter())
@@ -286,6 +289,7 @@ def check_stages(inventories: Path) -> None:
     marks.append(time.perf_counter())
     results = check_group(targets, plans, secrets, unreachable=unusable, started=started)
     marks.append(time.perf_counter())
+    processes = _last_pid(host) - first_pid - reading
     took = [later - at for at, later in zip(marks, marks[1:])]
     print(f"a check of the small-group host, by stage: pytest started {took[0]:.2f} s; the SSH connection "
           f"opened, saying what the host is, and the host sized meanwhile {took[1]:.2f} s; the {len(results)} "
@@ -293,6 +297,8 @@ def check_stages(inventories: Path) -> None:
     slowest = sorted(results, key=lambda r: r.seconds, reverse=True)[:6]
     print(f"  the checks took {sum(r.seconds for r in results):.2f} s together; the slowest: "
           + "; ".join(f"{r.layer} {r.check} {r.seconds:.2f} s" for r in slowest))
+    print(f"  the host started {processes} processes for them" if processes > 0 else
+          "  the host's process ids wrapped around during the checks: no count of its processes")  # fmt: skip
     command_round_trips(targets)
 
 
@@ -316,6 +322,11 @@ def command_round_trips(targets) -> None:
     shutil.rmtree(folder)
     print(f"  a command through the checks' shell {figures['shell'] * 1000:.1f} ms, through an `ssh` each "
           f"{figures['ssh'] * 1000:.1f} ms ({figures['ssh'] / figures['shell']:.1f}x)")
+
+
+def _last_pid(host) -> int:
+    """The last process id the host handed out (in its own namespace: /proc/loadavg's last field)."""
+    return int(ssh(host, "cat /proc/loadavg").split()[-1])
 
 
 def _controller_cpu() -> float:

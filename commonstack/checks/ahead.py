@@ -32,21 +32,34 @@ def start(host, commands: Iterable[tuple[str, ...]]) -> None:
                 _started[key] = _pool.submit(host.run, *command)
 
 
+def _take(key: tuple[str, str]) -> Future | None:
+    """The answer started ahead for `key` (with the lock held), unless it still waits for a thread
+    of the pool: then it is called off, and the check asking runs the command itself."""
+    future = _started.pop(key, None)
+    return future if future is not None and not future.cancel() else None
+
+
 def run(host, command: str, *args: str):
     """What `host.run(command, *args)` answers: the answer of the one started ahead, else now."""
     with _lock:
-        future = _started.pop(_key(host, (command, *args)), None)
+        future = _take(_key(host, (command, *args)))
     return future.result() if future else host.run(command, *args)
 
 
 def shared(host, command: str, *args: str):
     """What `host.run(command, *args)` answers, run once for every check of this run that asks
-    (started ahead, or by the first to ask)."""
+    (started ahead, or run by the first to ask, in its own thread)."""
     key = _key(host, (command, *args))
+    mine = None
     with _lock:
         if key not in _shared:
-            _shared[key] = _started.pop(key, None) or _pool.submit(host.run, command, *args)
+            _shared[key] = _take(key) or (mine := Future())
         future = _shared[key]
+    if mine is not None:
+        try:
+            mine.set_result(host.run(command, *args))
+        except BaseException as error:
+            mine.set_exception(error)
     return future.result()
 
 

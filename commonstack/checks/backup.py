@@ -10,6 +10,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from commonstack.checks.expect import assert_sandboxed, require_layer
+from commonstack.checks.host_state import unit_state
 from commonstack.stacks.paths import BACKUP_SCRIPT, BACKUP_STATE
 
 MAX_AGE = timedelta(hours=26)  # a daily timer with its random delay, and some slack
@@ -34,7 +35,7 @@ def _hours(age: timedelta) -> str:
 def test_backup_timers_are_active(host, stack):
     require_layer(stack, "backup")
     for timer in ("commonstack-backup.timer", "commonstack-backup-check.timer"):
-        assert host.service(timer).is_running, f"{timer} is not active: `systemctl enable --now {timer}`"
+        assert unit_state(host, stack, timer).is_running, f"{timer} is not active: `systemctl enable --now {timer}`"
 
 
 def test_backup_services_are_sandboxed(host, stack):

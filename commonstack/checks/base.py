@@ -13,7 +13,8 @@ from commonstack.checks import ahead
 from commonstack.checks.expect import JAILS, assert_jails_active
 from commonstack.checks.exposed_secrets import parse as parse_scan
 from commonstack.checks.exposed_secrets import scan_command
-from commonstack.checks.probes import accepts, answering, declared_tcp_ports, public_tcp_listeners
+from commonstack.checks.host_state import file_states, listeners, public_tcp_listeners, sshd_settings
+from commonstack.checks.probes import accepts, answering, declared_tcp_ports
 from commonstack.stacks.kernel import differences, matching
 from commonstack.stacks.kernel import parse as parse_kernel
 from commonstack.stacks.kernel import read_command as read_kernel
@@ -53,7 +54,7 @@ def test_ssh_port_is_open_from_outside(stack):
 
 
 def test_sshd_refuses_passwords(host):
-    settings = dict(line.split(" ", 1) for line in host.check_output("sshd -T").splitlines() if " " in line)
+    settings = sshd_settings(host)
     assert settings.get("passwordauthentication") == "no", "sshd accepts passwords: check /etc/ssh/sshd_config.d/"
     assert settings.get("kbdinteractiveauthentication") == "no"
     assert settings.get("permitrootlogin") in ("without-password", "prohibit-password", "no")
@@ -94,8 +95,8 @@ def test_no_service_runs_a_replaced_library(host):
 def test_swap_file_is_in_place(host, stack, in_container):
     if not stack["swap_mb"]:
         pytest.skip("sizing asks for no swap on this host")
-    swapfile = host.file("/swapfile")
-    assert swapfile.exists and swapfile.mode == 0o600
+    swapfile = file_states(host, "/swapfile").get("/swapfile")
+    assert swapfile and swapfile.permissions == 0o600
     assert swapfile.size == stack["swap_mb"] * 1024 * 1024
     if in_container:
         pytest.skip("a container cannot enable swap (the file is ready for a real host)")
@@ -110,7 +111,7 @@ def test_admin_user_can_sudo(host, stack):
 def test_no_undeclared_port_answers_from_outside(host, stack):
     """What listens on a public address, on a port no service of the host declares, must not answer."""
     declared = declared_tcp_ports(stack["firewall_ports"])
-    listening = public_tcp_listeners(host.check_output("ss -Htlnp"))
+    listening = public_tcp_listeners(listeners(host))
     # The ports that must never be public are probed by the check above.
     candidates = sorted(p for p in listening if p not in declared and p not in stack["never_public"])
     stray = answering(stack["address"], candidates)
@@ -122,7 +123,7 @@ def test_no_undeclared_port_answers_from_outside(host, stack):
 
 
 def test_sshd_allows_no_forwarding(host):
-    settings = dict(line.split(" ", 1) for line in host.check_output("sshd -T").splitlines() if " " in line)
+    settings = sshd_settings(host)
     allowed = [key for key in ("allowtcpforwarding", "allowstreamlocalforwarding", "allowagentforwarding",
                                "x11forwarding", "permittunnel") if settings.get(key) != "no"]  # fmt: skip
     assert not allowed, (
@@ -168,11 +169,12 @@ def test_unused_network_protocols_cannot_be_loaded(host, in_container):
 def test_files_holding_secrets_are_private(host, stack):
     """Every file the kit wrote a secret into is still as private as it was written."""
     loose = []
+    states = file_states(host, *(wanted["path"] for wanted in stack["secret_files"]))
     for wanted in stack["secret_files"]:
-        found = host.file(wanted["path"])
-        if not found.exists:
+        found = states.get(wanted["path"])
+        if not found:
             continue  # its layer's checks say when a file is missing
-        mode, expected = found.mode, int(wanted["mode"], 8)
+        mode, expected = found.permissions, int(wanted["mode"], 8)
         if mode & ~expected or (found.user, found.group) != (wanted["user"], wanted["group"]):
             loose.append(f"{wanted['path']} is {mode:04o} {found.user}:{found.group}, "
                          f"not {wanted['mode']} {wanted['user']}:{wanted['group']}")  # fmt: skip

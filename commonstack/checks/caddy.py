@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from commonstack.checks.expect import assert_sandboxed, require_layer
+from commonstack.checks.host_state import unit_state
 from commonstack.checks.probes import answering, is_ip, judge_names, read_hosts_file, resolve, site_names
 
 # Public ACME certificates renew 30 days before expiry: 14 days left means renewal is failing.
@@ -67,7 +68,7 @@ def _answer(front_pages: dict, name: str) -> tuple:
 
 def test_caddy_is_running(host, stack):
     require_layer(stack, "caddy")
-    assert host.service("caddy").is_running, "Caddy is down: `journalctl -u caddy` on the host"
+    assert unit_state(host, stack, "caddy").is_running, "Caddy is down: `journalctl -u caddy` on the host"
 
 
 def test_every_hostname_has_a_valid_fresh_certificate(stack, front_pages):

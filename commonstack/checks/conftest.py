@@ -123,9 +123,9 @@ def trust(host, stack, controller) -> ssl.SSLContext:
         if controller.get("ca_file"):
             context.load_verify_locations(controller["ca_file"])
         if stack["tls_mode"] == "internal":
-            root = host.file(CADDY_LOCAL_ROOT)
-            assert root.exists, f"Caddy has no local CA yet ({CADDY_LOCAL_ROOT}): `journalctl -u caddy`"
-            context.load_verify_locations(cadata=root.content_string)
+            root = host.run("cat -- %s", CADDY_LOCAL_ROOT)
+            assert root.rc == 0, f"Caddy has no local CA yet ({CADDY_LOCAL_ROOT}): `journalctl -u caddy`"
+            context.load_verify_locations(cadata=root.stdout)
         _per_host[key] = context
     return _per_host[key]
 

@@ -28,6 +28,7 @@ def host_expectations(plan: HostPlan, layers: tuple[str, ...] | None = None, exa
         # The host's public IPv4 when it is behind NAT, where the profile says it (for the DNS check).
         "public_ipv4": profile.matrix.turn.external_ip if "turn" in services else None,
         "layers": checked,
+        "units": {name: plan.units_of(name) for name in checked},  # what each runs (host_state.unit_state)
         "services": sorted(services),
         "firewall_ports": [asdict(port) for port in firewall_ports(profile, plan.host)],
         "never_public": [p for p in NEVER_PUBLIC if p != plan.host.port],

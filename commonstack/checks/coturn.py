@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from commonstack.checks.expect import assert_sandboxed, require_layer
+from commonstack.checks.host_state import listens, unit_state
 from commonstack.checks.probes import answering, stun_answers
 from commonstack.stacks.paths import COTURN_CERTIFICATE_SCRIPT
 
@@ -31,16 +32,19 @@ def test_turn_credentials_are_handed_out_and_accepted(stack, matrix_admin):
 
 def test_coturn_runs_with_caddys_certificate(host, stack):
     require_layer(stack, "coturn")
-    assert host.service("coturn").is_running, "coturn is down: `journalctl -u coturn -n 50` on the host"
+    assert unit_state(host, stack, "coturn").is_running, "coturn is down: `journalctl -u coturn -n 50` on the host"
     # coturn binds each address of the host; loopback is one of them (the last check probes from outside).
-    for socket_spec in ("udp://127.0.0.1:3478", "tcp://127.0.0.1:3478", "tcp://127.0.0.1:5349"):
-        assert host.socket(socket_spec).is_listening, f"coturn does not listen on {socket_spec}: `journalctl -u coturn`"
+    for protocol, port in (("udp", 3478), ("tcp", 3478), ("tcp", 5349)):
+        assert listens(host, protocol, "127.0.0.1", port), (
+            f"coturn does not listen on {protocol} 127.0.0.1:{port}: `journalctl -u coturn`"
+        )
     state = host.run("%s --check %s", COTURN_CERTIFICATE_SCRIPT, stack["matrix"]["hostname"]).stdout.strip()
     assert state == "current", (
         f"coturn's copy of Caddy's certificate is {state or 'missing'}: TURN over TLS (turns:) fails; "
         "`systemctl start coturn-certificate` and see its journal"
     )
-    assert host.service("coturn-certificate.timer").is_running, "the timer that renews coturn's certificate is off"
+    timer = unit_state(host, stack, "coturn-certificate.timer")
+    assert timer.is_running, "the timer that renews coturn's certificate is off"
 
 
 def test_turn_answers_from_outside(stack):

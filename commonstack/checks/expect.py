@@ -23,17 +23,18 @@ MAX_EXPOSURE = 4.0
 _EXPOSURE = re.compile(r"Overall exposure level for (\S+?)(?:\.service)?: ([\d.]+) (\S+)")
 
 
-def exposures(host, units: list[str]) -> dict[str, tuple[float, str]]:
-    """{unit: (level, word)} as `systemd-analyze security` rates them (one call for all of them);
-    a unit it cannot rate is left out."""
-    output = host.run("systemd-analyze security --no-pager" + " %s" * len(units), *units).stdout
+def exposures(host, stack: dict) -> dict[str, tuple[float, str]]:
+    """{unit: (level, word)} as `systemd-analyze security` rates the units every layer of the host
+    sandboxes (one call for all of them, read once for every check); a unit it cannot rate is left out."""
+    units = sorted({unit for layer_units in stack["sandboxed"].values() for unit in layer_units})
+    output = ahead.shared(host, "systemd-analyze security --no-pager" + " %s" * len(units), *units).stdout
     return {found[1]: (float(found[2]), found[3]) for found in _EXPOSURE.finditer(output)}
 
 
 def assert_sandboxed(host, stack: dict, layer: str) -> None:
     """Each unit the layer sandboxes is rated OK (<= MAX_EXPOSURE) by systemd-analyze security."""
     units = stack["sandboxed"].get(layer, [])
-    rated = exposures(host, units) if units else {}
+    rated = exposures(host, stack) if units else {}
     problems = []
     for unit in units:
         if unit not in rated:

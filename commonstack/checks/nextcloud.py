@@ -22,6 +22,7 @@ import pytest
 
 from commonstack.checks import ahead
 from commonstack.checks.expect import assert_jails_active, assert_sandboxed, require_layer, require_release
+from commonstack.checks.host_state import file_states, unit_state
 from commonstack.checks.probes import https_request
 from commonstack.stacks.paths import NEXTCLOUD_CODE as CODE_DIR
 from commonstack.stacks.paths import NEXTCLOUD_DATA as DATA_DIR
@@ -116,16 +117,18 @@ def _missing_security_headers(headers: dict) -> list[str]:
 # --- PHP-FPM and the host --------------------------------------------------------------------
 
 
-def test_php_fpm_runs_the_nextcloud_pool_for_caddy_only(host, php):
-    service = host.service(f"php{php}-fpm")
+def test_php_fpm_runs_the_nextcloud_pool_for_caddy_only(host, stack, php):
+    service = unit_state(host, stack, f"php{php}-fpm")
     assert service.is_running, f"PHP-FPM is down: `journalctl -u php{php}-fpm`"
     assert service.is_enabled, f"php{php}-fpm does not start at boot: `systemctl enable php{php}-fpm`"
-    sock = host.file(f"/run/php/php{php}-fpm-nextcloud.sock")
-    assert sock.is_socket, f"no Nextcloud pool socket: is /etc/php/{php}/fpm/pool.d/nextcloud.conf there?"
-    assert (sock.user, sock.group, sock.mode) == ("www-data", "caddy", 0o660), (
-        f"the pool socket is {sock.user}:{sock.group} {sock.mode:04o}; Caddy needs www-data:caddy 0660"
+    pool, default = f"/run/php/php{php}-fpm-nextcloud.sock", f"/etc/php/{php}/fpm/pool.d/www.conf"
+    states = file_states(host, pool, default)
+    sock = states.get(pool)
+    assert sock and sock.is_socket, f"no Nextcloud pool socket: is /etc/php/{php}/fpm/pool.d/nextcloud.conf there?"
+    assert (sock.user, sock.group, sock.permissions) == ("www-data", "caddy", 0o660), (
+        f"the pool socket is {sock.user}:{sock.group} {sock.permissions:04o}; Caddy needs www-data:caddy 0660"
     )
-    assert not host.file(f"/etc/php/{php}/fpm/pool.d/www.conf").exists, "Debian's default www pool is back"
+    assert default not in states, "Debian's default www pool is back"
 
 
 def slowest_commands(stack: dict) -> list[tuple[str, ...]]:
@@ -176,15 +179,15 @@ def test_www_data_can_use_the_redis_socket(host, php):
 
 
 def test_data_folder_is_private_and_outside_the_web_root(host, php):
-    data = host.file(DATA_DIR)
-    assert data.is_directory, f"{DATA_DIR} is missing"
-    assert (data.user, data.mode) == ("www-data", 0o750), (
-        f"{DATA_DIR} is {data.user} {data.mode:04o}, not www-data 0750"
+    data = file_states(host, DATA_DIR).get(DATA_DIR)
+    assert data and data.is_directory, f"{DATA_DIR} is missing"
+    assert (data.user, data.permissions) == ("www-data", 0o750), (
+        f"{DATA_DIR} is {data.user} {data.permissions:04o}, not www-data 0750"
     )
 
 
-def test_cron_timer_is_active(host, php):
-    timer = host.service("nextcloud-cron.timer")
+def test_cron_timer_is_active(host, stack, php):
+    timer = unit_state(host, stack, "nextcloud-cron.timer")
     assert timer.is_enabled and timer.is_running, (
         "nextcloud-cron.timer is not active: `systemctl status nextcloud-cron.timer`"
     )

@@ -4,50 +4,55 @@ from __future__ import annotations
 
 from commonstack.checks import ahead
 from commonstack.checks.expect import assert_sandboxed, require_layer
+from commonstack.checks.host_state import listens, listens_everywhere, unit_state
 
-PSQL = "sudo -u postgres psql -XAtc %s"
-SETTINGS = ("SHOW shared_buffers", "SHOW password_encryption")
-
-
-def _owner_and_collation(database: str) -> str:
-    return f"SELECT pg_get_userbyid(datdba), datcollate FROM pg_database WHERE datname = '{database}'"
+# What the checks ask PostgreSQL, in one connection (each a sudo, a psql and a server process):
+# its settings, then a line per database.
+QUERIES = (
+    "SHOW shared_buffers",
+    "SHOW password_encryption",
+    "SELECT datname, pg_get_userbyid(datdba), datcollate FROM pg_database",
+)
+PSQL = "sudo -u postgres psql -XAt" + " -c %s" * len(QUERIES)
 
 
 def slowest_commands(stack: dict) -> list[tuple[str, ...]]:
-    """Started at the host's first check (ahead.py): each query a sudo and a connection."""
-    if "postgres" not in stack["layers"]:
-        return []
-    return [(PSQL, query) for query in [*SETTINGS, *map(_owner_and_collation, stack["databases"])]]
+    """Started at the host's first check (ahead.py)."""
+    return [(PSQL, *QUERIES)] if "postgres" in stack["layers"] else []
 
 
-def _sql(host, query: str) -> str:
-    return ahead.check_output(host, PSQL, query).strip()
+def _answers(host) -> tuple[str, str, dict[str, tuple[str, str]]]:
+    """(shared_buffers, password_encryption, {database: (owner, collation)})."""
+    answer = ahead.shared(host, PSQL, *QUERIES)
+    assert answer.rc == 0, f"PostgreSQL does not answer: {answer.stderr.strip()[-300:]}"
+    buffers, encryption, *rows = answer.stdout.splitlines()
+    return buffers, encryption, {name: (owner, collation) for name, owner, collation in (r.split("|") for r in rows)}
 
 
 def test_postgresql_is_running(host, stack):
     require_layer(stack, "postgres")
-    assert host.service("postgresql").is_running, "PostgreSQL is down: `journalctl -u postgresql@*`"
+    assert unit_state(host, stack, "postgresql").is_running, "PostgreSQL is down: `journalctl -u postgresql@*`"
 
 
 def test_postgresql_listens_on_localhost_only(host, stack):
     require_layer(stack, "postgres")
-    assert host.socket("tcp://127.0.0.1:5432").is_listening
-    assert not host.socket("tcp://0.0.0.0:5432").is_listening, "PostgreSQL listens on every address"
+    assert listens(host, "tcp", "127.0.0.1", 5432), "PostgreSQL does not listen on 127.0.0.1:5432"
+    assert not listens_everywhere(host, "tcp", 5432), "PostgreSQL listens on every address"
 
 
 def test_postgresql_is_tuned_by_sizing(host, stack):
     require_layer(stack, "postgres")
-    buffers, encryption = (_sql(host, query) for query in SETTINGS)
+    buffers, encryption, _ = _answers(host)
     assert buffers == f"{stack['postgres_shared_buffers_mb']}MB"
     assert encryption == "scram-sha-256"
 
 
 def test_each_service_has_its_database(host, stack):
     require_layer(stack, "postgres")
+    found = _answers(host)[2]
     for database, collation in stack["databases"].items():
-        row = _sql(host, _owner_and_collation(database))
-        assert row, f"database {database} is missing: run `commonstack deploy`"
-        owner, actual_collation = row.split("|")
+        assert database in found, f"database {database} is missing: run `commonstack deploy`"
+        owner, actual_collation = found[database]
         assert owner == database
         if collation:
             assert actual_collation == collation, f"{database} must use {collation} collation (Synapse refuses others)"

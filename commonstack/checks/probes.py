@@ -7,7 +7,6 @@ from __future__ import annotations
 import http.client
 import ipaddress
 import os
-import re
 import socket
 import ssl
 import threading
@@ -99,25 +98,6 @@ def declared_tcp_ports(firewall_ports: list[dict]) -> set[int]:
             first, _, last = str(rule["port"]).partition("-")
             ports.update(range(int(first), int(last or first) + 1))
     return ports
-
-
-_PROCESS = re.compile(r'users:\(\("([^"]+)"')
-
-
-def public_tcp_listeners(ss_output: str) -> dict[int, str]:
-    """`ss -Htlnp` -> {port: program} of TCP listeners not bound to loopback (program '' unknown)."""
-    listeners: dict[int, str] = {}
-    for line in ss_output.splitlines():
-        fields = line.split()
-        if len(fields) < 4:
-            continue
-        address, _, port = fields[3].rpartition(":")
-        address = address.strip("[]").split("%")[0]
-        if not port.isdigit() or (address not in ("*", "") and ipaddress.ip_address(address).is_loopback):
-            continue
-        program = _PROCESS.search(line)
-        listeners.setdefault(int(port), program[1] if program else "")
-    return listeners
 
 
 # --- HTTPS -------------------------------------------------------------------------------------

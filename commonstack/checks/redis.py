@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 from commonstack.checks.expect import assert_sandboxed, require_layer
+from commonstack.checks.host_state import file_states, listeners, unit_state
 
 SOCKET = "/run/redis/redis-server.sock"
+CONFIG = "/etc/redis/redis.conf"
 
 
 def test_redis_answers_on_its_socket(host, stack):
     require_layer(stack, "redis")
-    assert host.service("redis-server").is_running, "Redis is down: `journalctl -u redis-server`"
+    assert unit_state(host, stack, "redis-server").is_running, "Redis is down: `journalctl -u redis-server`"
     assert host.check_output("redis-cli -s %s ping", SOCKET) == "PONG"
 
 
 def test_redis_has_no_tcp_port(host, stack):
     require_layer(stack, "redis")
-    assert not host.socket("tcp://6379").is_listening, "Redis listens on TCP: it should use its socket only"
+    tcp = [s for s in listeners(host) if s.protocol == "tcp" and (s.port == 6379 or s.program == "redis-server")]
+    assert not tcp, "Redis listens on TCP: it should use its socket only (`port 0` in /etc/redis/redis.conf)"
 
 
 def test_redis_memory_is_capped(host, stack):
@@ -27,5 +30,8 @@ def test_redis_memory_is_capped(host, stack):
 def test_redis_is_sandboxed_and_its_config_private(host, stack):
     require_layer(stack, "redis")
     assert_sandboxed(host, stack, "redis")
-    config = host.file("/etc/redis/redis.conf")
-    assert not config.mode & 0o007, f"/etc/redis/redis.conf is {config.mode:04o}: readable by everyone; `commonstack deploy`"
+    config = file_states(host, CONFIG).get(CONFIG)
+    assert config, f"{CONFIG} is missing: `commonstack deploy`"
+    assert not config.permissions & 0o007, (
+        f"{CONFIG} is {config.permissions:04o}: readable by everyone; `commonstack deploy`"
+    )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import shlex
 from dataclasses import dataclass
 from io import StringIO
@@ -19,11 +18,12 @@ from commonstack.stacks.paths import MATRIX_ADMIN_LOCALPART as ADMIN_LOCALPART
 from commonstack.stacks.paths import MATRIX_ADMIN_PASSWORD_FILE as ADMIN_PASSWORD_FILE
 from commonstack.stacks.paths import MATRIX_SERVER_NAME_RECORD as SERVER_NAME_RECORD
 from commonstack.stacks.paths import SYNAPSE_CONFIG as CONFIG
+from commonstack.stacks.paths import SYNAPSE_DIST_INFO as DIST_INFO
 from commonstack.stacks.paths import SYNAPSE_DATA as DATA
 from commonstack.stacks.paths import SYNAPSE_SIGNING_KEY as SIGNING_KEY
 from commonstack.stacks.paths import SYNAPSE_URL as LOCAL_URL
 from commonstack.stacks.paths import SYNAPSE_USER as USER
-from commonstack.stacks.paths import SYNAPSE_RELEASES
+from commonstack.stacks.paths import SYNAPSE_RELEASES, synapse_release_of
 from commonstack.stacks.paths import SYNAPSE_VENV as VENV
 from commonstack.stacks.versions import versions
 
@@ -108,7 +108,7 @@ class SynapseInstall(FactBase[SynapseOnHost]):
             f"if [ -e {VENV} ]; then "
             f"printf 'folder=%s\\n' \"$(readlink {VENV})\"; "
             f"printf 'works=%s\\n' \"$({VENV}/bin/python -c {shlex.quote(check)} 2>/dev/null)\"; "
-            f"printf 'package=%s\\n' \"$(ls -d {VENV}/lib/python3*/site-packages/matrix_synapse-*.dist-info 2>/dev/null | head -n 1)\"; "
+            f"printf 'package=%s\\n' \"$(ls -d {DIST_INFO} 2>/dev/null | head -n 1)\"; "
             "fi; true"
         )
 
@@ -118,8 +118,7 @@ class SynapseInstall(FactBase[SynapseOnHost]):
     def process(self, output) -> SynapseOnHost:
         values = dict(line.strip().split("=", 1) for line in output if "=" in line)
         works = values.get("works", "")
-        package = re.search(r"matrix_synapse-([0-9][^-/]*)\.dist-info$", values.get("package", ""))
-        version = works or (package.group(1) if package else None)
+        version = works or synapse_release_of(values.get("package", ""))
         if not version:
             return SynapseOnHost()
         return SynapseOnHost(version=version, works=bool(works), folder=values.get("folder") or None)
@@ -157,7 +156,7 @@ def point_venv_at(version: str) -> str:
     new_link = f"{VENV}.commonstack-new"
     return (
         f"if [ -d {VENV} ] && [ ! -L {VENV} ]; then "
-        f"old=$(ls -d {VENV}/lib/python3*/site-packages/matrix_synapse-*.dist-info 2>/dev/null | head -n 1 "
+        f"old=$(ls -d {DIST_INFO} 2>/dev/null | head -n 1 "
         "| sed 's/.*matrix_synapse-//; s/[.]dist-info$//'); "
         f'aside="{SYNAPSE_RELEASES}/venv-${{old:-unknown}}"; '
         'if [ -e "$aside" ]; then aside="$aside.before-$(date +%s)"; fi; '

@@ -3,6 +3,8 @@ that read them and the backups that save them."""
 
 from __future__ import annotations
 
+import re
+
 STATE_DIR = "/var/lib/commonstack"  # the kit's own records on the host (root only)
 
 # caddy
@@ -17,6 +19,8 @@ SYNAPSE_USER = "matrix-synapse"
 SYNAPSE_RELEASES = "/opt/synapse"  # a virtualenv per release: venv-VERSION
 SYNAPSE_VENV = f"{SYNAPSE_RELEASES}/venv"  # points at the release that runs
 SYNAPSE_PYTHON = f"{SYNAPSE_VENV}/bin/python"
+# Its package's metadata folder, named after the release it holds (a shell glob).
+SYNAPSE_DIST_INFO = f"{SYNAPSE_VENV}/lib/python3*/site-packages/matrix_synapse-*.dist-info"
 SYNAPSE_CONFIG_DIR = "/etc/matrix-synapse"
 SYNAPSE_CONFIG = f"{SYNAPSE_CONFIG_DIR}/homeserver.yaml"
 SYNAPSE_SIGNING_KEY = "/etc/matrix-synapse/signing.key"
@@ -67,3 +71,9 @@ MAINTENANCE_LOCK = "/run/lock/commonstack-maintenance.lock"
 # An upgrade runs as many SSH commands: between them, the process of this scope unit holds the lock
 # for it, and the unit's description names the upgrade's run (a reboot or `systemctl stop` frees it).
 MAINTENANCE_HOLDER = "commonstack-maintenance-holder.scope"
+
+
+def synapse_release_of(dist_info: str) -> str | None:
+    """The release a SYNAPSE_DIST_INFO folder is named after (None: not such a folder)."""
+    found = re.search(r"matrix_synapse-([0-9][^-/]*)\.dist-info$", dist_info.strip())
+    return found[1] if found else None

@@ -11,10 +11,10 @@ import threading
 import pytest
 
 from commonstack.checks.host import available_memory, checked_mounts, oom_kills, parse_memory_files
+from commonstack.checks.host_state import parse_listeners, public_tcp_listeners
 from commonstack.checks.probes import (
     declared_tcp_ports,
     judge_names,
-    public_tcp_listeners,
     read_hosts_file,
     site_names,
     stun_answers,
@@ -113,22 +113,44 @@ def test_oom_kills_are_the_containers_own_in_a_container():
     assert oom_kills(v2, in_container=True) == 3
 
 
+# `ss -Hnltup` on a deployed test host (coturn, Caddy, Synapse, PostgreSQL), with lines of a VPS
+# added: sshd on both families, a stray program, a resolver on a link, one ss names no program of.
 SS_TEST_HOST = """\
-LISTEN 0      4096   127.0.0.1:2019 0.0.0.0:* users:(("caddy",pid=10938,fd=3))
-LISTEN 0      96     127.0.0.1:5432 0.0.0.0:* users:(("postgres",pid=7754,fd=6))
-LISTEN 0      128      0.0.0.0:22   0.0.0.0:* users:(("sshd",pid=35,fd=3))
-LISTEN 0      4096           *:80         *:* users:(("caddy",pid=10938,fd=9))
-LISTEN 0      128         [::]:22      [::]:* users:(("sshd",pid=35,fd=4))
-LISTEN 0      4096           *:443        *:* users:(("caddy",pid=10938,fd=7))
-LISTEN 0      96         [::1]:5432    [::]:* users:(("postgres",pid=7754,fd=5))
-LISTEN 0      5        0.0.0.0:8899 0.0.0.0:* users:(("python3",pid=10613,fd=3))
-LISTEN 0      4096  127.0.0.53%lo:53  0.0.0.0:*
-LISTEN 0      511   10.0.0.5:8080 0.0.0.0:*
+udp UNCONN 0      0      10.231.216.2:3478 0.0.0.0:* users:(("turnserver",pid=9747,fd=29))
+udp UNCONN 0      0         127.0.0.1:3478 0.0.0.0:* users:(("turnserver",pid=9747,fd=24))
+udp UNCONN 0      0                 *:443        *:* users:(("caddy",pid=8758,fd=8))
+udp UNCONN 0      0             [::1]:3478    [::]:* users:(("turnserver",pid=9747,fd=36))
+tcp LISTEN 0      1024      127.0.0.1:3478 0.0.0.0:* users:(("turnserver",pid=9747,fd=23))
+tcp LISTEN 0      128       127.0.0.1:2019 0.0.0.0:* users:(("caddy",pid=8758,fd=11))
+tcp LISTEN 0      1024   10.231.216.2:5349 0.0.0.0:* users:(("turnserver",pid=9747,fd=33))
+tcp LISTEN 0      50        127.0.0.1:8008 0.0.0.0:* users:(("python",pid=9523,fd=15))
+tcp LISTEN 0      128         0.0.0.0:22   0.0.0.0:* users:(("sshd",pid=7837,fd=3))
+tcp LISTEN 0      128            [::]:22      [::]:* users:(("sshd",pid=7837,fd=4))
+tcp LISTEN 0      96        127.0.0.1:5432 0.0.0.0:* users:(("postgres",pid=7010,fd=6))
+tcp LISTEN 0      96            [::1]:5432    [::]:* users:(("postgres",pid=7010,fd=5))
+tcp LISTEN 0      128               *:443        *:* users:(("caddy",pid=8758,fd=3))
+tcp LISTEN 0      128               *:80         *:* users:(("caddy",pid=8758,fd=12))
+tcp LISTEN 0      5           0.0.0.0:8899 0.0.0.0:* users:(("python3",pid=10613,fd=3))
+tcp LISTEN 0      4096  127.0.0.53%lo:53   0.0.0.0:*
+tcp LISTEN 0      511        10.0.0.5:8080 0.0.0.0:*
 """
 
 
 def test_listeners_on_loopback_are_not_candidates():
-    assert public_tcp_listeners(SS_TEST_HOST) == {22: "sshd", 80: "caddy", 443: "caddy", 8899: "python3", 8080: ""}
+    assert public_tcp_listeners(parse_listeners(SS_TEST_HOST)) == {
+        5349: "turnserver", 22: "sshd", 443: "caddy", 80: "caddy", 8899: "python3", 8080: ""
+    }
+
+
+def test_listeners_answer_as_a_connection_would_reach_them():
+    found = parse_listeners(SS_TEST_HOST)
+    reached = {(s.protocol, s.port) for s in found if s.covers("127.0.0.1")}
+    assert {("tcp", 5432), ("tcp", 8008), ("tcp", 22), ("tcp", 443), ("udp", 3478), ("udp", 443)} <= reached
+    assert ("tcp", 5349) not in reached  # on the public address only
+    assert not any(s.port == 5432 and s.everywhere for s in found)
+    assert {s.port for s in found if s.everywhere and s.protocol == "tcp"} == {22, 443, 80, 8899}
+    assert {s.address for s in found if s.port == 53} == {"127.0.0.53"}  # the link's name dropped
+    assert ("udp", "::1", 3478, "turnserver") in {(s.protocol, s.address, s.port, s.program) for s in found}
 
 
 def test_declared_ports_expand_ranges_and_ignore_udp():

@@ -130,3 +130,22 @@ def test_a_shared_answer_runs_once_for_every_check_that_asks(config, tmp_path):
     assert answers == ["1\n"] * 3 and count.read_text() == "run\n"  # started ahead, then kept
     other = f"echo again >> {count}; wc -l < {count}"
     assert [ahead.shared(host, other).stdout for _ in range(2)] == ["2\n"] * 2  # not started ahead: once
+
+
+def test_a_check_never_waits_for_the_pool_to_run_what_it_asks(config, tmp_path):
+    """With every thread of the pool busy, an answer not started yet, or started but still
+    waiting for a thread, is run by the check that asks (once), not after the pool's work."""
+    host = testinfra.get_host("shell://one?timeout=4", ssh_config=config)
+    gate, count = tmp_path / "gate", tmp_path / "runs"  # this machine is the host
+    busy = [f"while [ ! -e {gate} ]; do sleep 0.05; done; echo {n}" for n in range(ahead._pool._max_workers)]
+    queued = f"echo run >> {count}; wc -l < {count}"
+    ahead.start(host, [(command,) for command in busy] + [(queued,)])
+    with ThreadPoolExecutor(1) as checks:  # the checks' thread: it must not hang
+        answers = checks.submit(lambda: (ahead.run(host, queued).stdout, ahead.shared(host, "echo shared").stdout))
+        try:
+            assert answers.result(timeout=20) == ("1\n", "shared\n")
+            assert not any(ahead._started[("one", command)].done() for command in busy)  # the pool still busy
+        finally:
+            gate.touch()
+    assert [ahead.run(host, command).stdout for command in busy] == [f"{n}\n" for n in range(len(busy))]
+    assert count.read_text() == "run\n"  # the queued one ran once: by the check, not by the pool too
