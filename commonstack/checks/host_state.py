@@ -99,6 +99,18 @@ class UnitState:
         return self.enabled in _ENABLED
 
 
+def parse_unit_states(output: str, units: list[str]) -> dict[str, UnitState]:
+    """`systemctl show` of `units` -> {unit: its state}: a block of properties per unit, in the
+    order asked, a blank line between them."""
+    blocks = output.strip("\n").split("\n\n")
+    assert len(blocks) == len(units), f"`systemctl show` answered {len(blocks)} units for {len(units)}"
+    states = {}
+    for unit, block in zip(units, blocks):
+        properties = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        states[unit] = UnitState(properties.get("ActiveState", ""), properties.get("UnitFileState", ""))
+    return states
+
+
 def unit_state(host, stack: dict, unit: str) -> UnitState:
     """The state of a unit one of the host's layers runs (the registry's Layer.units), read for
     all of them at once, once for every check."""
@@ -106,11 +118,7 @@ def unit_state(host, stack: dict, unit: str) -> UnitState:
     assert unit in units, f"{unit} is not a unit of a layer of this host (Layer.units)"
     answer = ahead.shared(host, UNITS + " %s" * len(units), *units)
     assert answer.rc == 0, f"`systemctl show` failed on the host: {answer.stderr.strip()[-300:]}"
-    # One block of properties per unit, in the order asked, a blank line between them.
-    blocks = answer.stdout.strip("\n").split("\n\n")
-    assert len(blocks) == len(units), f"`systemctl show` answered {len(blocks)} units for {len(units)}"
-    properties = dict(line.split("=", 1) for line in blocks[units.index(unit)].splitlines() if "=" in line)
-    return UnitState(properties.get("ActiveState", ""), properties.get("UnitFileState", ""))
+    return parse_unit_states(answer.stdout, units)[unit]
 
 
 SSHD_SETTINGS = "sshd -T"

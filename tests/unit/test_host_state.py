@@ -1,6 +1,7 @@
 """What the checks read of a host in one command (checks/host_state.py), read on this machine
 through testinfra's local backend: real files and real listening sockets, the same `stat` and
-`ss` a host runs."""
+`ss` a host runs. Units' states from a test host's `systemctl show` (systemd is not this
+machine's init)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import pwd
 import socket
 import stat
 
+import pytest
 import testinfra
 
-from commonstack.checks.host_state import file_states, listeners, listens, listens_everywhere
+from commonstack.checks.host_state import file_states, listeners, listens, listens_everywhere, parse_unit_states
 
 
 def test_file_states_says_what_stat_says_of_each_path_in_one_command(tmp_path):
@@ -71,6 +73,39 @@ def test_listening_sockets_are_read_once_and_told_apart_by_address():
     finally:
         for sock in (loopback, everywhere, datagrams):
             sock.close()
+
+
+# `systemctl show --property Id --property ActiveState --property UnitFileState -- caddy
+# coturn-certificate.timer no-such-unit php8.2-fpm` on a deployed test host, php8.2-fpm stopped
+# and disabled by hand.
+SYSTEMCTL_SHOW = """\
+Id=caddy.service
+ActiveState=active
+UnitFileState=enabled
+
+Id=coturn-certificate.timer
+ActiveState=active
+UnitFileState=enabled
+
+Id=no-such-unit.service
+ActiveState=inactive
+UnitFileState=
+
+Id=php8.2-fpm.service
+ActiveState=inactive
+UnitFileState=disabled
+"""
+
+
+def test_unit_states_are_read_in_the_order_asked():
+    units = ["caddy", "coturn-certificate.timer", "no-such-unit", "php8.2-fpm"]
+    states = parse_unit_states(SYSTEMCTL_SHOW, units)
+    assert [(states[u].is_running, states[u].is_enabled) for u in units] == [
+        (True, True), (True, True), (False, False), (False, False)
+    ]
+    assert states["no-such-unit"].enabled == ""
+    with pytest.raises(AssertionError, match="answered 4 units for 3"):
+        parse_unit_states(SYSTEMCTL_SHOW, units[:3])
 
 
 def _counted(host):
