@@ -7,6 +7,7 @@ layer's folder may hold a files.yaml giving mode/owner/group of files that are n
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -62,6 +63,37 @@ def _one_value(context: jinja2.runtime.Context, value: Any) -> Any:
     raise formats.UnsafeValue(f"{context.name}: a template wrote {type(value).__name__}, not text or a number")
 
 
+class _CompiledTemplates(jinja2.FileSystemBytecodeCache):
+    """Templates compiled once, not at every command (0.08 s of CPU for all of them). jinja2 keeps
+    them in a folder of the user's own (0700, checked) and compiles one again when its source
+    changed; the file names carry a digest of this module and of jinja2's version, as the
+    environment's options below shape the compiled code. A cache that cannot be read or written
+    (a full disk) costs a compilation, nothing else."""
+
+    def __init__(self, directory: str | None = None) -> None:
+        digest = hashlib.sha256(Path(__file__).read_bytes() + jinja2.__version__.encode()).hexdigest()[:16]
+        super().__init__(directory, pattern=f"commonstack-{digest}-%s.cache")
+
+    def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        try:
+            super().load_bytecode(bucket)
+        except OSError:
+            pass
+
+    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        try:
+            super().dump_bytecode(bucket)
+        except OSError:
+            pass
+
+
+def _compiled_templates() -> jinja2.BytecodeCache | None:
+    try:
+        return _CompiledTemplates()
+    except (OSError, RuntimeError):  # no temporary folder of the user's own: compile every time
+        return None
+
+
 @cache
 def _environment() -> jinja2.Environment:
     environment = jinja2.Environment(
@@ -72,6 +104,7 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=True,
         autoescape=False,
         finalize=_one_value,
+        bytecode_cache=_compiled_templates(),
     )
     # One filter per format a value is written into (see formats.py); YAML and JSON use tojson.
     environment.filters.update({
