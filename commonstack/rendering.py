@@ -66,13 +66,14 @@ def _one_value(context: jinja2.runtime.Context, value: Any) -> Any:
 class _CompiledTemplates(jinja2.FileSystemBytecodeCache):
     """Templates compiled once, not at every command (0.08 s of CPU for all of them). jinja2 keeps
     them in a folder of the user's own (0700, checked) and compiles one again when its source
-    changed; the file names carry a digest of this module and of jinja2's version, as the
-    environment's options below shape the compiled code. A cache that cannot be read or written
-    (a full disk) costs a compilation, nothing else."""
+    changed; the file names carry a digest of this module, of formats.py and of jinja2's version:
+    the environment's options below shape the compiled code, and jinja2 runs a filter on a
+    constant when it compiles. A cache that cannot be read or written (a full disk) costs a
+    compilation, nothing else. (Another version of the kit leaves its own files beside them.)"""
 
     def __init__(self, directory: str | None = None) -> None:
-        digest = hashlib.sha256(Path(__file__).read_bytes() + jinja2.__version__.encode()).hexdigest()[:16]
-        super().__init__(directory, pattern=f"commonstack-{digest}-%s.cache")
+        sources = Path(__file__).read_bytes() + Path(formats.__file__).read_bytes() + jinja2.__version__.encode()
+        super().__init__(directory, pattern=f"commonstack-{hashlib.sha256(sources).hexdigest()[:16]}-%s.cache")
 
     def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
         try:

@@ -46,10 +46,11 @@ def parse_listeners(output: str) -> list[Listener]:
         if len(fields) < 5 or fields[0] not in ("tcp", "udp"):
             continue
         address, _, port = fields[4].rpartition(":")
+        address = address.split("%")[0].strip("[]")  # "[fe80::1]%eth0", "127.0.0.53%lo": the link's name dropped
         if not address or not port.isdigit():
             continue
         program = _PROGRAM.search(line)
-        found.append(Listener(fields[0], address.strip("[]").split("%")[0], int(port), program[1] if program else ""))
+        found.append(Listener(fields[0], address, int(port), program[1] if program else ""))
     return found
 
 
@@ -81,14 +82,16 @@ def public_tcp_listeners(found: list[Listener]) -> dict[int, str]:
 
 UNITS = "systemctl show --property Id --property ActiveState --property UnitFileState --"
 # The states `systemctl is-active` and `systemctl is-enabled` answer 0 for.
-_RUNNING = ("active", "reloading")
-_ENABLED = ("enabled", "enabled-runtime", "static", "alias", "indirect", "generated", "transient")
+_RUNNING = ("active", "reloading", "refreshing")
+_ENABLED = ("enabled", "enabled-runtime", "static", "alias", "indirect", "generated")
 
 
 @dataclass(frozen=True)
 class UnitState:
     active: str  # ActiveState
-    enabled: str  # UnitFileState ("" for a unit with no file)
+    # UnitFileState ("" for a unit with no file), as the deploy reads it (pyinfra's SystemdEnabled):
+    # systemd's own view, which a link removed by hand changes only at its next daemon-reload.
+    enabled: str
 
     @property
     def is_running(self) -> bool:
@@ -107,6 +110,8 @@ def parse_unit_states(output: str, units: list[str]) -> dict[str, UnitState]:
     states = {}
     for unit, block in zip(units, blocks):
         properties = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        named = properties.get("Id", "")
+        assert named in (unit, f"{unit}.service"), f"`systemctl show` answered {named or 'no unit'} for {unit}"
         states[unit] = UnitState(properties.get("ActiveState", ""), properties.get("UnitFileState", ""))
     return states
 
@@ -153,11 +158,17 @@ class FileState:
         return stat.S_ISSOCK(self.mode)
 
 
+_MISSING = (": No such file or directory", ": Not a directory")
+
+
 def file_states(host, *paths: str) -> dict[str, FileState]:
-    """{path: its state} of the paths that exist (a link: what it points to), in one command."""
+    """{path: its state} of the paths that exist (a link: what it points to, as testinfra's
+    `exists` and the services see it), in one command; `stat` failing otherwise is an error."""
     if not paths:
         return {}
-    answer = host.run("stat -Lc '%%f %%U %%G %%s %%n' --" + " %s" * len(paths), *paths)  # %%: testinfra's quoting
+    answer = host.run("LC_ALL=C stat -Lc '%%f %%U %%G %%s %%n' --" + " %s" * len(paths), *paths)  # %%: testinfra's quoting
+    unexpected = [line for line in answer.stderr.splitlines() if not line.endswith(_MISSING)]
+    assert answer.rc in (0, 1) and not unexpected, f"`stat` failed on the host: {answer.stderr.strip()[-300:]}"
     states = {}
     for line in answer.stdout.splitlines():
         fields = line.split(" ", 4)

@@ -13,7 +13,7 @@ QUERIES = (
     "SHOW password_encryption",
     "SELECT datname, pg_get_userbyid(datdba), datcollate FROM pg_database",
 )
-PSQL = "sudo -u postgres psql -XAt" + " -c %s" * len(QUERIES)
+PSQL = "sudo -u postgres psql -XAt -v ON_ERROR_STOP=1" + " -c %s" * len(QUERIES)
 
 
 def slowest_commands(stack: dict) -> list[tuple[str, ...]]:
@@ -24,8 +24,12 @@ def slowest_commands(stack: dict) -> list[tuple[str, ...]]:
 def _answers(host) -> tuple[str, str, dict[str, tuple[str, str]]]:
     """(shared_buffers, password_encryption, {database: (owner, collation)})."""
     answer = ahead.shared(host, PSQL, *QUERIES)
-    assert answer.rc == 0, f"PostgreSQL does not answer: {answer.stderr.strip()[-300:]}"
-    buffers, encryption, *rows = answer.stdout.splitlines()
+    lines = answer.stdout.splitlines()
+    assert answer.rc == 0 and len(lines) >= 2, (
+        f"PostgreSQL does not answer ({answer.stderr.strip()[-300:] or 'no output'}): "
+        "`systemctl status 'postgresql@*'` and `journalctl -u 'postgresql@*'` on the host say why"
+    )
+    buffers, encryption, *rows = lines
     return buffers, encryption, {name: (owner, collation) for name, owner, collation in (r.split("|") for r in rows)}
 
 

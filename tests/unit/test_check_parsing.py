@@ -113,8 +113,9 @@ def test_oom_kills_are_the_containers_own_in_a_container():
     assert oom_kills(v2, in_container=True) == 3
 
 
-# `ss -Hnltup` on a deployed test host (coturn, Caddy, Synapse, PostgreSQL), with lines of a VPS
-# added: sshd on both families, a stray program, a resolver on a link, one ss names no program of.
+# Lines of `ss -Hnltup` on a deployed test host (coturn, Caddy, Synapse, PostgreSQL), with lines of
+# a VPS added: sshd on both families, a stray program, a resolver and a server on a link's own
+# address, one ss names no program of.
 SS_TEST_HOST = """\
 udp UNCONN 0      0      10.231.216.2:3478 0.0.0.0:* users:(("turnserver",pid=9747,fd=29))
 udp UNCONN 0      0         127.0.0.1:3478 0.0.0.0:* users:(("turnserver",pid=9747,fd=24))
@@ -133,12 +134,13 @@ tcp LISTEN 0      128               *:80         *:* users:(("caddy",pid=8758,fd
 tcp LISTEN 0      5           0.0.0.0:8899 0.0.0.0:* users:(("python3",pid=10613,fd=3))
 tcp LISTEN 0      4096  127.0.0.53%lo:53   0.0.0.0:*
 tcp LISTEN 0      511        10.0.0.5:8080 0.0.0.0:*
+tcp LISTEN 0      4096  [fe80::1]%eth0:8443    [::]:* users:(("stray",pid=99,fd=3))
 """
 
 
 def test_listeners_on_loopback_are_not_candidates():
     assert public_tcp_listeners(parse_listeners(SS_TEST_HOST)) == {
-        5349: "turnserver", 22: "sshd", 443: "caddy", 80: "caddy", 8899: "python3", 8080: ""
+        5349: "turnserver", 22: "sshd", 443: "caddy", 80: "caddy", 8899: "python3", 8080: "", 8443: "stray"
     }
 
 
@@ -149,7 +151,7 @@ def test_listeners_answer_as_a_connection_would_reach_them():
     assert ("tcp", 5349) not in reached  # on the public address only
     assert not any(s.port == 5432 and s.everywhere for s in found)
     assert {s.port for s in found if s.everywhere and s.protocol == "tcp"} == {22, 443, 80, 8899}
-    assert {s.address for s in found if s.port == 53} == {"127.0.0.53"}  # the link's name dropped
+    assert {s.address for s in found if s.port in (53, 8443)} == {"127.0.0.53", "fe80::1"}  # the link's name dropped
     assert ("udp", "::1", 3478, "turnserver") in {(s.protocol, s.address, s.port, s.program) for s in found}
 
 

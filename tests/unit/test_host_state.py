@@ -14,7 +14,15 @@ import stat
 import pytest
 import testinfra
 
-from commonstack.checks.host_state import file_states, listeners, listens, listens_everywhere, parse_unit_states
+from commonstack.checks import ahead
+from commonstack.checks.host_state import (
+    LISTENING,
+    file_states,
+    listeners,
+    listens,
+    listens_everywhere,
+    parse_unit_states,
+)
 
 
 def test_file_states_says_what_stat_says_of_each_path_in_one_command(tmp_path):
@@ -48,6 +56,9 @@ def test_file_states_says_what_stat_says_of_each_path_in_one_command(tmp_path):
     assert states[str(tmp_path / "sock")].is_socket and not states[str(tmp_path / "sock")].is_directory
     assert stat.S_ISREG(states[str(regular)].mode)
     assert file_states(host) == {}
+    assert file_states(host, f"{regular}/under a file") == {}  # not a folder: missing, as `test -e` says
+    with pytest.raises(AssertionError, match="File name too long"):
+        file_states(host, str(regular), "/" + "x" * 5000)  # stat failing otherwise is no "missing"
 
 
 def test_listening_sockets_are_read_once_and_told_apart_by_address():
@@ -61,6 +72,7 @@ def test_listening_sockets_are_read_once_and_told_apart_by_address():
     datagrams.bind(("127.0.0.1", 0))
     ports = [s.getsockname()[1] for s in (loopback, everywhere, datagrams)]
     host, commands = _counted(testinfra.get_host("local://"))
+    ahead._shared.pop(ahead._key(host, (LISTENING,)), None)  # read afresh, whatever ran before
     try:
         found = listeners(host)
         assert listens(host, "tcp", "127.0.0.1", ports[0]) and not listens_everywhere(host, "tcp", ports[0])
@@ -106,6 +118,8 @@ def test_unit_states_are_read_in_the_order_asked():
     assert states["no-such-unit"].enabled == ""
     with pytest.raises(AssertionError, match="answered 4 units for 3"):
         parse_unit_states(SYSTEMCTL_SHOW, units[:3])
+    with pytest.raises(AssertionError, match="answered coturn-certificate.timer for coturn"):
+        parse_unit_states(SYSTEMCTL_SHOW, ["caddy", "coturn", "no-such-unit", "php8.2-fpm"])
 
 
 def _counted(host):

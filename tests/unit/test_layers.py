@@ -3,6 +3,8 @@ layers (templates, deploys, checks, ports, secrets, databases) is the registry's
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 
 from commonstack.deploys.stack import deploy_function
@@ -105,6 +107,13 @@ def test_every_reference_names_a_function_of_the_deploys():
             if reference:
                 assert callable(deploy_function(reference)), reference
     assert all(item.deploy for item in LAYERS), "every layer is deployed"
+
+
+def test_a_layer_with_a_first_start_is_deployed_with_what_it_returned():
+    with_first_start = [item for item in LAYERS if item.first_start]
+    assert with_first_start  # PostgreSQL's settings
+    for item in with_first_start:
+        assert "first_start" in inspect.signature(deploy_function(item.deploy)).parameters, item.deploy
 
 
 @pytest.mark.parametrize("codename", ["bookworm", "trixie"])
