@@ -280,8 +280,9 @@ def check_stages(inventories: Path) -> None:
     profile = one.load()
     targets, secrets = host_targets(one, profile, ()), current_secrets(one.secrets_file, profile)
     host = next(h for h in testhosts.list_hosts() if h.name == ONE)
-    reading = -_last_pid(host) + _last_pid(host)  # the processes a reading starts itself
+    before = _last_pid(host)
     first_pid = _last_pid(host)
+    reading = first_pid - before  # the processes a reading starts itself
     marks = [time.perf_counter()]
     started = start_group_checks(targets, secrets)
     marks.append(time.perf_counter())

@@ -19,6 +19,13 @@ from commonstack.checks import ahead
 LISTENING = "ss -Hnltup"  # every listening TCP and UDP socket, with its program
 
 
+def _read_once(host, command: str, *args: str) -> str:
+    """What `command` prints on the host, run once for every check of this run (ahead.shared)."""
+    answer = ahead.shared(host, command, *args)
+    assert answer.rc == 0, f"`{command.split(' %s')[0]}` failed on the host: {answer.stderr.strip()[-300:]}"
+    return answer.stdout
+
+
 @dataclass(frozen=True)
 class Listener:
     protocol: str  # "tcp" or "udp"
@@ -56,9 +63,7 @@ def parse_listeners(output: str) -> list[Listener]:
 
 def listeners(host) -> list[Listener]:
     """The host's listening sockets, read once for every check (ahead.shared)."""
-    answer = ahead.shared(host, LISTENING)
-    assert answer.rc == 0, f"`{LISTENING}` failed on the host: {answer.stderr.strip()[-300:]}"
-    return parse_listeners(answer.stdout)
+    return parse_listeners(_read_once(host, LISTENING))
 
 
 def listens(host, protocol: str, address: str, port: int) -> bool:
@@ -121,9 +126,7 @@ def unit_state(host, stack: dict, unit: str) -> UnitState:
     all of them at once, once for every check."""
     units = sorted({name for layer_units in stack["units"].values() for name in layer_units})
     assert unit in units, f"{unit} is not a unit of a layer of this host (Layer.units)"
-    answer = ahead.shared(host, UNITS + " %s" * len(units), *units)
-    assert answer.rc == 0, f"`systemctl show` failed on the host: {answer.stderr.strip()[-300:]}"
-    return parse_unit_states(answer.stdout, units)[unit]
+    return parse_unit_states(_read_once(host, UNITS + " %s" * len(units), *units), units)[unit]
 
 
 SSHD_SETTINGS = "sshd -T"
@@ -131,9 +134,7 @@ SSHD_SETTINGS = "sshd -T"
 
 def sshd_settings(host) -> dict[str, str]:
     """The settings sshd runs with ({keyword: value}), read once for every check."""
-    answer = ahead.shared(host, SSHD_SETTINGS)
-    assert answer.rc == 0, f"`{SSHD_SETTINGS}` failed on the host: {answer.stderr.strip()[-300:]}"
-    return dict(line.split(" ", 1) for line in answer.stdout.splitlines() if " " in line)
+    return dict(line.split(" ", 1) for line in _read_once(host, SSHD_SETTINGS).splitlines() if " " in line)
 
 
 @dataclass(frozen=True)
