@@ -220,9 +220,9 @@ def _fetch(state, host, wanted: dict[str, Noted], answers: FactAnswers) -> None:
     """Run the `wanted` commands on `host` in one batch; keep their outputs in `answers`."""
     keys = list(wanted)
     lines = [(_batch_line(state, host, wanted[k]), wanted[k].guard) for k in keys]
-    # Units' states and paths' stats asked together (fact_shortcuts.py): each merged command is one
-    # more in the batch.
-    merged = at_once([line if guard is None else None for line, guard in lines])
+    # Units' states, paths' stats and files' checksums asked together (fact_shortcuts.py): each
+    # merged command is one more in the batch.
+    merged = at_once(lines)
     members = {index for together in merged for index in together.members}
     alone = [index for index in range(len(keys)) if index not in members]
     status, output = host.run_shell_command(
@@ -236,7 +236,8 @@ def _fetch(state, host, wanted: dict[str, Noted], answers: FactAnswers) -> None:
     for position, together in enumerate(merged, start=len(alone)):
         code, stdout, stderr = found.get(position, (1, [], ["not run"]))
         for index, block in zip(together.members, together.split(code, stdout, stderr) or []):
-            answered[index] = (code, block, [])
+            if block is not None:
+                answered[index] = (code, block, [])
     answers.not_run.update(key for index, key in enumerate(keys) if index not in answered)
     for index, (code, stdout, stderr) in answered.items():
         if any(line.strip() in api.SUDO_PASSWORD_LINES for line in stderr):

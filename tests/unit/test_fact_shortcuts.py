@@ -2,7 +2,7 @@
 commands print, byte for byte: run side by side on this machine's account files, and on made-up
 ones (bind-mounted over /etc in a mount namespace of the test's own: the machine's files are
 never touched) with the cases where a careless reading would differ; and on files of every kind
-and oddly named, for the paths' stats asked at once."""
+and oddly named, for the paths' stats and the files' checksums asked at once."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import pytest
 from pyinfra.facts.files import Link
 
 from commonstack.deploys import pyinfra_api as api
-from commonstack.deploys.fact_shortcuts import USERS, at_once, paths_at_once, shortcut, units_at_once
+from commonstack.deploys.fact_shortcuts import USERS, at_once, checksums_at_once, paths_at_once, shortcut, units_at_once
 from tests.unit.pyinfra_tables import load_fact
 
 NEEDS_ROOT = pytest.mark.skipif(
@@ -190,8 +190,8 @@ def test_only_absolute_paths_asked_twice_or_more_are_stated_at_once():
     assert paths_at_once([ask("/a"), ask("~/b"), ask("c")]) == []  # one absolute path: nothing to merge
     [together] = paths_at_once([ask("/a"), None, ask("/a"), "uname -m", ask("/b")])
     assert together.members == (0, 4)  # the second ask of /a runs alone
-    assert [t.members for t in at_once([ask("/a"), asked(api.SystemdStatus, "a.service"), ask("/b"),
-                                        asked(api.SystemdStatus, "b.service")])] == [(1, 3), (0, 2)]  # fmt: skip
+    lines = [ask("/a"), asked(api.SystemdStatus, "a.service"), ask("/b"), asked(api.SystemdStatus, "b.service")]
+    assert [t.members for t in at_once([(line, None) for line in lines])] == [(1, 3), (0, 2)]
 
 
 def test_an_answer_that_is_not_one_line_per_existing_path_is_not_split():
@@ -201,3 +201,41 @@ def test_an_answer_that_is_not_one_line_per_existing_path_is_not_split():
     assert together.split(1, ["11", "user=..."], ["stat: cannot statx '/b'"]) is None
     assert together.split(0, ["1"], []) is None
 
+
+
+# --- files' checksums at once, run side by side with pyinfra's commands on real files -------------
+
+
+def checksum_asked(path: str) -> str:
+    return api.raw_command(api.Sha1File().command(path))
+
+
+def test_the_checksums_pyinfra_asks_one_by_one_are_asked_at_once_with_the_same_lines(tmp_path):
+    """Each small regular file's line is what pyinfra's command prints alone; the others are left
+    for it to run alone, as they are asked (a link, a large file: what their checksum costs)."""
+    files = {"file": "x", "empty": "", "exactly 1 MiB": "x" * api.SMALL_FILE, "larger": "x" * (api.SMALL_FILE + 1)}
+    odd = ["a space and a 'quote'", "$(touch injected)", "-dash", "*", "back\\slash", "new\nline"]
+    for name, content in {**files, **{name: name for name in odd}}.items():
+        (tmp_path / name).write_text(content)
+    (tmp_path / "link").symlink_to(tmp_path / "file")
+    (tmp_path / "folder").mkdir()
+    names = [*files, *odd, "link", "folder", "missing"]
+    commands = [checksum_asked(str(tmp_path / name)) for name in names]
+    [together] = checksums_at_once(commands)
+    assert together.members == tuple(range(len(names)))
+    blocks = together.split(*_alone(together.command))
+    answered = {name for name, block in zip(names, blocks) if block is not None}
+    assert answered == {"file", "empty", "exactly 1 MiB", *odd[:4]}  # sha1sum escapes the last two odd names
+    for command, block in zip(commands, blocks):
+        if block is not None:
+            assert _alone(command) == (0, block, [])
+    assert not (tmp_path / "injected").exists() and not (Path.cwd() / "injected").exists()
+
+
+def test_only_absolute_paths_asked_twice_or_more_are_checksummed_at_once_whatever_their_condition():
+    assert checksums_at_once([checksum_asked("/a"), checksum_asked("b"), api.raw_command(api.File().command("/c"))]) == []
+    [together] = checksums_at_once([checksum_asked("/a"), "uname -m", checksum_asked("/a"), checksum_asked("/b")])
+    assert together.members == (0, 3) and together.paths == ("/a", "/b")
+    stat = api.raw_command(api.File().command("/c"))
+    merged = at_once([(checksum_asked("/a"), "[ -f /a ]"), (stat, "[ -e /c ]"), (checksum_asked("/b"), None), (stat, None)])
+    assert [t.members for t in merged] == [(0, 2)]  # a stat asked on a condition is not merged
