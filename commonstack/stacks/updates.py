@@ -13,6 +13,43 @@ SECURITY_LABEL = "Debian-Security:"
 SIMULATED_UPGRADE = "LC_ALL=C apt-get -s -o Debug::NoLocking=true dist-upgrade 2>/dev/null"
 
 
+# Debian's version order (deb-version(7), dpkg's verrevcmp) as awk functions: deb_compare(A, B) is
+# negative, zero or positive as `dpkg --compare-versions A lt|eq|gt B`; one awk compares them all
+# where one dpkg each took 1.5 ms of CPU (24 of them on a base host). mawk, Debian's awk, has no
+# ord(): CODE holds the printable ASCII characters' codes (deb_init fills it).
+DEBIAN_VERSION_ORDER = r"""
+function deb_init(   c) { for (c = 32; c < 127; c++) CODE[sprintf("%c", c)] = c }
+function deb_order(c) {
+  if (c == "" || c ~ /[0-9]/) return 0
+  if (c ~ /[A-Za-z]/) return CODE[c]
+  return c == "~" ? -1 : CODE[c] + 256
+}
+function deb_part(a, b,   x, y, da, db) {
+  while (a != "" || b != "") {
+    while ((a != "" && a !~ /^[0-9]/) || (b != "" && b !~ /^[0-9]/)) {
+      x = deb_order(substr(a, 1, 1)); y = deb_order(substr(b, 1, 1))
+      if (x != y) return x - y
+      a = substr(a, 2); b = substr(b, 2)
+    }
+    match(a, /^[0-9]*/); da = substr(a, 1, RLENGTH); a = substr(a, RLENGTH + 1); sub(/^0+/, "", da)
+    match(b, /^[0-9]*/); db = substr(b, 1, RLENGTH); b = substr(b, RLENGTH + 1); sub(/^0+/, "", db)
+    if (length(da) != length(db)) return length(da) - length(db)
+    if (da != db) return da "" < db "" ? -1 : 1
+  }
+  return 0
+}
+function deb_compare(a, b,   ea, eb, ra, rb, c) {
+  ea = index(a, ":") ? substr(a, 1, index(a, ":") - 1) : 0; a = substr(a, index(a, ":") + 1)
+  eb = index(b, ":") ? substr(b, 1, index(b, ":") - 1) : 0; b = substr(b, index(b, ":") + 1)
+  if (ea + 0 != eb + 0) return ea + 0 < eb + 0 ? -1 : 1
+  ra = match(a, /-[^-]*$/) ? substr(a, RSTART + 1) : ""; if (RSTART) a = substr(a, 1, RSTART - 1)
+  rb = match(b, /-[^-]*$/) ? substr(b, RSTART + 1) : ""; if (RSTART) b = substr(b, 1, RSTART - 1)
+  c = deb_part(a, b)
+  return c ? c : deb_part(ra, rb)
+}
+"""
+
+
 def may_be_pending(lists: str = "/var/lib/apt/lists", preferences: str = "/etc/apt/preferences") -> str:
     """A shell command that fails only when no security update can be pending, in about 20 ms of
     CPU where the simulated upgrade takes 300 ms: for apt to upgrade an installed package from
@@ -31,10 +68,12 @@ for r in {lists}/*_InRelease {lists}/*_Release; do
 done
 [ -n "$found" ] || exit 0
 dpkg-query -W -f='${{db:Status-Status}} ${{Package}} ${{Version}}\n' |
-  awk 'NR == FNR {{ if ($1 != "not-installed") v[$2] = v[$2] " " $3; next }}
+  awk '{DEBIAN_VERSION_ORDER}
+       BEGIN {{ deb_init() }}
+       NR == FNR {{ if ($1 != "not-installed") v[$2] = v[$2] " " $3; next }}
        /^Package: / {{ p = $2 }}
-       /^Version: / && p in v && index(v[p] " ", " " $2 " ") == 0 {{ print $2 v[p] }}' - $found |
-  {{ while read -r new old; do for o in $old; do dpkg --compare-versions "$new" gt "$o" && exit 0; done; done; exit 1; }}
+       /^Version: / && p in v {{ n = split(v[p], old, " "); for (i = 1; i <= n; i++) if (deb_compare($2, old[i]) > 0) {{ newer = 1; exit }} }}
+       END {{ exit !newer }}' - $found
 )"""
 
 

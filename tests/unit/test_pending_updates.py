@@ -1,15 +1,17 @@
 """The cheap test before the simulated upgrade (stacks/updates.py `may_be_pending`), run with this
 machine's sh, dpkg and awk against package lists and apt preferences made up in a folder: it
 must let the simulation run whenever the security archive has a newer version of an installed
-package, or when it cannot tell."""
+package, or when it cannot tell. Its awk orders versions as dpkg does: compared side by side."""
 
 from __future__ import annotations
 
+import itertools
+import random
 import subprocess
 
 import pytest
 
-from commonstack.stacks.updates import may_be_pending
+from commonstack.stacks.updates import DEBIAN_VERSION_ORDER, may_be_pending
 
 pytestmark = pytest.mark.skipif(
     subprocess.run(["sh", "-c", "command -v dpkg-query"], capture_output=True).returncode != 0,
@@ -64,3 +66,26 @@ def test_compressed_or_missing_security_lists_let_the_simulation_run(tmp_path):
 
 def test_without_a_list_labelled_debian_security_the_simulation_runs(tmp_path):
     assert pending(*lists(tmp_path, installed_dpkg(), label="Debian"))
+
+
+# Where a careless reading of deb-version(7) would differ: epochs, revisions (the last hyphen), "~"
+# before anything (even the end), letters before other characters, numbers read as numbers.
+EDGES = ["1.0", "1.0~rc1", "1.0~~", "1.0~", "1.0+b1", "1.0a", "1.0.", "1.0-1", "1.0-1~bpo12+1", "1.0-1+deb12u1",
+         "1.0-10", "1.0-9", "1:0.1", "0:1.0", "2:0", "1.001", "1.1", "01.1", "2.30-1", "2.3-10", "1.0-a-b", "1.0-a-c",
+         "10", "9", "1a", "1+", "1.2.3~alpha+git20240101-0ubuntu1", "7.88.1-10+deb12u14", "7.88.1-10+deb12u8"]  # fmt: skip
+
+
+def dpkg_order(a: str, b: str) -> str:
+    for op in ("lt", "eq"):
+        if subprocess.run(["dpkg", "--compare-versions", a, op, b]).returncode == 0:
+            return op
+    return "gt"
+
+
+def test_versions_are_ordered_as_dpkg_orders_them():
+    installed = subprocess.run(["dpkg-query", "-W", "-f=${Version}\\n"], capture_output=True, text=True, check=True)
+    versions = sorted(set(installed.stdout.split()))
+    pairs = list(itertools.combinations(EDGES, 2)) + [tuple(random.Random(1).sample(versions, 2)) for _ in range(100)]
+    program = DEBIAN_VERSION_ORDER + 'BEGIN { deb_init() } { c = deb_compare($1, $2); print (c < 0 ? "lt" : c > 0 ? "gt" : "eq") }'
+    ours = subprocess.run(["awk", program], input="".join(f"{a} {b}\n" for a, b in pairs), capture_output=True, text=True, check=True)
+    assert [f"{a} {op} {b}" for (a, b), op in zip(pairs, ours.stdout.split())] == [f"{a} {dpkg_order(a, b)} {b}" for a, b in pairs]
