@@ -1,8 +1,9 @@
 """Reading every fact a host's operations need in a few remote commands, not one each.
 
 pyinfra 3.10 keeps no fact cache: while preparing, each ``host.get_fact`` is one SSH round trip,
-one after another (a no-op plan of a small-group host asks 165 of them). Here, before the real
-prepare:
+one after another (a no-op plan of a small-group host asks 165 of them). Here, before a host's
+real prepare (`discover`, in the host's greenlet: its batches run on it while the controller adds
+the operations of the other hosts):
 
 1. *Discovery passes*: the operations are added to a throwaway State whose hosts have no
    connection (``pyinfra_api.fake_connection``). Every fact command they ask for is answered
@@ -17,7 +18,7 @@ prepare:
    pyinfra's connector would have returned. Passes end with the first one that adds all the
    operations (an earlier one stops where deploy code raised on a default, e.g. an unsupported
    release): typically two, and two remote commands.
-3. The real prepare then asks the same commands (the same code with the same answers) and gets
+3. The host's real prepare then asks the same commands (the same code with the same answers) and gets
    the outputs from `FactAnswers`; a command no pass noted (a fact asked only once another
    answered, beyond the related ones) goes to the host as usual.
 
@@ -103,40 +104,45 @@ class FactAnswers:
         return original(command, print_output=print_output, print_input=print_input, **arguments)
 
 
-def discover(
-    state,
-    shadow_state: Callable[[], Any],
-    add_operations: Callable[[], None],
-    answers: dict[str, FactAnswers],
-) -> None:
-    """Fill `answers` (by host name) for the active hosts of `state`, in discovery passes.
+class Shadows:
+    """The throwaway States of the discovery passes, one per pass, made by `make()` with the same
+    inventory (never connected) and shared by the hosts: each adds its operations once to each."""
 
-    `shadow_state()` makes a throwaway State with the same inventory (never connected). A host's
-    passes end with the first one that adds all its operations (an earlier one may stop where
-    deploy code raised on a fact read as its default); what the answers to that pass's batch lead
-    to is read by the real prepare, one command at a time (a few: the usual follow-ups are asked
-    along, see `api.related_facts`). A second complete pass would cost as much CPU as reading
-    them.
+    def __init__(self, make: Callable[[], Any]):
+        self.make = make
+        self.made: dict[int, Any] = {}
+
+    def of_pass(self, number: int) -> Any:
+        if number not in self.made:
+            shadow = self.made[number] = self.make()
+            api.evaluate_each_operation(shadow, lambda e: log.debug("discovery: an operation raised %r", e))
+        return self.made[number]
+
+
+def discover(state, host, shadows: Shadows, add_operations: Callable[[], None], answers: FactAnswers) -> None:
+    """Fill `answers` for `host` of `state`, in discovery passes (each host in a greenlet of its
+    own: its batch runs on it while the controller adds the operations of the others).
+
+    A host's passes end with the first one that adds all its operations (an earlier one may stop
+    where deploy code raised on a fact read as its default); what the answers to that pass's
+    batch lead to is read by the real prepare, one command at a time (a few: the usual follow-ups
+    are asked along, see `api.related_facts`). A second complete pass would cost as much CPU as
+    reading them.
     """
-    hosts = {h.name: h for h in state.active_hosts}
-    pending = set(hosts)
     for number in range(1, MAX_PASSES + 1):
         cpu = time.process_time()
-        noted, finished = _discovery_pass(shadow_state(), add_operations, answers, pending)
-        cpu = time.process_time() - cpu
-        fetching = {name: wanted for name, wanted in noted.items() if wanted}
+        wanted, finished = _discovery_pass(shadows.of_pass(number), host.name, add_operations, answers)
+        cpu = time.process_time() - cpu  # adding operations never yields: this host's own
         fetched = time.perf_counter()
-        greenlets = [state.pool.spawn(_fetch, state, hosts[name], wanted, answers[name]) for name, wanted in fetching.items()]
-        gevent.joinall(greenlets)
-        log.debug("stage pass %d (%d commands, %s): operations %.2f s CPU, batch %.2f s", number,
-                  sum(map(len, fetching.values())), "complete" if finished else "stopped", cpu,
-                  time.perf_counter() - fetched)  # fmt: skip
-        for greenlet in greenlets:
-            if not greenlet.successful():
-                log.debug("a fact batch failed: %r", greenlet.exception)
-        # A host whose batch failed is read one command at a time, as pyinfra does.
-        pending = {name for name, wanted in fetching.items() if name not in finished and any(k in answers[name].outputs for k in wanted)}
-        if not pending:
+        if wanted:
+            try:
+                _fetch(state, host, wanted, answers)
+            except Exception as e:  # read one command at a time, as pyinfra does
+                log.debug("a fact batch on %s failed: %r", host.name, e)
+        log.debug("stage pass %d (%d commands, %s): operations %.2f s CPU, batch %.2f s", number, len(wanted),
+                  "complete" if finished else "stopped", cpu, time.perf_counter() - fetched)  # fmt: skip
+        # Another pass when this one stopped and its batch answered something.
+        if finished or not any(k in answers.outputs for k in wanted):
             return
 
 
@@ -160,60 +166,52 @@ def read_ahead(state, work: dict[Any, Callable[[], Any]], answers: dict[str, Fac
     gevent.joinall(greenlets)
 
 
-def _discovery_pass(shadow, add_operations, answers, names: set[str]) -> tuple[dict[str, dict[str, Noted]], set[str]]:
-    """Add the operations of the hosts `names` to `shadow`: the commands asked that no batch has
-    answered yet, by host, and the hosts whose operations were all added."""
-    noted: dict[str, dict[str, Noted]] = {name: {} for name in names}
-    finished: set[str] = set()
+def _discovery_pass(shadow, name: str, add_operations, known: FactAnswers) -> tuple[dict[str, Noted], bool]:
+    """Add the operations of the host `name` to `shadow`: the commands asked that no batch has
+    answered yet (`known`), and whether all its operations were added. Never yields to another
+    greenlet, so that none sees `shadow` as pyinfra's current State (which is global)."""
+    shadow_host = shadow.inventory.get_host(name)
+    wanted: dict[str, Noted] = {}
+    guard: list[str | None] = [None]  # the condition of the related fact being asked
+    ahead = [True]  # whether the fact being asked may be read ahead of need
 
-    def add(shadow_host) -> None:
-        known, wanted = answers[shadow_host.name], noted[shadow_host.name]
-        guard: list[str | None] = [None]  # the condition of the related fact being asked
+    def run_shell_command(command, print_output=False, print_input=False, **arguments):
+        key = command_key(command, arguments)
+        answer = known.output(key, arguments)
+        if answer is not None:
+            return answer
+        noting = ahead[0] and key is not None and key not in known.not_run
+        if noting and (key not in wanted or guard[0] is None):
+            wanted[key] = Noted(command, arguments, guard[0])
+        return True, api.CommandOutput([])
 
-        ahead = [True]  # whether the fact being asked may be read ahead of need
+    get_fact = shadow_host.get_fact
 
-        def run_shell_command(command, print_output=False, print_input=False, **arguments):
-            key = command_key(command, arguments)
-            answer = known.output(key, arguments)
-            if answer is not None:
-                return answer
-            noting = ahead[0] and key is not None and key not in known.not_run
-            if noting and (key not in wanted or guard[0] is None):
-                wanted[key] = Noted(command, arguments, guard[0])
-            return True, api.CommandOutput([])
-
-        get_fact = shadow_host.get_fact
-
-        def get_fact_and_related(fact, *args, **kwargs):
-            ahead[0] = getattr(fact, "read_ahead", True)
+    def get_fact_and_related(fact, *args, **kwargs):
+        ahead[0] = getattr(fact, "read_ahead", True)
+        try:
+            value = get_fact(fact, *args, **kwargs)
+        finally:
+            ahead[0] = True
+        for related, related_kwargs, condition in api.related_facts(fact, kwargs):
+            guard[0] = condition
             try:
-                value = get_fact(fact, *args, **kwargs)
+                get_fact(related, **related_kwargs)
+            except Exception:  # only read ahead: the real prepare asks what it needs
+                pass
             finally:
-                ahead[0] = True
-            for related, related_kwargs, condition in api.related_facts(fact, kwargs):
-                guard[0] = condition
-                try:
-                    get_fact(related, **related_kwargs)
-                except Exception:  # only read ahead: the real prepare asks what it needs
-                    pass
-                finally:
-                    guard[0] = None
-            return value
+                guard[0] = None
+        return value
 
-        api.fake_connection(shadow_host, run_shell_command)
-        shadow_host.get_fact = get_fact_and_related
-        with api.host_context(shadow, shadow_host):
-            try:
-                add_operations()
-                finished.add(shadow_host.name)
-            except Exception as e:  # facts read as defaults can make deploy code raise: fine here
-                log.debug("discovery pass on %s stopped: %s", shadow_host.name, e)
-
-    api.evaluate_each_operation(shadow, lambda e: log.debug("discovery: an operation raised %r", e))
-    with api.run_context(shadow):
-        greenlets = [shadow.pool.spawn(add, h) for h in shadow.inventory if h.name in names]
-        gevent.joinall(greenlets)
-    return noted, finished
+    api.fake_connection(shadow_host, run_shell_command)
+    shadow_host.get_fact = get_fact_and_related
+    with api.run_context(shadow), api.host_context(shadow, shadow_host):
+        try:
+            add_operations()
+        except Exception as e:  # facts read as defaults can make deploy code raise: fine here
+            log.debug("discovery pass on %s stopped: %s", name, e)
+            return wanted, False
+    return wanted, True
 
 
 def _fetch(state, host, wanted: dict[str, Noted], answers: FactAnswers) -> None:

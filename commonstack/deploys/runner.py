@@ -106,7 +106,7 @@ from commonstack.inventories.targets import HostTarget  # noqa: E402
 from . import preview  # noqa: E402
 from . import pyinfra_api as api  # noqa: E402
 from .connect import check_local_files, connect_all, one_line, sudo_problems, transport_without_delay  # noqa: E402
-from .prefetch import FactAnswers, discover  # noqa: E402
+from .prefetch import FactAnswers, Shadows, discover  # noqa: E402
 from .run_log import SUDO_PROMPT_REFUSED, Capture, quiet_logging  # noqa: E402
 
 __all__ = ["HostTarget", "OperationChange", "HostResult", "RunnerError", "plan", "apply"]
@@ -271,10 +271,7 @@ class _Run:
 
         state.set_stage(api.StateStage.Prepare)
         if state.active_hosts:
-            if self.batch_facts:
-                with _timed("facts read in batches"):
-                    discover(state, self._make_state, self.add_operations, self.answers)
-            with _timed("prepare"):
+            with _timed("prepare (facts read in batches first)" if self.batch_facts else "prepare"):
                 self._prepare(state)
             if not self.execute:
                 with _timed("preview"):
@@ -350,7 +347,11 @@ class _Run:
         hosts = list(state.active_hosts)
         self.progress(f"preparing operations on {', '.join(sorted(h.name for h in hosts))}")
 
+        shadows = Shadows(self._make_state)
+
         def prepare(host):
+            if self.batch_facts:
+                discover(state, host, shadows, self.add_operations, self.answers[host.name])
             with api.host_context(state, host):
                 try:
                     self.add_operations()
