@@ -18,9 +18,9 @@ the operations of the other hosts):
    pyinfra's connector would have returned. Passes end with the first one that adds all the
    operations (an earlier one stops where deploy code raised on a default, e.g. an unsupported
    release): typically two, and two remote commands.
-3. The host's real prepare then asks the same commands (the same code with the same answers) and gets
-   the outputs from `FactAnswers`; a command no pass noted (a fact asked only once another
-   answered, beyond the related ones) goes to the host as usual.
+3. The host's real prepare then asks the same commands (the same code with the same answers)
+   and gets the outputs from `FactAnswers`; a command no pass noted (a fact asked only once
+   another answered, beyond the related ones) goes to the host as usual.
 
 The outputs hold only while preparing, when nothing changes on a host: while executing, every
 command goes to the host (``FactAnswers.run`` checks the stage). A command that needs stdin or a
@@ -105,8 +105,8 @@ class FactAnswers:
 
 
 class Shadows:
-    """The throwaway States of the discovery passes, one per pass, made by `make()` with the same
-    inventory (never connected) and shared by the hosts: each adds its operations once to each."""
+    """The throwaway States of the discovery passes, made by `make()` with the same inventory
+    (never connected): one per pass, where each host adds its operations once."""
 
     def __init__(self, make: Callable[[], Any]):
         self.make = make

@@ -23,13 +23,13 @@ A run, stage by stage, as the ``pyinfra`` CLI does it (pyinfra_cli/cli.py ``_mai
 2. Connect (connect.py): like ``pyinfra.api.connect.connect_all``, but each host's exception
    is kept and explained in one line instead of aborting the run; a non-root user gets a
    ``sudo -n`` preflight.
-3. Read the facts the operations will ask for, a few batched remote commands per host
-   (prefetch.py), instead of pyinfra's one round trip per fact.
-4. Prepare: like ``pyinfra_cli.util._parallel_load_hosts``: one greenlet per host calling
-   ``add_operations``; an exception fails that host only.
-5. plan: per operation ``will_change`` with ``_if=`` conditions applied, and a unified diff of
+3. Prepare: like ``pyinfra_cli.util._parallel_load_hosts``: one greenlet per host calling
+   ``add_operations``; an exception fails that host only. In each, first, the facts the
+   operations will ask for are read in a few batched remote commands (prefetch.py), instead of
+   pyinfra's one round trip per fact: one host's batch runs while another host is prepared.
+4. plan: per operation ``will_change`` with ``_if=`` conditions applied, and a unified diff of
    each file an upload would change (preview.py).
-6. apply: ``pyinfra.api.operations.run_ops(state)`` (each operation on all hosts in parallel,
+5. apply: ``pyinfra.api.operations.run_ops(state)`` (each operation on all hosts in parallel,
    waiting for every host between operations), then ``did_change()`` per operation.
 
 Failures: one host's failure never stops the others (``Config.FAIL_PERCENT=None``). With
