@@ -38,12 +38,13 @@ _USERS_UNSURE = r"""LC_ALL=C grep -qv '^[A-Za-z_][A-Za-z0-9_-]*:' /etc/passwd /e
 # "PASSWD LINE|PRIMARY GROUP|ALL GROUPS|LASTLOG LINES, SPACES SQUEEZED|SHADOW PASSWORD".
 # `lastlog -u NAME` prints its header and the line of the first account with NAME's uid;
 # pyinfra keeps those that start with NAME.
-# `groups` prints "NAME : GROUPS" for each, the list `id -Gn NAME` prints (coreutils: the same code).
+# `groups` prints "NAME : GROUPS" for each account it can read, the list `id -Gn NAME` prints
+# (coreutils: the same code); an account it cannot read (a malformed line) has none.
 _USERS_ONCE = r"""groups -- $(cut -d: -f1 /etc/passwd) 2>/dev/null | awk '
 function add(table, key, value) { if (key in table) table[key] = table[key] "\n" value; else table[key] = value }
 BEGIN {
   while ((getline line < "/etc/passwd") > 0) {
-    split(line, f, ":"); add(entry, f[1], line)
+    split(line, f, ":"); add(entry, f[1], line); names[++n] = f[1]
     if (!(f[1] in uid)) uid[f[1]] = f[3]
     if (!(f[3] in first)) first[f[3]] = f[1]
   }
@@ -55,13 +56,16 @@ BEGIN {
     split(line, f, " "); if (!(f[1] in last)) last[f[1]] = line
   }
 }
-{
-  sub(/ : /, " "); i = $1; groups = substr($0, length(i) + 2); seen = ""
-  if (index(header, i) == 1) seen = header
-  account = first[uid[i]]
-  if ((account in last) && index(last[account], i) == 1) seen = (seen == "") ? last[account] : seen "\n" last[account]
-  gsub(/  +/, " ", seen); pw = password[i]; sub(/\n+$/, "", pw)  # as $(...) drops final newlines
-  printf "%s|%s|%s|%s|%s\n", entry[i], $2, groups, seen, pw
+{ sub(/ : /, " "); if (!($1 in groups)) groups[$1] = substr($0, length($1) + 2) }
+END {
+  for (k = 1; k <= n; k++) {
+    i = names[k]; seen = ""; split(groups[i], g, " ")
+    if (index(header, i) == 1) seen = header
+    account = first[uid[i]]
+    if ((account in last) && index(last[account], i) == 1) seen = (seen == "") ? last[account] : seen "\n" last[account]
+    gsub(/  +/, " ", seen); pw = password[i]; sub(/\n+$/, "", pw)  # as $(...) drops final newlines
+    printf "%s|%s|%s|%s|%s\n", entry[i], g[1], groups[i], seen, pw
+  }
 }'"""
 
 USERS = api.Users().command()
@@ -188,30 +192,33 @@ def paths_at_once(commands: list[str | None]) -> list[Together]:
 
 def checksums_at_once(commands: list[str]) -> list[Together]:
     """The commands that ask pyinfra's Sha1File fact of one absolute path each, merged into one
-    `find` of the regular files of at most SMALL_FILE bytes among them and one `sha1sum` of those
-    (when two or more ask): the fact's command prints the same line for them."""
+    `find` of the regular files of at most SMALL_FILE bytes among them (links followed) and one
+    `sha1sum` of those (when two or more ask): the fact's command prints the same line for them."""
     asked = _absolute_paths(_CHECKSUM, commands)
     if len(asked) < 2:
         return []
     small = f"-size -{api.SMALL_FILE // 1024 + 1}k"  # find rounds sizes up to whole KiB
-    command = f"find {' '.join(asked)} -maxdepth 0 -type f {small} -exec sha1sum -- {{}} + 2>/dev/null || true"
+    command = f"find -L {' '.join(asked)} -maxdepth 0 -type f {small} -exec sha1sum -- {{}} + 2>/dev/null || true"
     return [ChecksumsTogether(command, tuple(asked.values()), tuple(shlex.split(quoted)[0] for quoted in asked))]
 
 
 def _absolute_paths(asking: re.Pattern, commands: list[str | None]) -> dict[str, int]:
-    """{quoted path: index} of the commands that match `asking` for an absolute path (the first
-    that asks each)."""
+    """{quoted path: index} of the commands that match `asking` for an absolute path quoted as
+    shlex.quote quotes it (the first that asks each): the merged command holds it as it is."""
     asked: dict[str, int] = {}
     for index, command in enumerate(commands):
         found = asking.fullmatch(command or "")
-        if found and found["path"] not in asked and shlex.split(found["path"])[0].startswith("/"):
-            asked[found["path"]] = index
+        if found and found["path"] not in asked:
+            path = shlex.split(found["path"])
+            if len(path) == 1 and path[0].startswith("/") and shlex.quote(path[0]) == found["path"]:
+                asked[found["path"]] = index
     return asked
 
 
 def at_once(lines: list[tuple[str, str | None]]) -> list[Together]:
     """The (command, the shell condition under which it is worth running, or None) that one
-    command can answer together. A file's checksum is asked only where it is small; the others
-    are merged only when they are asked unconditionally."""
+    command can answer together. Checksums are merged whatever their condition (a file's is
+    asked ahead of need only where it is small, and `find` answers only small files); the
+    others only when they are asked unconditionally."""
     unconditional = [line if condition is None else None for line, condition in lines]
     return units_at_once(unconditional) + paths_at_once(unconditional) + checksums_at_once([line for line, _ in lines])

@@ -1,9 +1,9 @@
 """Reading every fact a host's operations need in a few remote commands, not one each.
 
 pyinfra 3.10 keeps no fact cache: while preparing, each ``host.get_fact`` is one SSH round trip,
-one after another (a no-op plan of a small-group host asks 165 of them). Here, before a host's
-real prepare (`discover`, in the host's greenlet: its batches run on it while the controller adds
-the operations of the other hosts):
+one after another (a no-op plan of a small-group host asks 165 of them). Here, before the real
+prepare (`discover`, each host in a greenlet of its own: its batches run on it while the
+controller adds the operations of the other hosts):
 
 1. *Discovery passes*: the operations are added to a throwaway State whose hosts have no
    connection (``pyinfra_api.fake_connection``). Every fact command they ask for is answered
@@ -18,7 +18,7 @@ the operations of the other hosts):
    pyinfra's connector would have returned. Passes end with the first one that adds all the
    operations (an earlier one stops where deploy code raised on a default, e.g. an unsupported
    release): typically two, and two remote commands.
-3. The host's real prepare then asks the same commands (the same code with the same answers)
+3. The real prepare then asks the same commands (the same code with the same answers)
    and gets the outputs from `FactAnswers`; a command no pass noted (a fact asked only once
    another answered, beyond the related ones) goes to the host as usual.
 
@@ -77,7 +77,7 @@ class FactAnswers:
     """One host's fact outputs read in batches, and the count of commands sent to it."""
 
     outputs: dict[str, tuple[int, Any]] = field(default_factory=dict)  # key -> (exit status, CommandOutput)
-    not_run: set[str] = field(default_factory=set)  # batched, but not run (condition false) or unreadable
+    not_run: set[str] = field(default_factory=set)  # batched, but not run (condition false), not answered by a merged command, or unreadable
     sent: int = 0  # remote commands (batches included)
     answered: int = 0  # commands answered from a batch while preparing
     noting: dict[str, Noted] | None = None  # while `read_ahead` notes commands instead of sending them
@@ -104,46 +104,51 @@ class FactAnswers:
         return original(command, print_output=print_output, print_input=print_input, **arguments)
 
 
-class Shadows:
-    """The throwaway States of the discovery passes, made by `make()` with the same inventory
-    (never connected): one per pass, where each host adds its operations once."""
+def discover(
+    state,
+    shadow_state: Callable[[], Any],
+    add_operations: Callable[[], None],
+    answers: dict[str, FactAnswers],
+) -> None:
+    """Fill `answers` (by host name) for the active hosts of `state`, in discovery passes, each
+    host in a greenlet of its own: its batch runs on it while the controller adds the operations
+    of the others.
 
-    def __init__(self, make: Callable[[], Any]):
-        self.make = make
-        self.made: dict[int, Any] = {}
-
-    def of_pass(self, number: int) -> Any:
-        if number not in self.made:
-            shadow = self.made[number] = self.make()
-            api.evaluate_each_operation(shadow, lambda e: log.debug("discovery: an operation raised %r", e))
-        return self.made[number]
-
-
-def discover(state, host, shadows: Shadows, add_operations: Callable[[], None], answers: FactAnswers) -> None:
-    """Fill `answers` for `host` of `state`, in discovery passes (each host in a greenlet of its
-    own: its batch runs on it while the controller adds the operations of the others).
-
-    A host's passes end with the first one that adds all its operations (an earlier one may stop
-    where deploy code raised on a fact read as its default); what the answers to that pass's
-    batch lead to is read by the real prepare, one command at a time (a few: the usual follow-ups
-    are asked along, see `api.related_facts`). A second complete pass would cost as much CPU as
-    reading them.
+    `shadow_state()` makes a throwaway State with the same inventory (never connected): one for
+    each pass, where each host adds its operations once. A host's passes end with the first one
+    that adds all its operations (an earlier one may stop where deploy code raised on a fact read
+    as its default); what the answers to that pass's batch lead to is read by the real prepare,
+    one command at a time (a few: the usual follow-ups are asked along, see `api.related_facts`).
+    A second complete pass would cost as much CPU as reading them.
     """
-    for number in range(1, MAX_PASSES + 1):
-        cpu = time.process_time()
-        wanted, finished = _discovery_pass(shadows.of_pass(number), host.name, add_operations, answers)
-        cpu = time.process_time() - cpu  # adding operations never yields: this host's own
-        fetched = time.perf_counter()
-        if wanted:
-            try:
-                _fetch(state, host, wanted, answers)
-            except Exception as e:  # read one command at a time, as pyinfra does
-                log.debug("a fact batch on %s failed: %r", host.name, e)
-        log.debug("stage pass %d (%d commands, %s): operations %.2f s CPU, batch %.2f s", number, len(wanted),
-                  "complete" if finished else "stopped", cpu, time.perf_counter() - fetched)  # fmt: skip
-        # Another pass when this one stopped and its batch answered something.
-        if finished or not any(k in answers.outputs for k in wanted):
-            return
+    shadows: dict[int, Any] = {}
+
+    def of_pass(number: int) -> Any:
+        if number not in shadows:
+            shadows[number] = shadow_state()
+            api.evaluate_each_operation(shadows[number], lambda e: log.debug("discovery: an operation raised %r", e))
+        return shadows[number]
+
+    def discover_host(host) -> None:
+        known = answers[host.name]
+        for number in range(1, MAX_PASSES + 1):
+            cpu = time.process_time()
+            wanted, finished = _discovery_pass(of_pass(number), host.name, add_operations, known)
+            cpu = time.process_time() - cpu
+            fetched = time.perf_counter()
+            if wanted:
+                _fetch(state, host, wanted, known)
+            log.debug("stage pass %d on %s (%d commands, %s): operations %.2f s CPU, batch %.2f s", number, host.name,
+                      len(wanted), "complete" if finished else "stopped", cpu, time.perf_counter() - fetched)  # fmt: skip
+            # Another pass when this one stopped and its batch answered something.
+            if finished or not any(k in known.outputs for k in wanted):
+                return
+
+    greenlets = {state.pool.spawn(discover_host, host): host for host in state.active_hosts}
+    gevent.joinall(list(greenlets))
+    for greenlet, host in greenlets.items():
+        if not greenlet.successful():  # its facts are read one command at a time, as pyinfra does
+            log.debug("reading the facts of %s in batches failed: %r", host.name, greenlet.exception)
 
 
 def read_ahead(state, work: dict[Any, Callable[[], Any]], answers: dict[str, FactAnswers]) -> None:
@@ -168,8 +173,10 @@ def read_ahead(state, work: dict[Any, Callable[[], Any]], answers: dict[str, Fac
 
 def _discovery_pass(shadow, name: str, add_operations, known: FactAnswers) -> tuple[dict[str, Noted], bool]:
     """Add the operations of the host `name` to `shadow`: the commands asked that no batch has
-    answered yet (`known`), and whether all its operations were added. Never yields to another
-    greenlet, so that none sees `shadow` as pyinfra's current State (which is global)."""
+    answered yet (`known`), and whether all its operations were added. It makes `shadow` pyinfra's
+    current State, which is global: only discovery passes run meanwhile (the real prepare comes
+    after every host's), so a pass that waits on something may at worst show another host's pass
+    the wrong shadow, which then notes too few commands."""
     shadow_host = shadow.inventory.get_host(name)
     wanted: dict[str, Noted] = {}
     guard: list[str | None] = [None]  # the condition of the related fact being asked

@@ -83,7 +83,7 @@ SUDO_PASSWORD_LINES = connector_util.SUDO_PASSWORD_REQUIRED_LINES
 def run_context(state: State) -> Iterator[None]:
     """pyinfra's global state and inventory, as its CLI sets them for a run (ctx_state is global,
     not per greenlet: one run at a time in a process)."""
-    with ctx_state.use(state), ctx_inventory.use(state.inventory):
+    with _using((ctx_state, state), (ctx_inventory, state.inventory)):
         yield
 
 
@@ -91,8 +91,22 @@ def run_context(state: State) -> Iterator[None]:
 def host_context(state: State, host: Any) -> Iterator[None]:
     """What an operation needs to be added for `host`: a copy of the config and the current host
     (both per greenlet), as pyinfra_cli.util._parallel_load_hosts sets them."""
-    with ctx_config.use(state.config.copy()), ctx_host.use(host):
+    with _using((ctx_config, state.config.copy()), (ctx_host, host)):
         yield
+
+
+@contextmanager
+def _using(*settings: tuple[Any, Any]) -> Iterator[None]:
+    """pyinfra's contexts set to these values, then back to the previous ones however the block
+    ends (pyinfra's own ``ContextManager.use`` sets them back only when it ends normally)."""
+    previous = [(context, context.get()) for context, _ in settings]
+    for context, value in settings:
+        context.set(value)
+    try:
+        yield
+    finally:
+        for context, value in previous:
+            context.set(value)
 
 
 def forget_known_hosts() -> None:

@@ -23,13 +23,13 @@ A run, stage by stage, as the ``pyinfra`` CLI does it (pyinfra_cli/cli.py ``_mai
 2. Connect (connect.py): like ``pyinfra.api.connect.connect_all``, but each host's exception
    is kept and explained in one line instead of aborting the run; a non-root user gets a
    ``sudo -n`` preflight.
-3. Prepare: like ``pyinfra_cli.util._parallel_load_hosts``: one greenlet per host calling
-   ``add_operations``; an exception fails that host only. In each, first, the facts the
-   operations will ask for are read in a few batched remote commands (prefetch.py), instead of
-   pyinfra's one round trip per fact: one host's batch runs while another host is prepared.
-4. plan: per operation ``will_change`` with ``_if=`` conditions applied, and a unified diff of
+3. Read the facts the operations will ask for, a few batched remote commands per host
+   (prefetch.py), instead of pyinfra's one round trip per fact.
+4. Prepare: like ``pyinfra_cli.util._parallel_load_hosts``: one greenlet per host calling
+   ``add_operations``; an exception fails that host only.
+5. plan: per operation ``will_change`` with ``_if=`` conditions applied, and a unified diff of
    each file an upload would change (preview.py).
-5. apply: ``pyinfra.api.operations.run_ops(state)`` (each operation on all hosts in parallel,
+6. apply: ``pyinfra.api.operations.run_ops(state)`` (each operation on all hosts in parallel,
    waiting for every host between operations), then ``did_change()`` per operation.
 
 Failures: one host's failure never stops the others (``Config.FAIL_PERCENT=None``). With
@@ -106,7 +106,7 @@ from commonstack.inventories.targets import HostTarget  # noqa: E402
 from . import preview  # noqa: E402
 from . import pyinfra_api as api  # noqa: E402
 from .connect import check_local_files, connect_all, one_line, sudo_problems, transport_without_delay  # noqa: E402
-from .prefetch import FactAnswers, Shadows, discover  # noqa: E402
+from .prefetch import FactAnswers, discover  # noqa: E402
 from .run_log import SUDO_PROMPT_REFUSED, Capture, quiet_logging  # noqa: E402
 
 __all__ = ["HostTarget", "OperationChange", "HostResult", "RunnerError", "plan", "apply"]
@@ -271,7 +271,11 @@ class _Run:
 
         state.set_stage(api.StateStage.Prepare)
         if state.active_hosts:
-            with _timed("prepare (facts read in batches first)" if self.batch_facts else "prepare"):
+            if self.batch_facts:
+                with _timed("facts read in batches"):
+                    discover(state, self._make_state, self.add_operations, self.answers)
+            # pyinfra's current State is this run's again (a discovery pass that waited on something may have left its own).
+            with _timed("prepare"), api.run_context(state):
                 self._prepare(state)
             if not self.execute:
                 with _timed("preview"):
@@ -347,11 +351,7 @@ class _Run:
         hosts = list(state.active_hosts)
         self.progress(f"preparing operations on {', '.join(sorted(h.name for h in hosts))}")
 
-        shadows = Shadows(self._make_state)
-
         def prepare(host):
-            if self.batch_facts:
-                discover(state, host, shadows, self.add_operations, self.answers[host.name])
             with api.host_context(state, host):
                 try:
                     self.add_operations()

@@ -97,8 +97,10 @@ ODD = {
         {"/etc/passwd": PASSWD + "first.last:x:1005:1000::/:/bin/sh\n"},  # '.': a pattern to grep
         {"/etc/passwd": PASSWD.replace("second root", "back\\tslash")},  # dash's echo would print a tab
         {"/etc/nsswitch.conf": NSSWITCH.replace("group:          files", "group: files ldap")},
+        {"/etc/passwd": PASSWD + "short:x:1006\nbad:x:abc:1000::/:/bin/sh\n"},  # accounts no program can read
     ],
-    ids=["same uid, prefixes, no group name, twice the same name", "a dot", "a backslash", "a directory service (pyinfra's command runs)"],
+    ids=["same uid, prefixes, no group name, twice the same name", "a dot", "a backslash",
+         "a directory service (pyinfra's command runs)", "malformed lines"],  # fmt: skip
 )
 def test_the_users_shortcut_prints_what_pyinfra_prints_on_odd_account_files(tmp_path, changes):
     ours, theirs = outputs({**ODD, **changes}, tmp_path)
@@ -211,8 +213,9 @@ def checksum_asked(path: str) -> str:
 
 
 def test_the_checksums_pyinfra_asks_one_by_one_are_asked_at_once_with_the_same_lines(tmp_path):
-    """Each small regular file's line is what pyinfra's command prints alone; the others are left
-    for it to run alone, as they are asked (a link, a large file: what their checksum costs)."""
+    """Each small regular file's line (a link to one included) is what pyinfra's command prints
+    alone; the others are left for it to run alone, as they are asked (a large file: what its
+    checksum costs)."""
     files = {"file": "x", "empty": "", "exactly 1 MiB": "x" * api.SMALL_FILE, "larger": "x" * (api.SMALL_FILE + 1)}
     odd = ["a space and a 'quote'", "$(touch injected)", "-dash", "*", "back\\slash", "new\nline"]
     for name, content in {**files, **{name: name for name in odd}}.items():
@@ -225,7 +228,7 @@ def test_the_checksums_pyinfra_asks_one_by_one_are_asked_at_once_with_the_same_l
     assert together.members == tuple(range(len(names)))
     blocks = together.split(*_alone(together.command))
     answered = {name for name, block in zip(names, blocks) if block is not None}
-    assert answered == {"file", "empty", "exactly 1 MiB", *odd[:4]}  # sha1sum escapes the last two odd names
+    assert answered == {"file", "empty", "exactly 1 MiB", *odd[:4], "link"}  # sha1sum escapes the last two odd names
     for command, block in zip(commands, blocks):
         if block is not None:
             assert _alone(command) == (0, block, [])
@@ -234,6 +237,8 @@ def test_the_checksums_pyinfra_asks_one_by_one_are_asked_at_once_with_the_same_l
 
 def test_only_absolute_paths_asked_twice_or_more_are_checksummed_at_once_whatever_their_condition():
     assert checksums_at_once([checksum_asked("/a"), checksum_asked("b"), api.raw_command(api.File().command("/c"))]) == []
+    unquoted = checksum_asked("/a").replace("/a", "/$(reboot)")  # not how pyinfra quotes: never merged
+    assert checksums_at_once([unquoted, checksum_asked("/b")]) == []
     [together] = checksums_at_once([checksum_asked("/a"), "uname -m", checksum_asked("/a"), checksum_asked("/b")])
     assert together.members == (0, 3) and together.paths == ("/a", "/b")
     stat = api.raw_command(api.File().command("/c"))
