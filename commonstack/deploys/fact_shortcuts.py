@@ -92,9 +92,9 @@ class Together:
     members: tuple[int, ...]
 
     def split(self, status: int, stdout: list[str], stderr: list[str]) -> list[list[str] | None] | None:
-        """Each member's stdout lines (its status is `status`, its stderr empty) or None (not
-        answered: it runs alone if it is asked), or None when the answer cannot be split (then
-        each command runs alone)."""
+        """Each member's stdout lines (its status is `status`, its stderr empty), or None for a
+        member the answer leaves out (it runs alone if it is asked); None for all of them when the
+        answer cannot be split (then each runs alone)."""
         raise NotImplementedError
 
 
@@ -183,7 +183,7 @@ def paths_at_once(commands: list[str | None]) -> list[Together]:
     if len(asked) < 2:
         return []
     loop = (
-        f"e=; set --; for p in {' '.join(asked)}; do "
+        f"e=; set --; for p in {' '.join(map(shlex.quote, asked))}; do "
         'if test -e "$p" || test -L "$p"; then e="${e}1"; set -- "$@" "$p"; else e="${e}0"; fi; done; '
         f'echo "$e"; [ $# = 0 ] || {_LINUX_STAT} "$@"'
     )
@@ -198,20 +198,20 @@ def checksums_at_once(commands: list[str]) -> list[Together]:
     if len(asked) < 2:
         return []
     small = f"-size -{api.SMALL_FILE // 1024 + 1}k"  # find rounds sizes up to whole KiB
-    command = f"find -L {' '.join(asked)} -maxdepth 0 -type f {small} -exec sha1sum -- {{}} + 2>/dev/null || true"
-    return [ChecksumsTogether(command, tuple(asked.values()), tuple(shlex.split(quoted)[0] for quoted in asked))]
+    paths = " ".join(map(shlex.quote, asked))
+    command = f"find -L {paths} -maxdepth 0 -type f {small} -exec sha1sum -- {{}} + 2>/dev/null || true"
+    return [ChecksumsTogether(command, tuple(asked.values()), tuple(asked))]
 
 
 def _absolute_paths(asking: re.Pattern, commands: list[str | None]) -> dict[str, int]:
-    """{quoted path: index} of the commands that match `asking` for an absolute path quoted as
-    shlex.quote quotes it (the first that asks each): the merged command holds it as it is."""
+    """{path: index} of the commands that match `asking` for an absolute path quoted as
+    shlex.quote quotes it (the first that asks each)."""
     asked: dict[str, int] = {}
     for index, command in enumerate(commands):
         found = asking.fullmatch(command or "")
-        if found and found["path"] not in asked:
-            path = shlex.split(found["path"])
-            if len(path) == 1 and path[0].startswith("/") and shlex.quote(path[0]) == found["path"]:
-                asked[found["path"]] = index
+        path = shlex.split(found["path"]) if found else []
+        if len(path) == 1 and path[0].startswith("/") and shlex.quote(path[0]) == found["path"]:
+            asked.setdefault(path[0], index)
     return asked
 
 

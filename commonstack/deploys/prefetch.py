@@ -77,7 +77,8 @@ class FactAnswers:
     """One host's fact outputs read in batches, and the count of commands sent to it."""
 
     outputs: dict[str, tuple[int, Any]] = field(default_factory=dict)  # key -> (exit status, CommandOutput)
-    not_run: set[str] = field(default_factory=set)  # batched, but not run (condition false), not answered by a merged command, or unreadable
+    # Batched, but not run (condition false), left out of a merged command's answer, or unreadable.
+    not_run: set[str] = field(default_factory=set)
     sent: int = 0  # remote commands (batches included)
     answered: int = 0  # commands answered from a batch while preparing
     noting: dict[str, Noted] | None = None  # while `read_ahead` notes commands instead of sending them

@@ -274,7 +274,8 @@ class _Run:
             if self.batch_facts:
                 with _timed("facts read in batches"):
                     discover(state, self._make_state, self.add_operations, self.answers)
-            # pyinfra's current State is this run's again (a discovery pass that waited on something may have left its own).
+            # This run's State is pyinfra's current one again (a discovery pass that waited on
+            # something may have left its own).
             with _timed("prepare"), api.run_context(state):
                 self._prepare(state)
             if not self.execute:

@@ -51,7 +51,7 @@ function deb_compare(a, b,   ea, eb, ra, rb, c) {
 
 
 def may_be_pending(lists: str = "/var/lib/apt/lists", preferences: str = "/etc/apt/preferences") -> str:
-    """A shell command that fails only when no security update can be pending, in about 20 ms of
+    """A shell command that fails only when no security update can be pending, in about 15 ms of
     CPU where the simulated upgrade takes 300 ms: for apt to upgrade an installed package from
     the security archive, that archive's package list must hold a newer version of it (apt never
     downgrades unless a pin of 1000 or more says so). It succeeds (the simulation is needed) when
