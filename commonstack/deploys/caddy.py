@@ -12,7 +12,7 @@ from commonstack.plan import HostPlan
 @deploy("Caddy")
 def caddy(plan: HostPlan) -> None:
     """Install Caddy, write the Caddyfile (a site per service), validate it, then reload; a changed
-    sandbox (the drop-in over Debian's unit) restarts it."""
+    sandbox (the drop-in over Debian's unit) restarts it instead."""
     apt.packages(name="Install Caddy", packages=plan.packages_of(("caddy",)), no_recommends=True)
     configs = put_configs(plan, "caddy")
     written = dict(zip((f.path for f in plan.files_of("caddy")), configs))
@@ -24,6 +24,16 @@ def caddy(plan: HostPlan) -> None:
         _if=changed(sites),
     )
     systemd.daemon_reload(name="Reload systemd for Caddy's sandbox", _if=changed(sandbox))
-    systemd.service(name="Caddy running", service="caddy", running=True, enabled=True)
-    systemd.service(name="Restart Caddy in its new sandbox", service="caddy", restarted=True, _if=changed(sandbox))
-    systemd.service(name="Reload Caddy", service="caddy", reloaded=True, _if=changed(sites))
+    systemd.service(name="Caddy starts at boot", service="caddy", running=None, enabled=True)
+    started = systemd.service(name="Caddy running", service="caddy", running=True)
+    # Caddy asks for certificates as soon as it reads its sites: a restart or reload right after
+    # it started would cut that short, and each cut-short attempt counts against the CA's limits.
+    restarted = systemd.service(
+        name="Restart Caddy in its new sandbox",
+        service="caddy",
+        restarted=True,
+        _if=changed(sandbox, unless=[started]),
+    )
+    systemd.service(
+        name="Reload Caddy", service="caddy", reloaded=True, _if=changed(sites, unless=[started, restarted])
+    )

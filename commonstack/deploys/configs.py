@@ -27,21 +27,23 @@ def put_configs(plan: HostPlan, layer: str) -> list[OperationMeta]:
 
 
 class Changed:
-    """An `_if=` condition: true once any of these operations changed something.
+    """An `_if=` condition: true once any of these operations changed something, and none of
+    the `unless` ones did (a reload is not wanted after a restart that already read the change).
 
     pyinfra evaluates `_if` only while executing; a plan asks `would_change()` instead,
     so a restart shows in the plan exactly when a file it depends on would change.
     """
 
-    def __init__(self, operations: list[OperationMeta]):
+    def __init__(self, operations: list[OperationMeta], unless: list[OperationMeta] = ()):
         self.operations = operations
+        self.unless = unless
 
     def __call__(self) -> bool:
-        return any(op.did_change() for op in self.operations)
+        return any(op.did_change() for op in self.operations) and not any(op.did_change() for op in self.unless)
 
     def would_change(self) -> bool:
-        return any(op.will_change for op in self.operations)
+        return any(op.will_change for op in self.operations) and not any(op.will_change for op in self.unless)
 
 
-def changed(*groups: list[OperationMeta]) -> Changed:
-    return Changed([op for group in groups for op in group])
+def changed(*groups: list[OperationMeta], unless: list[OperationMeta] = ()) -> Changed:
+    return Changed([op for group in groups for op in group], list(unless))

@@ -49,7 +49,7 @@ from commonstack.testhosts import TestHost
 from tests.integration.conftest import new_host_name
 from tests.integration.pebble import Pebble, pebble  # noqa: F401 (the fixture)
 from tests.integration.stacks import check_results, cli, deploy, failed_checks, write_group
-from tests.integration.test_tls import site_names, wait_for_certificate
+from tests.integration.test_tls import issuance_log, site_names, wait_for_certificate
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -126,7 +126,7 @@ def hardened(server, pebble: Pebble, tmp_path_factory, testhost_ssh):  # noqa: F
     issuing_root.write_text(pebble.issuing_root())
     first = deploy(inventories, GROUP, "--no-check")
     for name in names:
-        wait_for_certificate(server.address, name, issuing_root)
+        wait_for_certificate(server.address, name, issuing_root, lambda: issuance_log(server, testhost_ssh, pebble))
     # coturn's copy of Caddy's certificate: its hourly timer's job, done now (issuance is
     # asynchronous, and may finish after the deploy looked).
     ssh(testhost_ssh, server, "systemctl start coturn-certificate.service")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import socket
 import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -42,7 +42,9 @@ def server(testhosts_state: Path) -> Iterator[TestHost]:
 
 
 @pytest.fixture(scope="module")
-def acme(server: TestHost, pebble: Pebble, tmp_path_factory: pytest.TempPathFactory) -> dict:  # noqa: F811
+def acme(
+    server: TestHost, pebble: Pebble, testhost_ssh, tmp_path_factory: pytest.TempPathFactory  # noqa: F811
+) -> dict:
     """The group 'tls' with `tls.mode: acme` from pebble, deployed once for the module."""
     inventories = tmp_path_factory.mktemp("inventories")
     tls = {"mode": "acme", "acme_ca": pebble.directory_url(server), "acme_ca_root": "pebble.pem"}
@@ -55,7 +57,11 @@ def acme(server: TestHost, pebble: Pebble, tmp_path_factory: pytest.TempPathFact
     started = time.monotonic()
     deploy(inventories, "tls", *SITES)
     deployed = time.monotonic()
-    certificates = {name: wait_for_certificate(server.address, name, issuing_root) for name in names}
+
+    def why() -> str:
+        return issuance_log(server, testhost_ssh, pebble)
+
+    certificates = {name: wait_for_certificate(server.address, name, issuing_root, why) for name in names}
     return {
         "inventories": inventories,
         "tls": tls,
@@ -64,6 +70,7 @@ def acme(server: TestHost, pebble: Pebble, tmp_path_factory: pytest.TempPathFact
         "certificates": certificates,
         "deploy_seconds": deployed - started,
         "issuance_seconds": time.monotonic() - deployed,
+        "obtain_log": caddy_obtain_log(server, testhost_ssh),
     }
 
 
@@ -73,11 +80,25 @@ def site_names(stack_file: Path) -> list[str]:
     return sorted({*profile.hostnames().values(), profile.server_name})
 
 
-def wait_for_certificate(address: str, name: str, root: Path) -> dict:
+def caddy_obtain_log(host: TestHost, ssh) -> list[str]:
+    """What Caddy logged about getting certificates (its `tls.obtain` logger), oldest first."""
+    result = ssh(host, "journalctl --unit caddy --output cat --no-pager --grep '\"logger\":\"tls.obtain\"'")
+    return result.stdout.splitlines()
+
+
+def issuance_log(host: TestHost, ssh, pebble: Pebble) -> str:  # noqa: F811
+    """Why issuance may have stalled: Caddy's errors about certificates, and pebble's last words."""
+    caddy = ssh(host, "journalctl --unit caddy --output cat --no-pager --priority err --lines 30")
+    pebble_log = (pebble.folder / "pebble.log").read_text(errors="replace").splitlines()[-30:]
+    return "Caddy's errors:\n" + caddy.stdout + "\npebble's log:\n" + "\n".join(pebble_log)
+
+
+def wait_for_certificate(address: str, name: str, root: Path, explain: Callable[[], str] = str) -> dict:
     """The certificate `address` serves for `name` once it verifies against `root` alone.
 
     The chain (leaf + intermediate as Caddy sends it) must lead to `root`, and the name must be
-    in its SANs (hostname checking is on); the public CAs are not trusted here.
+    in its SANs (hostname checking is on); the public CAs are not trusted here. If none comes in
+    time, the failure says `explain()` too.
     """
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.load_verify_locations(cafile=str(root))
@@ -89,7 +110,7 @@ def wait_for_certificate(address: str, name: str, root: Path) -> dict:
                     return tls.getpeercert()
         except (ssl.SSLError, OSError) as exc:  # no certificate yet: Caddy answers with an alert
             if time.monotonic() > deadline:
-                pytest.fail(f"{name}: no certificate from pebble after {ISSUANCE_TIMEOUT:.0f} s ({exc})")
+                pytest.fail(f"{name}: no certificate after {ISSUANCE_TIMEOUT:.0f} s ({exc})\n{explain()}")
             time.sleep(0.5)
 
 
@@ -99,6 +120,14 @@ def test_pebble_issues_a_certificate_for_every_hostname(acme):
         issuer = dict(pair[0] for pair in certificate["issuer"])
         assert issuer["commonName"].startswith("Pebble Intermediate CA"), issuer
     print(f"first deploy {acme['deploy_seconds']:.0f} s, every certificate {acme['issuance_seconds']:.1f} s later")
+
+
+def test_the_first_deploy_lets_caddy_ask_for_each_certificate_once(acme):
+    """No restart or reload after Caddy first read its sites: each would cut an order short, and
+    with Let's Encrypt every cut-short order counts against the rate limits."""
+    obtaining = [line for line in acme["obtain_log"] if '"msg":"obtaining certificate"' in line]
+    assert len(obtaining) == len(acme["names"]), "\n".join(acme["obtain_log"])
+    assert not [line for line in acme["obtain_log"] if '"level":"error"' in line], "\n".join(acme["obtain_log"])
 
 
 def test_checks_are_green_with_the_issuing_root_trusted(acme, server, tmp_path, monkeypatch):

@@ -32,6 +32,7 @@ from pyinfra import host
 from pyinfra.api import FactBase
 from pyinfra.operations import files, server
 
+from commonstack.deploys.configs import changed
 from commonstack.deploys.connect import SUDO_PROBE, sudo_problem
 
 REPO = Path(__file__).resolve().parents[2]
@@ -244,6 +245,17 @@ def conditional_restart_operations():
     )
 
 
+def reload_unless_started_operations():
+    site = host.data.dir
+    conf = files.put(name="Write config", src=StringIO(host.data.config), dest=f"{site}/svc.conf", mode="644")
+    started = files.put(name="Start service", src=StringIO("running\n"), dest=f"{site}/running", mode="644")
+    server.shell(
+        name="Reload service",
+        commands=[f"echo reloaded >> {site}/reloaded"],
+        _if=changed([conf], unless=[started]),
+    )
+
+
 def failing_operations():
     site = host.data.dir
     files.put(name="Write motd", src=StringIO("hi\n"), dest=f"{site}/motd", mode="644")
@@ -431,6 +443,25 @@ def test_plan_honours_if_conditions_on_earlier_changes(runner, loopback_sshd, tm
     [second] = runner.apply([target], conditional_restart_operations)
     assert second.status == "unchanged", second
     assert marker.read_text() == "restarted\n"
+
+
+def test_a_reload_is_left_out_after_a_start_that_read_the_change_in_plan_and_deploy(runner, loopback_sshd, tmp_path):
+    """`changed(files, unless=[start])`: a service that starts reads its new config itself (Caddy
+    would otherwise cut its certificate orders short)."""
+    reloaded = tmp_path / "reloaded"
+
+    def target(config: str) -> dict:
+        return loopback_sshd.target_fields("web1", data={"dir": str(tmp_path), "config": config})
+
+    [first] = runner.plan([target("a = 1\n")], reload_unless_started_operations)
+    assert [op.name for op in first.operations if op.changed] == ["Write config", "Start service"]
+    runner.apply([target("a = 1\n")], reload_unless_started_operations)
+    assert not reloaded.exists()
+
+    [edited] = runner.plan([target("a = 2\n")], reload_unless_started_operations)
+    assert [op.name for op in edited.operations if op.changed] == ["Write config", "Reload service"]
+    runner.apply([target("a = 2\n")], reload_unless_started_operations)
+    assert reloaded.read_text() == "reloaded\n"
 
 
 def test_batched_facts_answer_as_one_by_one_in_a_few_remote_commands(runner, loopback_sshd, tmp_path):
