@@ -12,7 +12,10 @@ Then prints, medians of --runs (default 5), each command a fresh `commonstack` p
 Python's bytecode caches on, as an installed kit has them:
 - no-op `plan`, no-op `deploy --yes --no-check` and `check` of "one", of one host of "eight" and
   of all 8, with the remote commands each plan read its facts with (targets: <= 1.5 s, <= 10
-  commands, 8 hosts <= 2x one; check <= 2 s, 8 hosts <= 1.5x one);
+  commands, 8 hosts <= 2x one; check <= 2 s, 8 hosts <= 1.5x one): from the second run on, each
+  host's fact commands are remembered (deploys/fact_memory.py), as on a volunteer's re-runs;
+- a no-op `plan` of "one" with nothing remembered (a discovery pass, as after a deploy that
+  changed the host);
 - each as a multiple of a bare `ssh HOST true` round trip (a fresh connection);
 - the fresh deploy versus the bare install (target <= 1.2x), and its slowest operations;
 - `commonstack --help` (< 0.15 s) and validate + render of `full` (`render`, which validates
@@ -43,6 +46,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from commonstack import testhosts  # noqa: E402
+from commonstack.inventories.groups import group  # noqa: E402
 from commonstack.stacks.layers import layer  # noqa: E402
 from commonstack.stacks.versions import versions  # noqa: E402
 from tests.integration.stacks import cli, write_group  # noqa: E402
@@ -69,6 +73,7 @@ def main() -> None:
     sys.dont_write_bytecode = False  # this process's stages too
     folder = options.keep or Path(tempfile.mkdtemp(prefix="bench-speed-"))
     os.environ.setdefault("COMMONSTACK_TESTHOSTS_DIR", str(folder / "testhosts"))
+    os.environ["XDG_STATE_HOME"] = str(folder / "state")  # what the commands remember, kept here
     inventories = folder / "inventories"
     loads = [os.getloadavg()[0]]
     try:
@@ -181,7 +186,15 @@ def measure(inventories: Path, runs: int, fresh: dict | None, loads: list[float]
     remote: dict[str, list[int]] = {case: [] for case in cases}
     cpu = {(case, what): [] for case in cases for what in commands}
     round_trips = [timed(lambda: ssh(hosts[ONE], "true")) for _ in range(runs)]
+    anew: list[float] = []  # plans of "one" with nothing remembered
+    anew_remote: list[int] = []
     for _ in range(runs):  # interleaved, so that other load on the machine affects each figure alike
+        shutil.rmtree(group("one", inventories).state_folder / "fact-commands", ignore_errors=True)
+        started = time.perf_counter()
+        result = cli(inventories, "plan", "one", timeout=600)
+        anew.append(time.perf_counter() - started)
+        assert "0 of" in result.stdout and "would change" in result.stdout, result.stdout + result.stderr
+        anew_remote.append(max(int(n) for _, n in FACTS_READ.findall(result.stderr)))
         for case, (group_name, extra, _) in cases.items():
             for what, command in commands.items():
                 controller, on_hosts = _controller_cpu(), _hosts_cpu()
@@ -211,6 +224,8 @@ def measure(inventories: Path, runs: int, fresh: dict | None, loads: list[float]
         one = statistics.median(times[("one host of eight", what)])
         print(f"8 hosts / one of them, {what}: {statistics.median(times[('eight hosts', what)]) / one:.2f}x "
               f"(target <= {target}x)")
+    print(f"one (small-group) plan with nothing remembered: {statistics.median(anew):.2f} s, "
+          f"{statistics.median(anew_remote):.0f} remote commands   {[round(v, 2) for v in anew]}")  # fmt: skip
     print("targets: plan and deploy <= 1.5 s with <= 10 remote commands; check <= 2 s (one small-group host)\n")
 
     if fresh:
@@ -258,7 +273,6 @@ def plan_stages(inventories: Path) -> None:
 
     cpu, started = time.process_time(), time.perf_counter()
     from commonstack.deploys.converge import GroupConverger
-    from commonstack.inventories.groups import group
 
     imports = (time.perf_counter() - started, time.process_time() - cpu)
     logger = logging.getLogger("commonstack.deploys")
@@ -272,7 +286,6 @@ def plan_stages(inventories: Path) -> None:
 def check_stages(inventories: Path) -> None:
     """Where a check of the small-group host spends its time (this process; the CLI does the same)."""
     from commonstack.checks.group import check_group, sized_plans, start_group_checks
-    from commonstack.inventories.groups import group
     from commonstack.inventories.secrets import current_secrets
     from commonstack.inventories.targets import host_targets
 

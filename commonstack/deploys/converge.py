@@ -6,7 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from commonstack.deploys import runner  # first: it patches gevent before pyinfra loads
-from commonstack.deploys.pyinfra_api import host
+from commonstack.deploys.fact_memory import FactMemory, context_of
+from commonstack.deploys.pyinfra_api import PINNED, host
 from commonstack.deploys.stack import HostOutcome, stack_operations
 from commonstack.inventories.groups import Group
 from commonstack.inventories.secrets import current_secrets, ensure_secrets
@@ -105,5 +106,13 @@ class GroupConverger:
             run.outcomes.pop(host.name, None)
             operations()
 
-        run.results = method(targets, add_operations, self.on_progress, redact=list(self.secrets.values()))
+        run.results = method(
+            targets, add_operations, self.on_progress, redact=list(self.secrets.values()), memory=self._memory(deploy)
+        )
         return run
+
+    def _memory(self, deploy: bool) -> FactMemory:
+        """Where each host's fact commands are remembered, for this profile and these options."""
+        options = f"pyinfra {PINNED} deploy={deploy} only={sorted(self.only)} purge={self.purge} skip={self.skip_unavailable}"
+        context = context_of([options, self.group.stack_file.read_bytes()])
+        return FactMemory(self.group.state_folder / "fact-commands", context)

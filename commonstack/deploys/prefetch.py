@@ -22,6 +22,9 @@ controller adds the operations of the other hosts):
    and gets the outputs from `FactAnswers`; a command no pass noted (a fact asked only once
    another answered, beyond the related ones) goes to the host as usual.
 
+The commands the real prepare asked are remembered (fact_memory.py): a host's next run sends
+them as its one batch at once, without a discovery pass.
+
 The outputs hold only while preparing, when nothing changes on a host: while executing, every
 command goes to the host (``FactAnswers.run`` checks the stage). A command that needs stdin or a
 terminal, asks for a sudo password, or whose output is not text is never answered from a batch.
@@ -40,13 +43,15 @@ import posixpath
 import shlex
 import tarfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import gevent
 
 from commonstack.deploys import pyinfra_api as api
+from commonstack.deploys.fact_memory import Commands
 from commonstack.deploys.fact_shortcuts import at_once, shortcut
 
 log = logging.getLogger(__name__)
@@ -82,6 +87,11 @@ class FactAnswers:
     sent: int = 0  # remote commands (batches included)
     answered: int = 0  # commands answered from a batch while preparing
     noting: dict[str, Noted] | None = None  # while `read_ahead` notes commands instead of sending them
+    lines: Commands = field(default_factory=dict)  # key -> (line, condition) of each batched command
+    # Each command the real prepare asked (`recording`), None where a batch answered it.
+    asked: dict[str, Noted | None] = field(default_factory=dict)
+    recording: bool = False
+    ahead: bool = True  # whether the fact being asked may be read ahead of need
 
     def output(self, key: str | None, arguments: dict) -> tuple[bool, Any] | None:
         if key is None or key not in self.outputs:
@@ -95,6 +105,8 @@ class FactAnswers:
         if state.current_stage == api.StateStage.Prepare:
             key = command_key(command, arguments)
             answer = self.output(key, arguments)
+            if self.recording and key is not None and self.ahead:
+                self.asked.setdefault(key, None if answer is not None else Noted(command, arguments))
             if answer is not None:
                 self.answered += 1
                 return answer
@@ -110,6 +122,7 @@ def discover(
     shadow_state: Callable[[], Any],
     add_operations: Callable[[], None],
     answers: dict[str, FactAnswers],
+    remembered: dict[str, Commands] | None = None,
 ) -> None:
     """Fill `answers` (by host name) for the active hosts of `state`, in discovery passes, each
     host in a greenlet of its own: its batch runs on it while the controller adds the operations
@@ -121,6 +134,9 @@ def discover(
     as its default); what the answers to that pass's batch lead to is read by the real prepare,
     one command at a time (a few: the usual follow-ups are asked along, see `api.related_facts`).
     A second complete pass would cost as much CPU as reading them.
+
+    A host with `remembered` commands (fact_memory.py: those its last prepare asked) has no
+    discovery pass: they run in one batch, and the real prepare reads what they lack one by one.
     """
     shadows: dict[int, Any] = {}
 
@@ -132,6 +148,12 @@ def discover(
 
     def discover_host(host) -> None:
         known = answers[host.name]
+        if commands := (remembered or {}).get(host.name):
+            fetched = time.perf_counter()
+            _run_batch(host, commands, known)
+            log.debug("stage remembered on %s (%d commands): batch %.2f s", host.name, len(commands),
+                      time.perf_counter() - fetched)  # fmt: skip
+            return
         for number in range(1, MAX_PASSES + 1):
             cpu = time.process_time()
             wanted, finished = _discovery_pass(of_pass(number), host.name, add_operations, known)
@@ -222,10 +244,47 @@ def _discovery_pass(shadow, name: str, add_operations, known: FactAnswers) -> tu
     return wanted, True
 
 
+@contextmanager
+def recording(host, answers: FactAnswers) -> Iterator[None]:
+    """While the real prepare of `host` runs: note in `answers.asked` each command it asks, except
+    those of a fact not to read ahead of need (`read_ahead = False`)."""
+    get_fact = host.get_fact
+
+    def get_fact_noting_ahead(fact, *args, **kwargs):
+        answers.ahead = getattr(fact, "read_ahead", True)
+        try:
+            return get_fact(fact, *args, **kwargs)
+        finally:
+            answers.ahead = True
+
+    answers.recording = True
+    host.get_fact = get_fact_noting_ahead
+    try:
+        yield
+    finally:
+        answers.recording = False
+        host.get_fact = get_fact
+
+
+def asked_commands(state, host, answers: FactAnswers) -> Commands:
+    """The batch lines of the commands the real prepare asked (`recording`), for fact_memory.py:
+    as batched, or, for one read on its own, as pyinfra ran it."""
+    return {
+        key: answers.lines[key] if noted is None else (_batch_line(state, host, noted), None)
+        for key, noted in answers.asked.items()
+    }
+
+
 def _fetch(state, host, wanted: dict[str, Noted], answers: FactAnswers) -> None:
     """Run the `wanted` commands on `host` in one batch; keep their outputs in `answers`."""
-    keys = list(wanted)
-    lines = [(_batch_line(state, host, wanted[k]), wanted[k].guard) for k in keys]
+    _run_batch(host, {key: (_batch_line(state, host, noted), noted.guard) for key, noted in wanted.items()}, answers)
+
+
+def _run_batch(host, commands: Commands, answers: FactAnswers) -> None:
+    """Run `commands` on `host` in one batch; keep their outputs (and lines) in `answers`."""
+    answers.lines.update(commands)
+    keys = list(commands)
+    lines = [commands[k] for k in keys]
     # Units' states, paths' stats and files' checksums asked together (fact_shortcuts.py): each
     # merged command is one more in the batch.
     merged = at_once(lines)

@@ -106,7 +106,8 @@ from commonstack.inventories.targets import HostTarget  # noqa: E402
 from . import preview  # noqa: E402
 from . import pyinfra_api as api  # noqa: E402
 from .connect import check_local_files, connect_all, one_line, sudo_problems, transport_without_delay  # noqa: E402
-from .prefetch import FactAnswers, discover  # noqa: E402
+from .fact_memory import FactMemory  # noqa: E402
+from .prefetch import FactAnswers, asked_commands, discover, recording  # noqa: E402
 from .run_log import SUDO_PROMPT_REFUSED, Capture, quiet_logging  # noqa: E402
 
 __all__ = ["HostTarget", "OperationChange", "HostResult", "RunnerError", "plan", "apply"]
@@ -145,11 +146,15 @@ def plan(
     *,
     redact: Collection[str] = (),
     batch_facts: bool = True,
+    memory: FactMemory | None = None,
 ) -> list[HostResult]:
     """Connect, add the operations and report what would change (with diffs). Changes nothing:
     only pyinfra facts (read-only commands) run on the hosts. `batch_facts=False` reads each
-    fact with a command of its own, as pyinfra does."""
-    return _Run(targets, add_operations, on_progress, redact, execute=False, batch_facts=batch_facts).run()
+    fact with a command of its own, as pyinfra does. With a `memory`, the commands that read each
+    host's facts are remembered for the next run (fact_memory.py)."""
+    return _Run(
+        targets, add_operations, on_progress, redact, execute=False, batch_facts=batch_facts, memory=memory
+    ).run()
 
 
 def apply(
@@ -160,10 +165,19 @@ def apply(
     *,
     redact: Collection[str] = (),
     batch_facts: bool = True,
+    memory: FactMemory | None = None,
 ) -> list[HostResult]:
-    """Converge every host (in parallel) and report what each operation changed."""
+    """Converge every host (in parallel) and report what each operation changed. A host that
+    changed has its remembered fact commands forgotten: the next plan finds them anew."""
     return _Run(
-        targets, add_operations, on_progress, redact, execute=True, fail_fast=fail_fast, batch_facts=batch_facts
+        targets,
+        add_operations,
+        on_progress,
+        redact,
+        execute=True,
+        fail_fast=fail_fast,
+        batch_facts=batch_facts,
+        memory=memory,
     ).run()
 
 
@@ -190,6 +204,7 @@ class _Run:
         execute: bool,
         fail_fast: bool = False,
         batch_facts: bool = True,
+        memory: FactMemory | None = None,
     ) -> None:
         _validate(targets)
         self.targets = list(targets)
@@ -200,6 +215,7 @@ class _Run:
         self.execute = execute
         self.fail_fast = fail_fast
         self.batch_facts = batch_facts
+        self.memory = memory if batch_facts else None
         self.outcome: dict[str, tuple[Status, str]] = {}  # name -> (status, error) of hosts that did not make it
         self.op_errors: dict[tuple[str, str], str] = {}  # (host, op_hash) -> what the operation's code raised
         self.planned: dict[tuple[str, str], bool] = {}  # plan: (host, op_hash) -> would change
@@ -273,7 +289,7 @@ class _Run:
         if state.active_hosts:
             if self.batch_facts:
                 with _timed("facts read in batches"):
-                    discover(state, self._make_state, self.add_operations, self.answers)
+                    discover(state, self._make_state, self.add_operations, self.answers, self._recalled(state))
             # This run's State is pyinfra's current one again (a discovery pass that waited on
             # something may have left its own).
             with _timed("prepare"), api.run_context(state):
@@ -301,7 +317,33 @@ class _Run:
                     self._execute(state)
 
         state.set_stage(api.StateStage.Disconnect)
-        return [self._result(state, t) for t in self.targets]
+        results = [self._result(state, t) for t in self.targets]
+        self._remember(state, results)
+        return results
+
+    def _recalled(self, state: api.State) -> dict[str, dict]:
+        if self.memory is None:
+            return {}
+        return {h.name: self.memory.recall(h.name, self._where(h.name)) for h in state.active_hosts}
+
+    def _remember(self, state: api.State, results: list[HostResult]) -> None:
+        """What each host's prepare asked, for the next run; forgotten where a deploy changed (or
+        failed to change) the host, whose next facts may need other commands."""
+        if self.memory is None:
+            return
+        for result in results:
+            if result.status == "unreachable":
+                continue
+            if result.status == "failed" or (self.execute and result.status == "changed"):
+                self.memory.forget(result.name)
+            else:
+                host = state.inventory.get_host(result.name)
+                commands = asked_commands(state, host, self.answers[result.name])
+                self.memory.remember(result.name, self._where(result.name), commands, self.secrets)
+
+    def _where(self, name: str) -> str:
+        target = self.by_name[name]
+        return f"{target.user}@{target.address}:{target.port}"
 
     def _make_state(self) -> api.State:
         """A State for this run's targets; the discovery of facts makes more of them (never
@@ -353,7 +395,7 @@ class _Run:
         self.progress(f"preparing operations on {', '.join(sorted(h.name for h in hosts))}")
 
         def prepare(host):
-            with api.host_context(state, host):
+            with api.host_context(state, host), recording(host, self.answers[host.name]):
                 try:
                     self.add_operations()
                 except Exception as e:

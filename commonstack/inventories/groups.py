@@ -62,11 +62,16 @@ class Group:
         return self.folder / "known_hosts"
 
     @property
-    def last_check_file(self) -> Path:
-        """The last health check's results (no secrets), for the runbook. Kept on this machine, out
-        of the group's folder: only `init` and `deploy` write there (`check` changes nothing)."""
+    def state_folder(self) -> Path:
+        """What the kit learns about the group on this machine (the last check, the commands that
+        read each host's facts), out of the group's folder, which only `init` and `deploy` write."""
         folder = hashlib.sha256(str(self.folder.resolve()).encode()).hexdigest()[:12]
-        return state_home() / "groups" / f"{self.name}-{folder}" / "last-check.json"
+        return state_home() / "groups" / f"{self.name}-{folder}"
+
+    @property
+    def last_check_file(self) -> Path:
+        """The last health check's results (no secrets), for the runbook."""
+        return self.state_folder / "last-check.json"
 
     def load(self) -> StackProfile:
         if not self.stack_file.exists():

@@ -89,10 +89,14 @@ for line in sys.stdin:
         targets.append(runner.HostTarget(**fields))
     progress = []
     out = {"progress": progress}
+    options = request["options"]
+    if "memory" in options:  # (folder, context)
+        from commonstack.deploys.fact_memory import FactMemory
+        options["memory"] = FactMemory(Path(options["memory"][0]), options["memory"][1])
     try:
         run = getattr(runner, request["mode"])
         operations = getattr(scenarios, request["operations"])
-        results = run(targets, operations, progress.append, **request["options"])
+        results = run(targets, operations, progress.append, **options)
         out["results"] = [dataclasses.asdict(r) for r in results]
     except runner.RunnerError as e:
         out["runner_error"] = str(e)
@@ -352,6 +356,22 @@ def many_facts_operations():
     host.get_fact(Command, "echo out; echo err >&2")
 
 
+def probe_when_needed_operations():
+    from pyinfra.facts.files import Directory
+
+    if not host.get_fact(Directory, path=host.data.dir):
+        host.get_fact(SlowProbe, mark=host.data.mark)
+    files.put(name="Write motd", src=StringIO("hi\n"), dest=host.data.motd, mode="644")
+
+
+def probing_operations():
+    """A fact whose command holds a secret (a redacted value), beside a file's checksum."""
+    from pyinfra.facts.server import Command
+
+    files.put(name="Write motd", src=StringIO("hi\n"), dest=f"{host.data.dir}/motd", mode="644")
+    host.get_fact(Command, host.data.probe)
+
+
 def waiting_operations():
     """many_facts_operations, after a wait that lets other greenlets run."""
     import gevent
@@ -512,6 +532,82 @@ def test_a_fact_not_to_read_ahead_is_read_only_when_needed(runner, loopback_sshd
     [result] = runner.plan([target], read_when_needed_operations)
     assert result.status == "changed", result
     assert not (tmp_path / "site" / "probed").exists()  # the site exists: never needed, never run
+
+
+# --- remembered fact commands (fact_memory.py) ------------------------------------------------
+
+
+def remembered(folder: Path) -> str:
+    """The memory's one file (a single host), checked private on the way."""
+    [file] = folder.iterdir()
+    assert folder.stat().st_mode & 0o777 == 0o700 and file.stat().st_mode & 0o777 == 0o600
+    return file.read_text()
+
+
+def test_remembered_fact_commands_run_in_one_batch_and_plan_the_same(runner, loopback_sshd, tmp_path):
+    target = loopback_sshd.target_fields("web1", data=site_data(tmp_path))
+    memory = (str(tmp_path / "memory"), "context")
+    runner.apply([target], many_facts_operations)
+    runner.apply([target], site_operations)  # SECRET goes into a template's data
+    (tmp_path / "site" / "f2").write_text("drifted\n")
+
+    [found] = runner.plan([target], many_facts_operations, memory=memory, redact=[SECRET])
+    [again] = runner.plan([target], many_facts_operations, memory=memory, redact=[SECRET])
+    [one_by_one] = runner.plan([target], many_facts_operations, batch_facts=False)
+
+    assert [vars(op) for op in found.operations] == [vars(op) for op in again.operations]
+    assert [vars(op) for op in again.operations] == [vars(op) for op in one_by_one.operations]
+    assert [op.name for op in again.operations if op.changed] == ["Write file 2"]
+    assert found.commands >= 3, found.commands  # discovery: its batches, and the changed file's content
+    assert again.commands == found.commands - 1, (found.commands, again.commands)  # no discovery pass
+    assert "sha1sum" in remembered(tmp_path / "memory")
+
+
+def test_no_secret_is_remembered(runner, loopback_sshd, tmp_path):
+    target = loopback_sshd.target_fields("web1", data={**site_data(tmp_path), "probe": f"echo {SECRET}"})
+    memory = (str(tmp_path / "memory"), "context")
+    runner.plan([target], probing_operations, memory=memory, redact=[SECRET])
+    text = remembered(tmp_path / "memory")
+    assert "/motd" in text and SECRET not in text
+
+
+def test_a_deploy_that_changes_a_host_forgets_its_commands(runner, loopback_sshd, tmp_path):
+    target = loopback_sshd.target_fields("web1", data=site_data(tmp_path))
+    memory = (str(tmp_path / "memory"), "context")
+    [changed] = runner.apply([target], many_facts_operations, memory=memory)
+    assert changed.status == "changed" and not list((tmp_path / "memory").glob("*"))
+    [unchanged] = runner.apply([target], many_facts_operations, memory=memory)
+    assert unchanged.status == "unchanged" and remembered(tmp_path / "memory")
+    [planned] = runner.plan([target], many_facts_operations, memory=memory)
+    assert planned.commands == 1, planned.commands
+
+
+def test_remembered_commands_that_no_longer_fit_cost_round_trips_not_a_wrong_plan(runner, loopback_sshd, tmp_path):
+    """The same context, other operations (as if the kit changed and its digest did not)."""
+    target = loopback_sshd.target_fields("web1", data=site_data(tmp_path))
+    memory = (str(tmp_path / "memory"), "context")
+    runner.apply([target], many_facts_operations)
+    runner.plan([target], read_when_needed_operations, memory=memory)
+    (tmp_path / "site" / "f4").write_text("drifted\n")
+
+    [misfit] = runner.plan([target], many_facts_operations, memory=memory)
+    [one_by_one] = runner.plan([target], many_facts_operations, batch_facts=False)
+    assert [vars(op) for op in misfit.operations] == [vars(op) for op in one_by_one.operations]
+    assert misfit.commands > 3, misfit.commands  # what the remembered batch lacked, one by one
+    [refitted] = runner.plan([target], many_facts_operations, memory=memory)
+    assert refitted.commands == 2, refitted.commands  # the batch, and the drifted file's content
+
+
+def test_a_fact_not_to_read_ahead_is_never_remembered(runner, loopback_sshd, tmp_path):
+    data = {"dir": str(tmp_path / "site"), "mark": str(tmp_path / "probed"), "motd": str(tmp_path / "motd")}
+    target = loopback_sshd.target_fields("web1", data=data)
+    memory = (str(tmp_path / "memory"), "context")
+    runner.plan([target], probe_when_needed_operations, memory=memory)
+    assert (tmp_path / "probed").read_text() == "asked\n"  # no site yet: needed, so read
+    (tmp_path / "site").mkdir()
+    [result] = runner.plan([target], probe_when_needed_operations, memory=memory)
+    assert result.status == "changed", result
+    assert (tmp_path / "probed").read_text() == "asked\n"  # not needed any more: not run in the batch
 
 
 # --- connection problems ----------------------------------------------------------------------

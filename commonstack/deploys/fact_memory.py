@@ -1,0 +1,103 @@
+"""The commands that read a host's facts in its last plan, remembered on this machine, so that the
+next plan reads them in one batch at once instead of finding them in a discovery pass first
+(prefetch.py): a discovery pass costs as much CPU as the real prepare.
+
+Only which commands to run is remembered, never what they printed: every answer still comes from
+the host, at this run. A remembered list that no longer fits (the host or the kit changed since)
+costs time, never correctness: a command it lacks is read on its own while preparing, as pyinfra
+does, and the list is remembered anew. What makes it unfit is known ahead where it can be: a list
+is used only with the same `context` (the kit's code, pyinfra's release, the profile, the command's
+options, the host's address), and a deploy that changed the host forgets all of the host's lists.
+
+A file per host and context under the group's state folder (0600, in a 0700 folder; `plan` and
+`check` each keep theirs, the oldest beyond `KEPT` go), written whole or not at all. A command in
+which a secret appears is never written. A file that cannot be read or written (a full disk) only
+means a discovery pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+# key (prefetch.command_key) -> (the batch's command line, the condition to run it under or None)
+Commands = dict[str, tuple[str, str | None]]
+KEPT = 4  # lists per host: a plan's and a check's, and a few of earlier profiles
+
+
+@dataclass(frozen=True)
+class FactMemory:
+    folder: Path
+    context: str  # a digest of what shapes the commands (`context_of`)
+
+    def recall(self, host: str, where: str) -> Commands:
+        """The commands remembered for `host` (at `where`, its address) in this context, or none."""
+        try:
+            document = json.loads(self._file(host, where).read_text())
+            if document["context"] != self._host_context(where):
+                return {}
+            return {key: (line, guard) for key, line, guard in document["commands"]}
+        except (OSError, ValueError, KeyError, TypeError):
+            return {}
+
+    def remember(self, host: str, where: str, commands: Commands, secrets: Collection[str]) -> None:
+        hidden = [s for s in secrets if s]
+        kept = [
+            [key, line, guard]
+            for key, (line, guard) in commands.items()
+            if not any(secret in text for secret in hidden for text in (key, line, guard or ""))
+        ]
+        document = json.dumps({"context": self._host_context(where), "commands": kept})
+        try:
+            self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            descriptor, temporary = tempfile.mkstemp(dir=self.folder, prefix=".tmp-")  # 0600
+            with os.fdopen(descriptor, "w") as file:
+                file.write(document)
+            os.replace(temporary, current := self._file(host, where))
+            others = sorted(set(self._files(host)) - {current}, key=lambda path: path.stat().st_mtime)
+            for old in others[: max(0, len(others) - (KEPT - 1))]:
+                old.unlink()
+        except OSError as e:
+            log.debug("could not remember the fact commands of %s: %s", host, e)
+
+    def forget(self, host: str) -> None:
+        """Every list of `host`: whatever the context, its facts may need other commands now."""
+        try:
+            for path in self._files(host):
+                path.unlink()
+        except OSError as e:
+            log.debug("could not forget the fact commands of %s: %s", host, e)
+
+    def _file(self, host: str, where: str) -> Path:
+        return self.folder / f"{_digest(host)}-{self._host_context(where)[:16]}.json"
+
+    def _files(self, host: str) -> list[Path]:
+        return list(self.folder.glob(f"{_digest(host)}-*.json"))
+
+    def _host_context(self, where: str) -> str:
+        return hashlib.sha256(f"{self.context}\0{where}".encode()).hexdigest()
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def context_of(parts: Iterable[str | bytes]) -> str:
+    """A digest of `parts` and of the kit's own code and data (any change to them may change the
+    commands its operations ask)."""
+    digest = hashlib.sha256()
+    package = Path(__file__).resolve().parents[1]
+    for path in sorted(package.rglob("*")):
+        if path.suffix in (".py", ".j2", ".yaml") and path.is_file():
+            digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
+    for part in parts:
+        digest.update(b"\0" + (part if isinstance(part, bytes) else part.encode()))
+    return digest.hexdigest()

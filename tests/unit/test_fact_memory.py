@@ -1,0 +1,83 @@
+"""Remembered fact commands (commonstack.deploys.fact_memory): used only where they were made,
+never holding a secret, and a file that cannot be read or written only costs a discovery pass.
+How the runner uses them is tested in test_runner.py, against a real sshd."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from commonstack.deploys.fact_memory import KEPT, FactMemory, context_of
+
+COMMANDS = {"key-1": ("echo one", None), "key-2": ("stat /etc/motd", "test -e /etc/motd")}
+
+
+def test_commands_are_recalled_as_remembered(tmp_path):
+    memory = FactMemory(tmp_path / "memory", "context")
+    memory.remember("web1", "root@10.0.0.2:22", COMMANDS, secrets=[])
+    assert memory.recall("web1", "root@10.0.0.2:22") == COMMANDS
+    assert memory.recall("web2", "root@10.0.0.2:22") == {}  # another host
+    memory.forget("web1")
+    assert memory.recall("web1", "root@10.0.0.2:22") == {}
+
+
+@pytest.mark.parametrize(
+    "context, where",
+    [("other context", "root@10.0.0.2:22"), ("context", "root@10.0.0.3:22"), ("context", "admin@10.0.0.2:22")],
+)
+def test_other_code_profile_options_or_address_recall_nothing(tmp_path, context, where):
+    FactMemory(tmp_path, "context").remember("web1", "root@10.0.0.2:22", COMMANDS, secrets=[])
+    assert FactMemory(tmp_path, context).recall("web1", where) == {}
+
+
+def test_a_command_holding_a_secret_is_never_written(tmp_path):
+    memory = FactMemory(tmp_path / "memory", "context")
+    commands = {**COMMANDS, "key-3": ("psql -c 'ALTER ROLE x PASSWORD hunter2-long'", None)}
+    memory.remember("web1", "root@h:22", commands, secrets=["hunter2-long", ""])
+    assert memory.recall("web1", "root@h:22") == COMMANDS
+    assert not any("hunter2" in path.read_text() for path in (tmp_path / "memory").iterdir())
+
+
+@pytest.mark.parametrize("content", ["", "{", "[]", '{"context": "x"}', '{"context": 1, "commands": [[1]]}'])
+def test_an_unreadable_file_recalls_nothing(tmp_path, content):
+    memory = FactMemory(tmp_path, "context")
+    memory.remember("web1", "root@h:22", COMMANDS, secrets=[])
+    [file] = tmp_path.iterdir()
+    file.write_text(content)
+    assert memory.recall("web1", "root@h:22") == {}
+
+
+def test_a_file_in_the_way_of_the_folder_is_no_error(tmp_path):
+    (tmp_path / "memory").write_text("not a folder")
+    memory = FactMemory(tmp_path / "memory", "context")
+    memory.remember("web1", "root@h:22", COMMANDS, secrets=[])
+    memory.forget("web1")
+    assert memory.recall("web1", "root@h:22") == {}
+
+
+def test_the_context_follows_its_parts():
+    assert context_of(["a", b"profile"]) == context_of(["a", b"profile"])
+    assert context_of(["a", b"profile"]) != context_of(["a", b"profile 2"])
+
+
+def test_a_plan_and_a_check_keep_their_own_lists_and_a_changed_host_loses_all(tmp_path):
+    plan, check = FactMemory(tmp_path, "plan"), FactMemory(tmp_path, "check")
+    plan.remember("web1", "root@h:22", COMMANDS, secrets=[])
+    check.remember("web1", "root@h:22", {"key-1": ("echo one", None)}, secrets=[])
+    plan.remember("web2", "root@h2:22", COMMANDS, secrets=[])
+    assert plan.recall("web1", "root@h:22") == COMMANDS
+    assert check.recall("web1", "root@h:22") == {"key-1": ("echo one", None)}
+    plan.forget("web1")
+    assert plan.recall("web1", "root@h:22") == check.recall("web1", "root@h:22") == {}
+    assert plan.recall("web2", "root@h2:22") == COMMANDS
+
+
+def test_only_the_last_few_lists_of_a_host_are_kept(tmp_path):
+    for number in range(KEPT + 3):
+        memory = FactMemory(tmp_path, f"profile {number}")
+        memory.remember("web1", "root@h:22", COMMANDS, secrets=[])
+        os.utime(memory._file("web1", "root@h:22"), (number, number))  # one a second, oldest first
+    assert len(list(tmp_path.iterdir())) == KEPT
+    kept = [number for number in range(KEPT + 3) if FactMemory(tmp_path, f"profile {number}").recall("web1", "root@h:22")]
+    assert kept == list(range(3, KEPT + 3))  # the newest
