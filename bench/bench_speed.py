@@ -12,8 +12,8 @@ Then prints, medians of --runs (default 5), each command a fresh `commonstack` p
 Python's bytecode caches on, as an installed kit has them:
 - no-op `plan`, no-op `deploy --yes --no-check` and `check` of "one", of one host of "eight" and
   of all 8, with the remote commands each plan read its facts with (targets: <= 1.5 s, <= 10
-  commands, 8 hosts <= 2x one; check <= 2 s, 8 hosts <= 1.5x one): from the second run on, each
-  host's fact commands are remembered (deploys/fact_memory.py), as on a volunteer's re-runs;
+  commands, 8 hosts <= 2x one; check <= 2 s, 8 hosts <= 1.5x one), each host's fact commands
+  remembered from its previous plan (deploys/fact_memory.py), as on a volunteer's re-runs;
 - a no-op `plan` of "one" with nothing remembered (a discovery pass, as after a deploy that
   changed the host);
 - each as a multiple of a bare `ssh HOST true` round trip (a fresh connection);

@@ -24,6 +24,7 @@ def caddy(plan: HostPlan) -> None:
         _if=changed(sites),
     )
     systemd.daemon_reload(name="Reload systemd for Caddy's sandbox", _if=changed(sandbox))
+    # Apart from starting it: a running Caddy that is only enabled has not read its new sites.
     systemd.service(name="Caddy starts at boot", service="caddy", running=None, enabled=True)
     started = systemd.service(name="Caddy running", service="caddy", running=True)
     # Caddy asks for certificates as soon as it reads its sites: a restart or reload right after

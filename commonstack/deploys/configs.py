@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from io import StringIO
 
 from pyinfra.api.operation import OperationMeta
@@ -34,7 +35,7 @@ class Changed:
     so a restart shows in the plan exactly when a file it depends on would change.
     """
 
-    def __init__(self, operations: list[OperationMeta], unless: list[OperationMeta] = ()):
+    def __init__(self, operations: list[OperationMeta], unless: Sequence[OperationMeta] = ()):
         self.operations = operations
         self.unless = unless
 
@@ -45,5 +46,5 @@ class Changed:
         return any(op.will_change for op in self.operations) and not any(op.will_change for op in self.unless)
 
 
-def changed(*groups: list[OperationMeta], unless: list[OperationMeta] = ()) -> Changed:
+def changed(*groups: list[OperationMeta], unless: Sequence[OperationMeta] = ()) -> Changed:
     return Changed([op for group in groups for op in group], list(unless))

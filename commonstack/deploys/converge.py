@@ -106,13 +106,12 @@ class GroupConverger:
             run.outcomes.pop(host.name, None)
             operations()
 
-        run.results = method(
-            targets, add_operations, self.on_progress, redact=list(self.secrets.values()), memory=self._memory(deploy)
-        )
+        redact, memory = list(self.secrets.values()), self.fact_memory(deploy)
+        run.results = method(targets, add_operations, self.on_progress, redact=redact, memory=memory)
         return run
 
-    def _memory(self, deploy: bool) -> FactMemory:
+    def fact_memory(self, deploy: bool = True) -> FactMemory:
         """Where each host's fact commands are remembered, for this profile and these options."""
-        options = f"pyinfra {PINNED} deploy={deploy} only={sorted(self.only)} purge={self.purge} skip={self.skip_unavailable}"
-        context = context_of([options, self.group.stack_file.read_bytes()])
+        options = f"deploy={deploy} only={sorted(self.only)} purge={self.purge} skip={self.skip_unavailable}"
+        context = context_of([f"pyinfra {PINNED}", options, self.group.stack_file.read_bytes()])
         return FactMemory(self.group.state_folder / "fact-commands", context)

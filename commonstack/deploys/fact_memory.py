@@ -1,18 +1,19 @@
-"""The commands that read a host's facts in its last plan, remembered on this machine, so that the
-next plan reads them in one batch at once instead of finding them in a discovery pass first
-(prefetch.py): a discovery pass costs as much CPU as the real prepare.
+"""The commands that read a host's facts in its last plan or deploy, remembered on this machine, so
+that the next one reads them in one batch at once instead of finding them in a discovery pass
+first (prefetch.py): a discovery pass costs as much CPU as the real prepare.
 
 Only which commands to run is remembered, never what they printed: every answer still comes from
 the host, at this run. A remembered list that no longer fits (the host or the kit changed since)
 costs time, never correctness: a command it lacks is read on its own while preparing, as pyinfra
 does, and the list is remembered anew. What makes it unfit is known ahead where it can be: a list
 is used only with the same `context` (the kit's code, pyinfra's release, the profile, the command's
-options, the host's address), and a deploy that changed the host forgets all of the host's lists.
+options, the host's address), and a deploy or upgrade that changed the host, or a run that failed
+on it, forgets all of the host's lists.
 
-A file per host and context under the group's state folder (0600, in a 0700 folder; `plan` and
-`check` each keep theirs, the oldest beyond `KEPT` go), written whole or not at all. A command in
-which a secret appears is never written. A file that cannot be read or written (a full disk) only
-means a discovery pass.
+A file per host and context under the group's state folder (0600, in a 0700 folder; the newest
+`KEPT` of a host stay), written whole or not at all. A command in which a secret appears, even
+quoted, is never written. A file that cannot be read or written (a full disk) only means a
+discovery pass.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
@@ -30,7 +32,9 @@ log = logging.getLogger(__name__)
 
 # key (prefetch.command_key) -> (the batch's command line, the condition to run it under or None)
 Commands = dict[str, tuple[str, str | None]]
-KEPT = 4  # lists per host: a plan's and a check's, and a few of earlier profiles
+KEPT = 4  # lists per host: this profile's plans and deploys, a sizing's, a few earlier profiles'
+# What quoting a secret into a command may escape or split it at (repr, shlex.quote, sudo's sh -c).
+_QUOTED_AT = re.compile(r"[\\'\"$`\s]+")
 
 
 @dataclass(frozen=True)
@@ -44,18 +48,21 @@ class FactMemory:
             document = json.loads(self._file(host, where).read_text())
             if document["context"] != self._host_context(where):
                 return {}
-            return {key: (line, guard) for key, line, guard in document["commands"]}
+            commands = {key: (line, guard) for key, line, guard in document["commands"]}
         except (OSError, ValueError, KeyError, TypeError):
             return {}
+        texts = [text for key, (line, guard) in commands.items() for text in (key, line, guard or "")]
+        return commands if all(isinstance(text, str) for text in texts) else {}
 
     def remember(self, host: str, where: str, commands: Commands, secrets: Collection[str]) -> None:
-        hidden = [s for s in secrets if s]
+        needles = {piece for secret in secrets if secret for piece in _pieces(secret)}
         kept = [
             [key, line, guard]
             for key, (line, guard) in commands.items()
-            if not any(secret in text for secret in hidden for text in (key, line, guard or ""))
+            if not any(needle in text for needle in needles for text in (key, line, guard or ""))
         ]
         document = json.dumps({"context": self._host_context(where), "commands": kept})
+        temporary = None
         try:
             self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
             descriptor, temporary = tempfile.mkstemp(dir=self.folder, prefix=".tmp-")  # 0600
@@ -67,6 +74,8 @@ class FactMemory:
                 old.unlink()
         except OSError as e:
             log.debug("could not remember the fact commands of %s: %s", host, e)
+            if temporary is not None:
+                Path(temporary).unlink(missing_ok=True)
 
     def forget(self, host: str) -> None:
         """Every list of `host`: whatever the context, its facts may need other commands now."""
@@ -84,6 +93,11 @@ class FactMemory:
 
     def _host_context(self, where: str) -> str:
         return hashlib.sha256(f"{self.context}\0{where}".encode()).hexdigest()
+
+
+def _pieces(secret: str) -> set[str]:
+    """The secret, and its parts long enough to give it away where quoting split it."""
+    return {secret} | {piece for piece in _QUOTED_AT.split(secret) if len(piece) >= 6}
 
 
 def _digest(text: str) -> str:

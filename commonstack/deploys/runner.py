@@ -327,19 +327,21 @@ class _Run:
         return {h.name: self.memory.recall(h.name, self._where(h.name)) for h in state.active_hosts}
 
     def _remember(self, state: api.State, results: list[HostResult]) -> None:
-        """What each host's prepare asked, for the next run; forgotten where a deploy changed (or
-        failed to change) the host, whose next facts may need other commands."""
+        """What each host's prepare asked, for the next run; forgotten where a deploy changed the
+        host or the run failed on it (its next facts may need other commands). Only a time saver:
+        whatever goes wrong here leaves the results as they are."""
         if self.memory is None:
             return
         for result in results:
-            if result.status == "unreachable":
-                continue
-            if result.status == "failed" or (self.execute and result.status == "changed"):
-                self.memory.forget(result.name)
-            else:
-                host = state.inventory.get_host(result.name)
-                commands = asked_commands(state, host, self.answers[result.name])
-                self.memory.remember(result.name, self._where(result.name), commands, self.secrets)
+            try:
+                if result.status == "failed" or (self.execute and result.status == "changed"):
+                    self.memory.forget(result.name)
+                elif result.status != "unreachable":
+                    host = state.inventory.get_host(result.name)
+                    commands = asked_commands(state, host, self.answers[result.name])
+                    self.memory.remember(result.name, self._where(result.name), commands, self.secrets)
+            except Exception as e:
+                log.debug("remembering the fact commands of %s failed: %r", result.name, e)
 
     def _where(self, name: str) -> str:
         target = self.by_name[name]

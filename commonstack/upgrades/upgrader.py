@@ -339,6 +339,8 @@ class Upgrader:
             add(ctx)
 
         (result,) = runner.apply(target, operations, self._progress, redact=list(self.secrets.values()))
+        if result.status != "unchanged":  # the host's next plan finds its fact commands anew
+            self.converger.fact_memory().forget(task.host)
         return result
 
     def _state(self, task: Task) -> HostState | None:

@@ -32,6 +32,7 @@ import time
 import pytest
 
 from commonstack import testhosts
+from commonstack.inventories.groups import group
 from commonstack.stacks.paths import MAINTENANCE_HOLDER
 from tests.integration.conftest import new_host_name
 from tests.integration.matrix_client import CADDY_ROOT, Homeserver, logged_in, nio, wait_for_message
@@ -303,9 +304,14 @@ def test_the_upgrade_to_the_current_release_migrates_and_keeps_every_message(hom
     planned = upgrade(homeserver, "--only", "synapse", "--dry-run")
     assert f"server: synapse {before['release']} -> {CURRENT}" in planned.stdout and "Nothing changed" in planned.stdout
     assert running(testhost_ssh, homeserver) == before
+    planned_again = cli(homeserver.inventories, "plan", GROUP)
+    assert planned_again.returncode == 0, planned_again.stdout + planned_again.stderr
+    remembered = group(GROUP, homeserver.inventories).state_folder / "fact-commands"
+    assert list(remembered.iterdir()), "a plan remembers the commands that read the host's facts"
     result = upgrade(homeserver, "--only", "synapse", "-y")
     print(result.stdout)
     assert result.returncode == 0, result.stdout + result.stderr
+    assert not list(remembered.iterdir()), "an upgrade changed the host: its next plan finds them anew"
     assert "server: synapse UPGRADED in " in result.stdout and ", down " in result.stdout
     now = running(testhost_ssh, homeserver)
     assert now["release"] == CURRENT and now["pid"] != before["pid"] and not now["unfinished"], now

@@ -4,7 +4,9 @@ How the runner uses them is tested in test_runner.py, against a real sshd."""
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 
 import pytest
 
@@ -31,6 +33,14 @@ def test_other_code_profile_options_or_address_recall_nothing(tmp_path, context,
     assert FactMemory(tmp_path, context).recall("web1", where) == {}
 
 
+@pytest.mark.parametrize("quoted", [repr, shlex.quote, lambda s: shlex.quote(f"sh -c {shlex.quote(s)}")])
+def test_a_command_holding_a_quoted_secret_is_never_written(tmp_path, quoted):
+    secret = "it's\\a-long-pass phrase"
+    memory = FactMemory(tmp_path / "memory", "context")
+    memory.remember("web1", "root@h:22", {**COMMANDS, "key-3": (f"psql -c {quoted(secret)}", None)}, secrets=[secret])
+    assert memory.recall("web1", "root@h:22") == COMMANDS
+
+
 def test_a_command_holding_a_secret_is_never_written(tmp_path):
     memory = FactMemory(tmp_path / "memory", "context")
     commands = {**COMMANDS, "key-3": ("psql -c 'ALTER ROLE x PASSWORD hunter2-long'", None)}
@@ -39,11 +49,18 @@ def test_a_command_holding_a_secret_is_never_written(tmp_path):
     assert not any("hunter2" in path.read_text() for path in (tmp_path / "memory").iterdir())
 
 
-@pytest.mark.parametrize("content", ["", "{", "[]", '{"context": "x"}', '{"context": 1, "commands": [[1]]}'])
+@pytest.mark.parametrize(
+    "content",
+    ["", "{", "[]", '{"context": "x"}', '{"context": 1, "commands": [[1]]}', "CONTEXT [[\"k\", 1, null]]",
+     "CONTEXT [[\"k\", \"line\", 2]]", "CONTEXT [[[\"k\"], \"line\", null]]"],
+)  # fmt: skip
 def test_an_unreadable_file_recalls_nothing(tmp_path, content):
     memory = FactMemory(tmp_path, "context")
     memory.remember("web1", "root@h:22", COMMANDS, secrets=[])
     [file] = tmp_path.iterdir()
+    context = json.loads(file.read_text())["context"]
+    if content.startswith("CONTEXT "):  # the right context, commands of the wrong shape
+        content = json.dumps({"context": context, "commands": json.loads(content.removeprefix("CONTEXT "))})
     file.write_text(content)
     assert memory.recall("web1", "root@h:22") == {}
 
@@ -61,8 +78,8 @@ def test_the_context_follows_its_parts():
     assert context_of(["a", b"profile"]) != context_of(["a", b"profile 2"])
 
 
-def test_a_plan_and_a_check_keep_their_own_lists_and_a_changed_host_loses_all(tmp_path):
-    plan, check = FactMemory(tmp_path, "plan"), FactMemory(tmp_path, "check")
+def test_two_contexts_keep_their_own_lists_and_a_changed_host_loses_all(tmp_path):
+    plan, check = FactMemory(tmp_path, "plan"), FactMemory(tmp_path, "sizing")
     plan.remember("web1", "root@h:22", COMMANDS, secrets=[])
     check.remember("web1", "root@h:22", {"key-1": ("echo one", None)}, secrets=[])
     plan.remember("web2", "root@h2:22", COMMANDS, secrets=[])
@@ -81,3 +98,10 @@ def test_only_the_last_few_lists_of_a_host_are_kept(tmp_path):
     assert len(list(tmp_path.iterdir())) == KEPT
     kept = [number for number in range(KEPT + 3) if FactMemory(tmp_path, f"profile {number}").recall("web1", "root@h:22")]
     assert kept == list(range(3, KEPT + 3))  # the newest
+
+
+def test_a_write_that_fails_leaves_no_temporary_file(tmp_path):
+    memory = FactMemory(tmp_path, "context")
+    memory._file("web1", "root@h:22").mkdir()  # os.replace cannot put a file there
+    memory.remember("web1", "root@h:22", COMMANDS, secrets=[])
+    assert [path.name for path in tmp_path.iterdir()] == [memory._file("web1", "root@h:22").name]
