@@ -106,7 +106,7 @@ from commonstack.inventories.targets import HostTarget  # noqa: E402
 from . import preview  # noqa: E402
 from . import pyinfra_api as api  # noqa: E402
 from .connect import check_local_files, connect_all, one_line, sudo_problems, transport_without_delay  # noqa: E402
-from .fact_memory import FactMemory  # noqa: E402
+from .fact_memory import Commands, FactMemory  # noqa: E402
 from .prefetch import FactAnswers, asked_commands, discover, recording  # noqa: E402
 from .run_log import SUDO_PROMPT_REFUSED, Capture, quiet_logging  # noqa: E402
 
@@ -321,7 +321,7 @@ class _Run:
         self._remember(state, results)
         return results
 
-    def _recalled(self, state: api.State) -> dict[str, dict]:
+    def _recalled(self, state: api.State) -> dict[str, Commands]:
         if self.memory is None:
             return {}
         return {h.name: self.memory.recall(h.name, self._where(h.name)) for h in state.active_hosts}
