@@ -76,12 +76,19 @@ def _failed_command(call) -> str | None:
     return None
 
 
-def pytest_sessionfinish(session):
+def pytest_sessionfinish(session, exitstatus):
     path = os.environ.get("COMMONSTACK_CHECK_RESULTS")
-    if path and not hasattr(session.config, "workerinput"):
-        with open(path, "a") as handle:
+    if not path or hasattr(session.config, "workerinput"):  # xdist's workers report to the main process
+        return
+    if exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):  # every check ran: a verdict each
+        # Written beside, then renamed: `commonstack check` reads the file once it exists.
+        with open(path + ".draft", "w") as handle:
             for result in _results:
                 handle.write(json.dumps(result) + "\n")
+        os.replace(path + ".draft", path)
+    written = os.environ.get("COMMONSTACK_CHECK_WRITTEN_FD")
+    if written:  # the runner waits on this pipe (runner.py): it reads the verdicts while pytest ends
+        os.close(int(written))
 
 
 @pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist: without it, there are no workers

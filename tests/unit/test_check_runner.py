@@ -15,7 +15,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import pytest
+
 from commonstack.checks.runner import run_checks, start_checks
+from commonstack.errors import CommonstackError
 from commonstack.inventories.targets import HostTarget
 from commonstack.stacks.sizing import debian_arch
 
@@ -92,6 +95,26 @@ def test_a_run_given_up_before_its_expectations_leaves_nothing_running(loopback_
         pytest_process = started.process
     assert pytest_process.poll() is not None
     assert not started.folder.exists()
+
+
+def test_verdicts_are_read_without_waiting_for_pytest_to_end(loopback_sshd, tmp_path, monkeypatch):
+    (tmp_path / "slow_to_end.py").write_text("import time\n\n\ndef pytest_unconfigure(config):\n    time.sleep(60)\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("PYTEST_ADDOPTS", "-p slow_to_end")
+    began = time.monotonic()
+    with start_checks([as_host(loopback_sshd, "one")], modules=("host",)) as run:
+        results = run.finish({"one": expectation("one")})
+    assert {r.check for r in results} == HOST_CHECKS
+    assert time.monotonic() - began < 30, "the runner waited for pytest's own teardown"
+    assert run.process.poll() is not None, "pytest is still running"
+
+
+@pytest.mark.parametrize("addopts", ["-p commonstack_no_such_plugin", "commonstack_no_such_checks.py"])
+def test_a_pytest_that_gives_no_verdict_is_one_clear_error(loopback_sshd, monkeypatch, addopts):
+    """pytest fails to start, or ends its session with no verdict (its results are then not written)."""
+    monkeypatch.setenv("PYTEST_ADDOPTS", addopts)
+    with pytest.raises(CommonstackError, match="the checks could not run: .*commonstack_no_such"):
+        run_checks([as_host(loopback_sshd, "one")], {"one": expectation("one")}, modules=("host",))
 
 
 def test_no_shared_connection_outlives_the_run(loopback_sshd, monkeypatch):
