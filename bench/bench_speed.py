@@ -222,6 +222,13 @@ def measure(inventories: Path, runs: int, fresh: dict | None, loads: list[float]
         one = statistics.median(times[("one host of eight", what)])
         print(f"8 hosts / one of them, {what}: {statistics.median(times[('eight hosts', what)]) / one:.2f}x "
               f"(target <= {target}x)")
+    # The 8 hosts' checks run on this machine's CPUs, with the controller's: the least that allows.
+    cpus, one = len(os.sched_getaffinity(0)), statistics.median(times[("one host of eight", "check")])
+    controller, on_hosts = (statistics.median(c[i] for c in cpu[("eight hosts", "check")]) for i in (0, 1))
+    print(f"  8 hosts' check: {controller + on_hosts:.2f} s of CPU on {cpus} CPUs, at least "
+          f"{(controller + on_hosts) / cpus:.2f} s here ({(controller + on_hosts) / cpus / one:.2f}x one host); the "
+          f"controller's share alone, {controller:.2f} s, at least {controller / cpus:.2f} s "
+          f"({controller / cpus / one:.2f}x) where each host has CPUs of its own")  # fmt: skip
     print(f"one (small-group) plan with nothing remembered: {statistics.median(anew):.2f} s, "
           f"{statistics.median(anew_remote):.0f} remote commands   {[round(v, 2) for v in anew]}")  # fmt: skip
     print("targets: plan and deploy <= 1.5 s with <= 10 remote commands; check <= 2 s (one small-group host)\n")
