@@ -235,6 +235,7 @@ class CheckRun:
                 process.wait()
         if self.verdicts is not None:
             os.close(self.verdicts)
+            self.verdicts = None
         _disconnect(self.hosts, self.config)
         shutil.rmtree(self.folder, ignore_errors=True)
 
