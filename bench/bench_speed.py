@@ -223,12 +223,14 @@ def measure(inventories: Path, runs: int, fresh: dict | None, loads: list[float]
         print(f"8 hosts / one of them, {what}: {statistics.median(times[('eight hosts', what)]) / one:.2f}x "
               f"(target <= {target}x)")
     # The 8 hosts' checks run on this machine's CPUs, with the controller's: the least that allows.
-    cpus, one = len(os.sched_getaffinity(0)), statistics.median(times[("one host of eight", "check")])
-    controller, on_hosts = (statistics.median(c[i] for c in cpu[("eight hosts", "check")]) for i in (0, 1))
-    print(f"  8 hosts' check: {controller + on_hosts:.2f} s of CPU on {cpus} CPUs, at least "
-          f"{(controller + on_hosts) / cpus:.2f} s here ({(controller + on_hosts) / cpus / one:.2f}x one host); the "
-          f"controller's share alone, {controller:.2f} s, at least {controller / cpus:.2f} s "
-          f"({controller / cpus / one:.2f}x) where each host has CPUs of its own")  # fmt: skip
+    cpus = len(os.sched_getaffinity(0))
+    one_check = statistics.median(times[("one host of eight", "check")])
+    eight_controller = statistics.median(c for c, _ in cpu[("eight hosts", "check")])
+    eight_cpu = eight_controller + statistics.median(h for _, h in cpu[("eight hosts", "check")])
+    print(f"  8 hosts' check: {eight_cpu:.2f} s of CPU on {cpus} CPUs, at least {eight_cpu / cpus:.2f} s here "
+          f"({eight_cpu / cpus / one_check:.2f}x one host); the controller's share alone, {eight_controller:.2f} s, "
+          f"at least {eight_controller / cpus:.2f} s ({eight_controller / cpus / one_check:.2f}x) where each host "
+          "has CPUs of its own")  # fmt: skip
     print(f"one (small-group) plan with nothing remembered: {statistics.median(anew):.2f} s, "
           f"{statistics.median(anew_remote):.0f} remote commands   {[round(v, 2) for v in anew]}")  # fmt: skip
     print("targets: plan and deploy <= 1.5 s with <= 10 remote commands; check <= 2 s (one small-group host)\n")

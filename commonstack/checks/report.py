@@ -81,14 +81,21 @@ def pytest_sessionfinish(session, exitstatus):
     if not path or hasattr(session.config, "workerinput"):  # xdist's workers report to the main process
         return
     if exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):  # every check ran: a verdict each
-        # Written beside, then renamed: `commonstack check` reads the file once it exists.
+        # Written beside, then renamed: a pytest stopped while writing leaves no half of the verdicts.
         with open(path + ".draft", "w") as handle:
             for result in _results:
                 handle.write(json.dumps(result) + "\n")
         os.replace(path + ".draft", path)
     written = os.environ.get("COMMONSTACK_CHECK_WRITTEN_FD")
-    if written:  # the runner waits on this pipe (runner.py): it reads the verdicts while pytest ends
+    if written:  # the runner waits for this pipe's end (runner.py): it reads the verdicts while pytest ends
         os.close(int(written))
+
+
+def pytest_configure(config):
+    written = os.environ.get("COMMONSTACK_CHECK_WRITTEN_FD")
+    if written and not hasattr(config, "workerinput"):
+        # No process a check starts holds the pipe open after pytest has closed its end.
+        os.set_inheritable(int(written), False)
 
 
 @pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist: without it, there are no workers

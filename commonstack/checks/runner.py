@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -45,6 +46,7 @@ PARALLEL_PLUGIN = "xdist.plugin"
 CONTEXT_FILE = "context.json"  # what each host should run (conftest.py waits for it)
 RESULTS_FILE = "results.jsonl"
 OUTPUT_FILE = "pytest.out"
+TEARDOWN_WAIT = 10  # seconds a pytest that gave no verdict has to end and say why
 
 
 @dataclass(frozen=True)
@@ -91,21 +93,24 @@ def ssh_config(hosts: list[HostTarget], control_dir: Path | None = None) -> str:
     return "\n\n".join(blocks) + "\n"
 
 
-# The hybrid post-quantum key exchange of OpenSSH 9.9 and later: as fast as curve25519.
-MLKEM = "mlkem768x25519-sha256"
+# Key exchanges that cost a small machine little CPU: the hybrid post-quantum one of OpenSSH 9.9 and
+# later, and curve25519. An algorithm's name, as `ssh -G` prints one (nothing else is written).
+QUICK_KEX = ("mlkem768x25519-sha256", "curve25519-sha256")
+_KEX_NAME = re.compile(r"[A-Za-z0-9@._-]+")
 
 
 @cache
 def key_exchanges() -> str | None:
-    """This ssh client's own default key exchanges, reordered so that a connection opens quickly;
-    None when its first is quick already (or it cannot say). Nothing outside its defaults is allowed.
+    """This ssh client's own default key exchanges, the quick ones first (QUICK_KEX, those it
+    has); None when they are first already, or it cannot say. Nothing outside its defaults is allowed.
 
-    OpenSSH 9.0 to 9.8 (Debian 12's 9.2) try sntrup761x25519 first, whose code costs the client
-    0.10-0.15 s of CPU per connection on a small machine: most of a check's connection time, and
-    8 times over for 8 hosts. curve25519-sha256 comes first instead, the exchange the deploy's own
-    connections (pyinfra's paramiko) use, which carry the group's secrets; these carry none (the
-    Matrix login runs on the host, the secret scan sends keyed digests). ML-KEM's hybrid, where
-    the client has it (OpenSSH 9.9 and later), is both post-quantum and quick: it comes first.
+    OpenSSH 9.0 to 9.8 (Debian 12's 9.2) try sntrup761x25519 first, and later ones second (after
+    ML-KEM, which a Debian 12 host's sshd lacks): its code costs the client 0.10-0.15 s of CPU per
+    connection on a small machine, most of a check's connection time, 8 times over for 8 hosts.
+    ML-KEM, post-quantum as well, comes first, then curve25519: the exchange of the deploy's own
+    connections (pyinfra's paramiko), which carry the group's secrets. These carry none: the
+    checks' (the Matrix login runs on the host, the secret scan sends keyed digests) and the
+    backup commands' (backups/remote.py: what a snapshot holds travels from host to repository).
     """
     try:
         said = subprocess.run(["ssh", "-F", os.devnull, "-G", "commonstack-check"], stdin=subprocess.DEVNULL,
@@ -113,11 +118,17 @@ def key_exchanges() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     listed = next((line.split(" ", 1)[1] for line in said.splitlines() if line.startswith("kexalgorithms ")), "")
-    default = [name for name in listed.split(",") if name]
-    quick = next((name for name in (MLKEM, "curve25519-sha256") if name in default), None)
-    if quick is None or default[0] == quick:
+    return quick_first([name for name in listed.split(",") if name])
+
+
+def quick_first(default: list[str]) -> str | None:
+    """`default` (a client's key exchanges, in its order) with the quick ones first, as a
+    KexAlgorithms value; None when they are first already, or a name is not one."""
+    if not all(_KEX_NAME.fullmatch(name) for name in default):
         return None
-    return ",".join([quick, *(name for name in default if name != quick)])
+    quick = [name for name in QUICK_KEX if name in default]
+    ordered = quick + [name for name in default if name not in quick]
+    return ",".join(ordered) if ordered != default else None
 
 
 def run_checks(
@@ -154,13 +165,13 @@ class CheckRun:
         self.config = self.folder / "ssh_config"
         self.config.write_text(ssh_config(hosts, control_dir=self.folder))
         self.process: subprocess.Popen | None = None  # before anything that may fail: close() reads them
-        self.verdicts: int | None = None  # the pipe pytest closes once its verdicts are written
+        self.written: int | None = None  # a pipe's end: it ends when pytest has written its verdicts
         self.connecting: dict[str, subprocess.Popen] = {}
         self._refused: dict[str, str] | None = None  # once the connections are open: {name: why}
         try:
             # pytest starts while the connections open: it sends nothing before the expectations,
             # which name only the hosts that could be reached (the others' checks skip).
-            self.process, self.verdicts = _start_pytest(self.folder, hosts, modules)
+            self.process, self.written = _start_pytest(self.folder, hosts, modules)
             self.connecting = _connect(hosts, self.config, self.folder)
         except BaseException:
             self.close()
@@ -215,12 +226,16 @@ class CheckRun:
         draft.touch(mode=0o600)
         draft.write_text(json.dumps(context))
         draft.replace(self.folder / CONTEXT_FILE)
-        # Read as soon as pytest has written them (or ended without): its own teardown (closing the
-        # hosts' shells, collecting its garbage) is cut short by `close`, a tenth of a second.
-        os.read(self.verdicts, 1)
+        # The verdicts are read as soon as pytest has written them (or ended without): its own
+        # teardown (closing the hosts' shells, collecting its garbage), a tenth of a second, is cut
+        # short by `close`. Nothing is written to the pipe: the read returns at its end.
+        os.read(self.written, 1)
         results_file = self.folder / RESULTS_FILE
         if not results_file.exists():  # written whole, only when every check ran (report.py)
-            self.process.wait()
+            try:
+                self.process.wait(timeout=TEARDOWN_WAIT)  # for its last words
+            except subprocess.TimeoutExpired:
+                pass  # `close` stops it
             tail = " / ".join((self.folder / OUTPUT_FILE).read_text().strip().splitlines()[-3:])
             raise CommonstackError(f"the checks could not run: {redact(tail, self.secrets)}")
         return [json.loads(line) for line in results_file.read_text().splitlines()]
@@ -233,9 +248,9 @@ class CheckRun:
             if process and process.poll() is None:
                 process.kill()
                 process.wait()
-        if self.verdicts is not None:
-            os.close(self.verdicts)
-            self.verdicts = None
+        if self.written is not None:
+            os.close(self.written)
+            self.written = None
         _disconnect(self.hosts, self.config)
         shutil.rmtree(self.folder, ignore_errors=True)
 
@@ -282,13 +297,14 @@ def _disconnect(hosts: list[HostTarget], config: Path) -> None:
 
 
 def _start_pytest(folder: Path, hosts: list[HostTarget], modules: tuple[str, ...]) -> tuple[subprocess.Popen, int]:
-    """pytest, started, and the end of a pipe that pytest closes once its verdicts are written."""
-    verdicts, told = os.pipe()
+    """pytest, started, and the read end of a pipe whose write end pytest alone holds, and closes
+    once it has written its verdicts (report.py)."""
+    written, pytest_end = os.pipe()
     env = dict(
         os.environ,
         COMMONSTACK_CHECK_CONTEXT=str(folder / CONTEXT_FILE),
         COMMONSTACK_CHECK_RESULTS=str(folder / RESULTS_FILE),
-        COMMONSTACK_CHECK_WRITTEN_FD=str(told),
+        COMMONSTACK_CHECK_WRITTEN_FD=str(pytest_end),
         PYTEST_DISABLE_PLUGIN_AUTOLOAD="1",
     )
     # A worker per host (report.py's scheduler keeps each host's checks together); one worker needs no xdist.
@@ -307,13 +323,13 @@ def _start_pytest(folder: Path, hosts: list[HostTarget], modules: tuple[str, ...
     try:
         with open(folder / OUTPUT_FILE, "w") as output:
             process = subprocess.Popen(command, env=env, cwd=folder, stdin=subprocess.DEVNULL, stdout=output,
-                                       stderr=subprocess.STDOUT, pass_fds=(told,))  # fmt: skip
+                                       stderr=subprocess.STDOUT, pass_fds=(pytest_end,))  # fmt: skip
     except BaseException:
-        os.close(verdicts)
+        os.close(written)
         raise
     finally:
-        os.close(told)  # pytest's copy alone: the pipe ends when pytest closes it, or exits
-    return process, verdicts
+        os.close(pytest_end)  # pytest's copy alone: the pipe ends when pytest closes it, or exits
+    return process, written
 
 
 def _redacted(result: CheckResult, secrets: list[str]) -> CheckResult:

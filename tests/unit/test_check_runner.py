@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from commonstack.checks import runner
 from commonstack.checks.runner import run_checks, start_checks
 from commonstack.errors import CommonstackError
 from commonstack.inventories.targets import HostTarget
@@ -106,12 +107,23 @@ def test_verdicts_are_read_without_waiting_for_pytest_to_end(loopback_sshd, tmp_
         results = run.finish({"one": expectation("one")})
     assert {r.check for r in results} == HOST_CHECKS
     assert time.monotonic() - began < 30, "the runner waited for pytest's own teardown"
-    assert run.process.poll() is not None, "pytest is still running"
+
+
+def test_a_pytest_with_no_verdict_that_does_not_end_is_stopped(loopback_sshd, tmp_path, monkeypatch):
+    (tmp_path / "slow_to_end.py").write_text("import time\n\n\ndef pytest_unconfigure(config):\n    time.sleep(60)\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("PYTEST_ADDOPTS", "-p slow_to_end commonstack_no_such_checks.py")
+    monkeypatch.setattr(runner, "TEARDOWN_WAIT", 1)
+    began = time.monotonic()
+    with pytest.raises(CommonstackError, match="the checks could not run"):
+        run_checks([as_host(loopback_sshd, "one")], {"one": expectation("one")}, modules=("host",))
+    assert time.monotonic() - began < 30
 
 
 @pytest.mark.parametrize("addopts", ["-p commonstack_no_such_plugin", "commonstack_no_such_checks.py"])
 def test_a_pytest_that_gives_no_verdict_is_one_clear_error(loopback_sshd, monkeypatch, addopts):
-    """pytest fails to start, or ends its session with no verdict (its results are then not written)."""
+    """pytest fails to start, or ends its session with no verdict: no results are written (the
+    runner takes any results file for every check's verdict), and the runner says why."""
     monkeypatch.setenv("PYTEST_ADDOPTS", addopts)
     with pytest.raises(CommonstackError, match="the checks could not run: .*commonstack_no_such"):
         run_checks([as_host(loopback_sshd, "one")], {"one": expectation("one")}, modules=("host",))

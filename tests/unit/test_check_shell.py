@@ -17,7 +17,7 @@ import testinfra
 
 from commonstack.checks.shell import ShellBackend  # registers shell://
 from commonstack.checks import ahead
-from commonstack.checks.runner import MLKEM, key_exchanges, ssh_config
+from commonstack.checks.runner import QUICK_KEX, key_exchanges, quick_first, ssh_config
 from commonstack.inventories.targets import HostTarget
 
 try:
@@ -67,12 +67,33 @@ def test_connections_open_with_a_quick_key_exchange_of_the_clients_own_defaults(
                           capture_output=True, text=True, timeout=30)  # fmt: skip
     assert said.returncode == 0, said.stderr
     [chosen] = [line.split("kex: algorithm: ")[1] for line in said.stderr.splitlines() if "kex: algorithm: " in line]
-    assert chosen in (MLKEM, "curve25519-sha256")
+    assert chosen in QUICK_KEX
     default = subprocess.run(["ssh", "-F", "/dev/null", "-G", "any"], stdin=subprocess.DEVNULL,
                              capture_output=True, text=True).stdout  # fmt: skip
     [listed] = [line.split(" ", 1)[1] for line in default.splitlines() if line.startswith("kexalgorithms ")]
     if key_exchanges() is not None:  # reordered, never widened
         assert sorted(key_exchanges().split(",")) == sorted(listed.split(","))
+
+
+# `ssh -G`'s default lists of OpenSSH 9.2 (Debian 12), 10.0 (Debian 13) and 8.4 (Debian 11).
+KEX_9_2 = ("sntrup761x25519-sha512,sntrup761x25519-sha512@openssh.com,curve25519-sha256,curve25519-sha256@libssh.org,"
+           "ecdh-sha2-nistp256,ecdh-sha2-nistp384,ecdh-sha2-nistp521,diffie-hellman-group-exchange-sha256,"
+           "diffie-hellman-group16-sha512,diffie-hellman-group18-sha512,diffie-hellman-group14-sha256")  # fmt: skip
+KEX_10_0 = "mlkem768x25519-sha256," + KEX_9_2
+KEX_8_4 = ("curve25519-sha256,curve25519-sha256@libssh.org,ecdh-sha2-nistp256,ecdh-sha2-nistp384,ecdh-sha2-nistp521,"
+           "diffie-hellman-group-exchange-sha256,diffie-hellman-group16-sha512,diffie-hellman-group18-sha512,"
+           "diffie-hellman-group14-sha256")  # fmt: skip
+
+
+def test_the_quick_key_exchanges_come_first_and_nothing_is_added():
+    """A Debian 13 controller would agree on sntrup761x25519 with a Debian 12 host (no ML-KEM there)."""
+    assert quick_first(KEX_9_2.split(",")) == "curve25519-sha256," + KEX_9_2.replace("curve25519-sha256,", "", 1)
+    reordered = quick_first(KEX_10_0.split(",")).split(",")
+    assert reordered[:3] == ["mlkem768x25519-sha256", "curve25519-sha256", "sntrup761x25519-sha512"]
+    assert sorted(reordered) == sorted(KEX_10_0.split(","))
+    assert quick_first(KEX_8_4.split(",")) is None  # quick first already: the client's own order
+    assert quick_first([]) is None
+    assert quick_first(["curve25519-sha256\n  ProxyCommand x", "sntrup761x25519-sha512"]) is None
 
 
 def test_answers_are_those_of_testinfras_ssh_backend(config):
