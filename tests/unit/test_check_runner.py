@@ -98,10 +98,16 @@ def test_a_run_given_up_before_its_expectations_leaves_nothing_running(loopback_
     assert not started.folder.exists()
 
 
-def test_verdicts_are_read_without_waiting_for_pytest_to_end(loopback_sshd, tmp_path, monkeypatch):
+@pytest.fixture
+def slow_to_end(tmp_path, monkeypatch) -> str:
+    """pytest's options for a plugin that keeps pytest a minute in its teardown."""
     (tmp_path / "slow_to_end.py").write_text("import time\n\n\ndef pytest_unconfigure(config):\n    time.sleep(60)\n")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])))
-    monkeypatch.setenv("PYTEST_ADDOPTS", "-p slow_to_end")
+    return "-p slow_to_end"
+
+
+def test_verdicts_are_read_without_waiting_for_pytest_to_end(loopback_sshd, slow_to_end, monkeypatch):
+    monkeypatch.setenv("PYTEST_ADDOPTS", slow_to_end)
     began = time.monotonic()
     with start_checks([as_host(loopback_sshd, "one")], modules=("host",)) as run:
         results = run.finish({"one": expectation("one")})
@@ -109,10 +115,8 @@ def test_verdicts_are_read_without_waiting_for_pytest_to_end(loopback_sshd, tmp_
     assert time.monotonic() - began < 30, "the runner waited for pytest's own teardown"
 
 
-def test_a_pytest_with_no_verdict_that_does_not_end_is_stopped(loopback_sshd, tmp_path, monkeypatch):
-    (tmp_path / "slow_to_end.py").write_text("import time\n\n\ndef pytest_unconfigure(config):\n    time.sleep(60)\n")
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])))
-    monkeypatch.setenv("PYTEST_ADDOPTS", "-p slow_to_end commonstack_no_such_checks.py")
+def test_a_pytest_with_no_verdict_that_does_not_end_is_stopped(loopback_sshd, slow_to_end, monkeypatch):
+    monkeypatch.setenv("PYTEST_ADDOPTS", f"{slow_to_end} commonstack_no_such_checks.py")
     monkeypatch.setattr(runner, "TEARDOWN_WAIT", 1)
     began = time.monotonic()
     with pytest.raises(CommonstackError, match="the checks could not run"):

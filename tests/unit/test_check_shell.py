@@ -75,7 +75,8 @@ def test_connections_open_with_a_quick_key_exchange_of_the_clients_own_defaults(
         assert sorted(key_exchanges().split(",")) == sorted(listed.split(","))
 
 
-# `ssh -G`'s default lists of OpenSSH 9.2 (Debian 12), 10.0 (Debian 13) and 8.4 (Debian 11).
+# Default lists as `ssh -G` prints them: OpenSSH 9.2's (Debian 12), and modelled on 10.0's (Debian 13:
+# ML-KEM first) and 8.4's (Debian 11: no post-quantum exchange).
 KEX_9_2 = ("sntrup761x25519-sha512,sntrup761x25519-sha512@openssh.com,curve25519-sha256,curve25519-sha256@libssh.org,"
            "ecdh-sha2-nistp256,ecdh-sha2-nistp384,ecdh-sha2-nistp521,diffie-hellman-group-exchange-sha256,"
            "diffie-hellman-group16-sha512,diffie-hellman-group18-sha512,diffie-hellman-group14-sha256")  # fmt: skip
