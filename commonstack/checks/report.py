@@ -14,6 +14,8 @@ import pytest
 from commonstack.stacks.layers import LAYERS
 
 _LAYER_OF_MODULE = {module: item.name for item in LAYERS for module in item.checks}
+# The write end of a pipe the runner waits on (runner.py): closed once the verdicts are written.
+WRITTEN_FD_ENV = "COMMONSTACK_CHECK_WRITTEN_FD"
 _results: list[dict] = []
 _setup_seconds: dict[str, float] = {}  # a check's setup (its fixtures) counts in its time
 
@@ -86,13 +88,13 @@ def pytest_sessionfinish(session, exitstatus):
             for result in _results:
                 handle.write(json.dumps(result) + "\n")
         os.replace(path + ".draft", path)
-    written = os.environ.get("COMMONSTACK_CHECK_WRITTEN_FD")
+    written = os.environ.get(WRITTEN_FD_ENV)
     if written:  # the runner waits for this pipe's end (runner.py): it reads the verdicts while pytest ends
         os.close(int(written))
 
 
 def pytest_configure(config):
-    written = os.environ.get("COMMONSTACK_CHECK_WRITTEN_FD")
+    written = os.environ.get(WRITTEN_FD_ENV)
     if written and not hasattr(config, "workerinput"):
         # No process a check starts holds the pipe open after pytest has closed its end.
         os.set_inheritable(int(written), False)
