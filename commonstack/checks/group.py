@@ -67,11 +67,16 @@ def check_group(
 
 
 def start_group_checks(
-    targets: list[HostTarget], secrets: Mapping[str, str], only: frozenset[str] = frozenset()
+    targets: list[HostTarget],
+    secrets: Mapping[str, str],
+    only: frozenset[str] = frozenset(),
+    started: CheckRun | None = None,
 ) -> CheckRun:
     """Open the connections and start the checks of `targets` before their plans exist (reading
-    facts takes as long as pytest takes to start); `check_group(..., started=)` completes them."""
-    return start_checks(targets, check_modules(only or None), controller_view(), list(secrets.values()))
+    facts takes as long as pytest takes to start); `check_group(..., started=)` completes them.
+    `started`: a run whose pytest started earlier still, before the profile was loaded."""
+    controller = controller_view()  # a wrong path fails before anything starts
+    return (started or CheckRun()).begin(targets, check_modules(only or None), controller, list(secrets.values()))
 
 
 def sized_plans(

@@ -5,10 +5,12 @@ an unreachable host or a changed host key is one clear failure instead of one pe
 its commands go through a shell kept open on it (shell.py); pytest-xdist runs the hosts in
 parallel. Results come back through the report plugin (report.py) as JSON lines.
 
-A run can start before its expectations are known (`start_checks`, then `CheckRun.finish`): the
-connections open, each saying what its host is (`CheckRun.reports`), and pytest starts (about
-half a second of imports and collection) while the caller plans the hosts from that; the checks
-wait for the expectations file (conftest.py).
+A run starts before its expectations are known, in three steps. `CheckRun()` starts pytest,
+which imports what the checks need (launch.py) while the caller loads the profile; `begin` names
+the hosts and modules, and pytest collects the checks while the connections open, each saying
+what its host is (`CheckRun.reports`); the caller plans the hosts from that, and `finish` gives
+the checks their expectations (conftest.py waits for the file) and collects the verdicts.
+`start_checks` does the first two steps at once.
 """
 
 from __future__ import annotations
@@ -23,14 +25,17 @@ import tempfile
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from commonstack.checks.expect import NOT_HERE
 from commonstack.errors import CommonstackError
 from commonstack.formats import ssh_config as ssh_config_value
 from commonstack.inventories.secrets import redact
-from commonstack.inventories.targets import HostTarget
 from commonstack.stacks.host_report import REPORT_COMMAND
 from commonstack.stacks.layers import check_modules
+
+if TYPE_CHECKING:
+    from commonstack.inventories.targets import HostTarget
 
 CHECKS_DIR = Path(__file__).parent
 CONNECT_TIMEOUT = 10  # seconds, for the first connection to each host
@@ -43,6 +48,8 @@ MAX_WORKERS = min(8, max(2, len(os.sched_getaffinity(0))))
 # pytest-xdist only for several hosts: its import costs one host's checks a tenth of a second.
 PLUGINS = ("testinfra.plugin", "commonstack.checks.report", "commonstack.checks.shell")
 PARALLEL_PLUGIN = "xdist.plugin"
+LAUNCHER = "commonstack.checks.launch"  # pytest, importing while its command line is not known yet
+WAITS_LONGEST = "base"  # the check module whose slowest commands take longest (see `run_order`)
 CONTEXT_FILE = "context.json"  # what each host should run (conftest.py waits for it)
 RESULTS_FILE = "results.jsonl"
 OUTPUT_FILE = "pytest.out"
@@ -152,30 +159,48 @@ def start_checks(
     controller: dict | None = None,
     secrets: list[str] | None = None,
 ) -> CheckRun:
-    """Open the hosts' connections and start pytest; `finish` gives it the expectations."""
-    return CheckRun(hosts, modules or check_modules(), controller or {}, list(secrets or []))
+    """Start pytest and open the hosts' connections; `finish` gives it the expectations."""
+    return CheckRun().begin(hosts, modules or check_modules(), controller or {}, list(secrets or []))
 
 
 class CheckRun:
-    """One run of the checks, begun before its expectations are known."""
+    """One run of the checks: pytest starts first, then learns the hosts (`begin`), then their
+    expectations (`finish`).
 
-    def __init__(self, hosts: list[HostTarget], modules: tuple[str, ...], controller: dict, secrets: list[str]):
-        self.hosts, self.modules, self.controller, self.secrets = hosts, modules, controller, secrets
+    pytest imports what it and the checks need (launch.py) while the caller loads the profile,
+    and gets its command line when `begin` names the hosts and modules.
+    """
+
+    def __init__(self) -> None:
+        self.hosts: list[HostTarget] = []
+        self.modules: tuple[str, ...] = ()
+        self.controller: dict = {}
+        self.secrets: list[str] = []
         self.folder = Path(tempfile.mkdtemp(prefix="commonstack-check-"))
         self.config = self.folder / "ssh_config"
-        self.config.write_text(ssh_config(hosts, control_dir=self.folder))
         self.process: subprocess.Popen | None = None  # before anything that may fail: close() reads them
         self.written: int | None = None  # a pipe's end: it ends when pytest has written its verdicts
         self.connecting: dict[str, subprocess.Popen] = {}
         self._refused: dict[str, str] | None = None  # once the connections are open: {name: why}
         try:
-            # pytest starts while the connections open: it sends nothing before the expectations,
-            # which name only the hosts that could be reached (the others' checks skip).
-            self.process, self.written = _start_pytest(self.folder, hosts, modules)
+            self.process, self.written = _start_pytest(self.folder)
+        except BaseException:
+            self.close()
+            raise
+
+    def begin(self, hosts: list[HostTarget], modules: tuple[str, ...], controller: dict, secrets: list[str]) -> CheckRun:
+        """Give pytest the hosts and the check modules, and open the hosts' connections."""
+        self.hosts, self.modules, self.controller, self.secrets = hosts, modules, controller, secrets
+        try:
+            self.config.write_text(ssh_config(hosts, control_dir=self.folder))
+            # pytest collects while the connections open: it sends nothing before the
+            # expectations, which name only the hosts that could be reached (the others' checks skip).
+            _send_command_line(self.process, pytest_arguments(self.config, hosts, modules))
             self.connecting = _connect(hosts, self.config, self.folder)
         except BaseException:
             self.close()
             raise
+        return self
 
     def __enter__(self) -> CheckRun:
         return self
@@ -248,6 +273,8 @@ class CheckRun:
             if process and process.poll() is None:
                 process.kill()
                 process.wait()
+        if self.process and self.process.stdin:
+            self.process.stdin.close()  # not closed by `begin` when it was never called
         if self.written is not None:
             os.close(self.written)
             self.written = None
@@ -296,9 +323,9 @@ def _disconnect(hosts: list[HostTarget], config: Path) -> None:
         process.wait()
 
 
-def _start_pytest(folder: Path, hosts: list[HostTarget], modules: tuple[str, ...]) -> tuple[subprocess.Popen, int]:
-    """pytest, started, and the read end of a pipe whose write end pytest alone holds, and closes
-    once it has written its verdicts (report.py)."""
+def _start_pytest(folder: Path) -> tuple[subprocess.Popen, int]:
+    """pytest, started and waiting for its command line (launch.py), and the read end of a pipe
+    whose write end pytest alone holds, and closes once it has written its verdicts (report.py)."""
     written, pytest_end = os.pipe()
     env = dict(
         os.environ,
@@ -307,29 +334,48 @@ def _start_pytest(folder: Path, hosts: list[HostTarget], modules: tuple[str, ...
         COMMONSTACK_CHECK_WRITTEN_FD=str(pytest_end),
         PYTEST_DISABLE_PLUGIN_AUTOLOAD="1",
     )
-    # A worker per host (report.py's scheduler keeps each host's checks together); one worker needs no xdist.
-    workers = min(len(hosts), MAX_WORKERS)
-    parallel = ["-p", PARALLEL_PLUGIN, "-n", str(workers)] if workers > 1 else []
-    command = [
-        sys.executable, "-m", "pytest", "-q", "--no-header", "-p", "no:cacheprovider",
-        *[arg for plugin in PLUGINS for arg in ("-p", plugin)],
-        "-c", os.devnull, f"--rootdir={CHECKS_DIR}",  # no project settings: the checks stand alone
-        "--hosts=" + ",".join(f"shell://{h.name}" for h in hosts),
-        f"--ssh-config={folder / 'ssh_config'}",
-        *parallel,
-        *[str(CHECKS_DIR / f"{m}.py") for m in modules],
-    ]  # fmt: skip
     # Output to a file, not a pipe: nobody reads a pipe while the caller is busy reading facts.
     try:
         with open(folder / OUTPUT_FILE, "w") as output:
-            process = subprocess.Popen(command, env=env, cwd=folder, stdin=subprocess.DEVNULL, stdout=output,
-                                       stderr=subprocess.STDOUT, pass_fds=(pytest_end,))  # fmt: skip
+            process = subprocess.Popen([sys.executable, "-m", LAUNCHER], env=env, cwd=folder, stdin=subprocess.PIPE,
+                                       stdout=output, stderr=subprocess.STDOUT, pass_fds=(pytest_end,))  # fmt: skip
     except BaseException:
         os.close(written)
         raise
     finally:
         os.close(pytest_end)  # pytest's copy alone: the pipe ends when pytest closes it, or exits
     return process, written
+
+
+def pytest_arguments(config: Path, hosts: list[HostTarget], modules: tuple[str, ...]) -> list[str]:
+    """pytest's command line: these modules' checks of these hosts, through the `config` ssh_config."""
+    # A worker per host (report.py's scheduler keeps each host's checks together); one worker needs no xdist.
+    workers = min(len(hosts), MAX_WORKERS)
+    parallel = ["-p", PARALLEL_PLUGIN, "-n", str(workers)] if workers > 1 else []
+    return [
+        "-q", "--no-header", "-p", "no:cacheprovider",
+        *[arg for plugin in PLUGINS for arg in ("-p", plugin)],
+        "-c", os.devnull, f"--rootdir={CHECKS_DIR}",  # no project settings: the checks stand alone
+        "--hosts=" + ",".join(f"shell://{h.name}" for h in hosts),
+        f"--ssh-config={config}",
+        *parallel,
+        *[str(CHECKS_DIR / f"{m}.py") for m in run_order(modules)],
+    ]  # fmt: skip
+
+
+def _send_command_line(process: subprocess.Popen, arguments: list[str]) -> None:
+    try:
+        process.stdin.write(json.dumps(arguments).encode() + b"\n")
+        process.stdin.close()
+    except BrokenPipeError:
+        pass  # it ended already: its output says why (`_rows`)
+
+
+def run_order(modules: tuple[str, ...]) -> list[str]:
+    """The modules in the order pytest runs them: base's checks last, as they wait on the host's
+    slowest commands (needrestart, a quarter of a second), started at its first check (ahead.py),
+    which end meanwhile. The verdicts keep the modules' own order (`finish`)."""
+    return sorted(modules, key=lambda module: module == WAITS_LONGEST)
 
 
 def _redacted(result: CheckResult, secrets: list[str]) -> CheckResult:

@@ -8,13 +8,16 @@ import secrets
 import stat
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from commonstack.errors import SecretsError
 from commonstack.stacks.layers import generated_secrets
-from commonstack.stacks.model import StackProfile
 from commonstack.stacks.reading import ReadError, load_yaml, read_text
+
+if TYPE_CHECKING:  # the profile's models take a tenth of a second to import: `check` starts pytest first
+    from commonstack.stacks.model import StackProfile
 
 _NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 MAX_SECRET = 4096

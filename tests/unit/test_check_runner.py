@@ -9,7 +9,9 @@ when openssh-server is not installed.
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -18,9 +20,10 @@ from pathlib import Path
 import pytest
 
 from commonstack.checks import runner
-from commonstack.checks.runner import run_checks, start_checks
+from commonstack.checks.runner import CheckRun, run_checks, start_checks
 from commonstack.errors import CommonstackError
 from commonstack.inventories.targets import HostTarget
+from commonstack.stacks.layers import check_modules
 from commonstack.stacks.sizing import debian_arch
 
 try:
@@ -89,6 +92,61 @@ def test_checks_start_before_their_expectations_and_wait_for_them(loopback_sshd)
     results = started.finish({"one": expectation("one")})  # "two" could not be planned: left out
     assert {r.host for r in results} == {"one"}
     assert {r.check for r in results} == HOST_CHECKS
+
+
+def test_pytest_starts_before_the_hosts_are_named(loopback_sshd):
+    """`commonstack check` starts pytest before it loads the profile: it waits, importing, for
+    the hosts and modules, then runs them."""
+    with CheckRun() as run:
+        time.sleep(1)  # the caller loads the profile meanwhile
+        assert run.process.poll() is None, "pytest did not wait for its command line"
+        run.begin([as_host(loopback_sshd, "one")], ("host",), {}, [])
+        results = run.finish({"one": expectation("one")})
+    assert {r.check for r in results} == HOST_CHECKS
+
+
+def test_a_run_given_up_before_its_hosts_are_named_leaves_nothing_running():
+    with CheckRun() as run:
+        pytest_process = run.process
+    assert pytest_process.poll() is not None
+    assert not run.folder.exists()
+
+
+def test_pytest_started_ahead_ends_when_no_command_line_comes():
+    ended = subprocess.run([sys.executable, "-m", runner.LAUNCHER], input=b"", capture_output=True, timeout=60)
+    assert (ended.returncode, ended.stdout, ended.stderr) == (0, b"", b"")
+
+
+def test_pytest_started_ahead_imports_no_module_whose_asserts_pytest_rewrites():
+    """Imported before pytest runs, a plugin, conftest.py or a check module would keep its plain
+    asserts: a failed check would no longer say what it compared."""
+    imported = subprocess.run(
+        [sys.executable, "-c", "import sys; from commonstack.checks import launch; launch.import_ahead(); print(*sys.modules)"],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout.split()  # fmt: skip
+    assert "pytest" in imported and "commonstack.checks.probes" in imported
+    rewritten = {*runner.PLUGINS, runner.PARALLEL_PLUGIN, "commonstack.checks.conftest"}
+    rewritten |= {f"commonstack.checks.{module}" for module in check_modules()}
+    assert not rewritten & set(imported)
+
+
+def test_pytest_started_ahead_still_rewrites_the_asserts_of_its_plugins(tmp_path):
+    """The checks' own command line, through launch.py: an assertion says what it compared, and
+    pytest never warns that a module was imported too soon to be rewritten."""
+    (tmp_path / "test_compare.py").write_text("def test_compare():\n    found = 1\n    assert found == 2\n")
+    arguments = runner.pytest_arguments(tmp_path / "ssh_config", [], ())
+    arguments[arguments.index(f"--rootdir={runner.CHECKS_DIR}")] = f"--rootdir={tmp_path}"
+    arguments = [a for a in arguments if not a.startswith("--hosts=")] + [str(tmp_path / "test_compare.py")]
+    ran = subprocess.run([sys.executable, "-m", runner.LAUNCHER], input=json.dumps(arguments).encode(), capture_output=True,
+                         timeout=120, env=dict(os.environ, PYTEST_DISABLE_PLUGIN_AUTOLOAD="1"))  # fmt: skip
+    said = ran.stdout.decode()
+    assert ran.returncode == 1 and "assert 1 == 2" in said, said
+    assert "PytestAssertRewriteWarning" not in said and "cannot be rewritten" not in said, said
+
+
+def test_base_checks_run_last_as_they_wait_longest():
+    assert runner.run_order(("base", "host", "postgres", "synapse")) == ["host", "postgres", "synapse", "base"]
+    assert runner.run_order(("host", "redis")) == ["host", "redis"]
 
 
 def test_a_run_given_up_before_its_expectations_leaves_nothing_running(loopback_sshd):
