@@ -297,7 +297,8 @@ def plan_stages(inventories: Path) -> None:
 
 
 def check_stages(inventories: Path) -> None:
-    """Where a check of the small-group host spends its time (this process; the CLI does the same)."""
+    """Where a check of the small-group host spends its time (in this process, the profile loaded
+    first: the CLI starts pytest before it loads the profile, and its steps after are these)."""
     from commonstack.checks.group import check_group, sized_plans, start_group_checks
     from commonstack.inventories.secrets import current_secrets
     from commonstack.inventories.targets import host_targets

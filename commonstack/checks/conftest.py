@@ -20,6 +20,7 @@ from commonstack.checks import ahead
 from commonstack.checks.expect import NOT_HERE, require_layer
 from commonstack.checks.matrix_login import admin_session
 from commonstack.checks.probes import calibrate, declared_tcp_ports, start_probes
+from commonstack.stacks.layers import check_modules
 from commonstack.stacks.paths import CADDY_LOCAL_ROOT
 
 _background = ThreadPoolExecutor(4, thread_name_prefix="head-start")
@@ -70,7 +71,11 @@ def head_start(host, request) -> None:
     name = host.backend.get_hostname()
     if name not in _slowest_started:
         _slowest_started.add(name)
-        for module in dict.fromkeys(item.module for item in request.session.items):
+        # In the layers' order, base's first (needrestart's scan is the slowest), whatever order
+        # the modules run in (runner.run_order): the pool takes them as they come.
+        order = {name: position for position, name in enumerate(check_modules())}
+        modules = dict.fromkeys(item.module for item in request.session.items)
+        for module in sorted(modules, key=lambda m: order.get(m.__name__.rpartition(".")[2], len(order))):
             if hasattr(module, "slowest_commands"):
                 ahead.start(host, module.slowest_commands(expected))
 

@@ -73,9 +73,10 @@ def start_group_checks(
     started: CheckRun | None = None,
 ) -> CheckRun:
     """Open the connections and start the checks of `targets` before their plans exist (reading
-    facts takes as long as pytest takes to start); `check_group(..., started=)` completes them.
-    `started`: a run whose pytest started earlier still, before the profile was loaded."""
-    controller = controller_view()  # a wrong path fails before anything starts
+    facts takes as long as pytest takes to collect the checks); `check_group(..., started=)`
+    completes them. `started`: a run whose pytest started earlier still, before the profile was
+    loaded (`CheckRun()`); else one starts here."""
+    controller = controller_view()  # a wrong path fails before any connection opens
     return (started or CheckRun()).begin(targets, check_modules(only or None), controller, list(secrets.values()))
 
 

@@ -2,12 +2,14 @@
 
 `commonstack check` starts it before loading the group's profile, and writes pytest's command
 line (one JSON list, on stdin) once it knows the hosts. Meanwhile this process imports what pytest
-and the checks import (a third of a second), so the checks run that much sooner. Without a
-command line (the caller gave up: stdin ends) it exits, having run nothing.
+and the checks import (a third of a second), so the checks run that much sooner (pytest-xdist's
+workers, for several hosts, still import theirs). Without a command line (the caller gave up:
+stdin ends) it exits, having run nothing.
 
 Only modules pytest never rewrites the asserts of are imported ahead: the plugins named with
-`-p`, conftest.py and the check modules are left to pytest, which would otherwise warn that it
-cannot rewrite them.
+`-p`, conftest.py and the check modules are left to pytest. Imported before, a plugin would only
+be warned about; conftest.py or a check module would silently keep its plain asserts, and a
+failed check would no longer say what it compared.
 """
 
 from __future__ import annotations

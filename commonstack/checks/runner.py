@@ -49,7 +49,7 @@ MAX_WORKERS = min(8, max(2, len(os.sched_getaffinity(0))))
 PLUGINS = ("testinfra.plugin", "commonstack.checks.report", "commonstack.checks.shell")
 PARALLEL_PLUGIN = "xdist.plugin"
 LAUNCHER = "commonstack.checks.launch"  # pytest, importing while its command line is not known yet
-WAITS_LONGEST = "base"  # the check module whose slowest commands take longest (see `run_order`)
+RUN_LAST = "base"  # the check module pytest runs last (see `run_order`)
 CONTEXT_FILE = "context.json"  # what each host should run (conftest.py waits for it)
 RESULTS_FILE = "results.jsonl"
 OUTPUT_FILE = "pytest.out"
@@ -244,6 +244,8 @@ class CheckRun:
         return [_redacted(r, self.secrets) for r in results] if self.secrets else results
 
     def _rows(self, expectations: dict) -> list[dict]:
+        if not self.process.stdin.closed:
+            raise RuntimeError("CheckRun.finish before begin: pytest has no command line")  # it would wait forever
         context = {"hosts": expectations, "controller": self.controller}
         # The expectations may hold a credential a check logs in with: readable by this user only.
         # Written beside, then renamed: the checks wait for the file and must never read half of it.
@@ -274,7 +276,7 @@ class CheckRun:
                 process.kill()
                 process.wait()
         if self.process and self.process.stdin:
-            self.process.stdin.close()  # not closed by `begin` when it was never called
+            _close_quietly(self.process.stdin)  # open still when `begin` was never called
         if self.written is not None:
             os.close(self.written)
             self.written = None
@@ -366,16 +368,25 @@ def pytest_arguments(config: Path, hosts: list[HostTarget], modules: tuple[str, 
 def _send_command_line(process: subprocess.Popen, arguments: list[str]) -> None:
     try:
         process.stdin.write(json.dumps(arguments).encode() + b"\n")
-        process.stdin.close()
     except BrokenPipeError:
         pass  # it ended already: its output says why (`_rows`)
+    finally:
+        _close_quietly(process.stdin)
+
+
+def _close_quietly(stream) -> None:
+    try:
+        stream.close()
+    except OSError:  # what it still held could not be written: its reader is gone
+        pass
 
 
 def run_order(modules: tuple[str, ...]) -> list[str]:
     """The modules in the order pytest runs them: base's checks last, as they wait on the host's
-    slowest commands (needrestart, a quarter of a second), started at its first check (ahead.py),
-    which end meanwhile. The verdicts keep the modules' own order (`finish`)."""
-    return sorted(modules, key=lambda module: module == WAITS_LONGEST)
+    slowest commands (needrestart, a quarter of a second), started at its first check (ahead.py,
+    conftest.py's head_start), which end while the other modules' checks run. The verdicts keep
+    the modules' own order (`finish`)."""
+    return sorted(modules, key=lambda module: module == RUN_LAST)
 
 
 def _redacted(result: CheckResult, secrets: list[str]) -> CheckResult:

@@ -108,8 +108,22 @@ def test_pytest_starts_before_the_hosts_are_named(loopback_sshd):
 def test_a_run_given_up_before_its_hosts_are_named_leaves_nothing_running():
     with CheckRun() as run:
         pytest_process = run.process
-    assert pytest_process.poll() is not None
+    assert pytest_process.poll() is not None and pytest_process.stdin.closed
     assert not run.folder.exists()
+
+
+def test_finishing_a_run_whose_hosts_were_never_named_is_an_error_not_a_wait():
+    run = CheckRun()
+    with pytest.raises(RuntimeError, match="before begin"):
+        run.finish({"one": expectation("one")})
+    assert run.process.poll() is not None and not run.folder.exists()
+
+
+def test_the_runner_starts_pytest_before_the_profile_models_are_imported():
+    """The CLI imports the runner and starts pytest first: the models (pydantic) load meanwhile."""
+    code = "import sys; import commonstack.checks.runner; print(sorted(m for m in ('pydantic', 'pytest') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert result.stdout.strip() == "[]"
 
 
 def test_pytest_started_ahead_ends_when_no_command_line_comes():
@@ -130,9 +144,9 @@ def test_pytest_started_ahead_imports_no_module_whose_asserts_pytest_rewrites():
     assert not rewritten & set(imported)
 
 
-def test_pytest_started_ahead_still_rewrites_the_asserts_of_its_plugins(tmp_path):
-    """The checks' own command line, through launch.py: an assertion says what it compared, and
-    pytest never warns that a module was imported too soon to be rewritten."""
+def test_pytest_started_ahead_warns_of_no_plugin_imported_too_soon(tmp_path):
+    """The checks' own command line, plugins included, through launch.py: pytest never warns that
+    a plugin was imported too soon to have its asserts rewritten, and runs a test as usual."""
     (tmp_path / "test_compare.py").write_text("def test_compare():\n    found = 1\n    assert found == 2\n")
     arguments = runner.pytest_arguments(tmp_path / "ssh_config", [], ())
     arguments[arguments.index(f"--rootdir={runner.CHECKS_DIR}")] = f"--rootdir={tmp_path}"
@@ -147,6 +161,15 @@ def test_pytest_started_ahead_still_rewrites_the_asserts_of_its_plugins(tmp_path
 def test_base_checks_run_last_as_they_wait_longest():
     assert runner.run_order(("base", "host", "postgres", "synapse")) == ["host", "postgres", "synapse", "base"]
     assert runner.run_order(("host", "redis")) == ["host", "redis"]
+
+
+def test_verdicts_keep_the_modules_order_though_base_runs_last(loopback_sshd):
+    """This machine is no deployed host and the expectations lack most of what base's checks read:
+    only the order of the verdicts is asserted."""
+    results = run_checks([as_host(loopback_sshd, "one")], {"one": expectation("one")}, modules=("base", "host"))
+    base = [r.check for r in results[:-len(HOST_CHECKS)]]
+    assert "firewall is active and denies by default" == base[0] and "no service runs a replaced library" in base
+    assert {r.check for r in results[-len(HOST_CHECKS):]} == HOST_CHECKS
 
 
 def test_a_run_given_up_before_its_expectations_leaves_nothing_running(loopback_sshd):
