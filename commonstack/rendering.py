@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-import yaml
 
 from commonstack import formats
+from commonstack.stacks.reading import load_kit_yaml
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 
@@ -49,7 +49,7 @@ def _file_meta(layer: str) -> dict[str, dict[str, str]]:
     meta_file = TEMPLATES_DIR / layer / "files.yaml"
     if not meta_file.is_file():
         return {}
-    return {path: {k: str(v) for k, v in attrs.items()} for path, attrs in yaml.safe_load(meta_file.read_text()).items()}
+    return {path: {k: str(v) for k, v in attrs.items()} for path, attrs in load_kit_yaml(meta_file).items()}
 
 
 @jinja2.pass_context

@@ -105,6 +105,13 @@ def read_text(path: Path, limit: int = MAX_BYTES) -> str:
         raise ReadError(f"is not UTF-8 text (byte {exc.start + 1}); save it as UTF-8", line=line) from None
 
 
+def load_kit_yaml(path: Path) -> Any:
+    """One of the kit's own YAML files (versions.yaml, the templates' files.yaml), not the group's:
+    trusted, and read by most commands. libyaml's safe loader where PyYAML has it: the same data,
+    ten times sooner (1 ms for versions.yaml, not 12)."""
+    return yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
 def load_yaml(text: str, quote: bool = True) -> tuple[Any, Node | None]:
     """The data of one YAML document and its node tree (for line numbers), within the budgets.
 

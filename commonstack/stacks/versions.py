@@ -10,6 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError, model_validator
 
 from commonstack.errors import CommonstackError
+from commonstack.stacks.reading import load_kit_yaml
 from commonstack.stacks.version_numbers import numeric
 
 VERSIONS_FILE = Path(__file__).parent / "versions.yaml"
@@ -149,6 +150,6 @@ class Versions(Pins):
 def versions() -> Versions:
     """versions.yaml as a model; a broken file is the kit's own fault, named in one line."""
     try:
-        return Versions.model_validate(yaml.safe_load(VERSIONS_FILE.read_text()))
+        return Versions.model_validate(load_kit_yaml(VERSIONS_FILE))
     except (OSError, yaml.YAMLError, ValidationError) as exc:
         raise CommonstackError(f"{VERSIONS_FILE}: {' '.join(str(exc).split())}") from None

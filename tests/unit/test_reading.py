@@ -12,8 +12,9 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
+import yaml
 
-from commonstack.stacks.reading import MAX_BYTES, MAX_DEPTH, MAX_NODES, ReadError, load_yaml, read_text
+from commonstack.stacks.reading import MAX_BYTES, MAX_DEPTH, MAX_NODES, ReadError, load_kit_yaml, load_yaml, read_text
 
 
 def bounded(function, *args, seconds: float = 5, megabytes: float = 32):
@@ -168,3 +169,15 @@ def test_text_that_is_not_utf8_names_the_line(tmp_path):
     with pytest.raises(ReadError, match="not UTF-8") as caught:
         read_text(path)
     assert caught.value.line == 2
+
+
+def test_the_kits_own_yaml_files_read_the_same_through_libyaml():
+    """versions.yaml and the templates' files.yaml are read with libyaml's loader: the same data
+    as PyYAML's own safe loader gives."""
+    from commonstack.rendering import TEMPLATES_DIR
+    from commonstack.stacks.versions import VERSIONS_FILE
+
+    files = [VERSIONS_FILE, *sorted(TEMPLATES_DIR.glob("*/files.yaml"))]
+    assert len(files) > 3
+    for path in files:
+        assert load_kit_yaml(path) == yaml.safe_load(path.read_text()), path
