@@ -654,7 +654,7 @@ def check(ctx, group_name, hosts, only, as_json, junit) -> None:
 
     from commonstack.checks.runner import CheckRun
 
-    # pytest imports what the checks need (a third of a second) while the profile loads, then
+    # pytest imports what the checks need (0.2 s) while the profile loads, then
     # collects them while each host's connection opens and says what it is.
     with CheckRun() as started:
         from commonstack.checks.group import sized_plans, start_group_checks

@@ -73,9 +73,9 @@ def head_start(host, request) -> None:
         _slowest_started.add(name)
         # In the layers' order, base's first (needrestart's scan is the slowest), whatever order
         # the modules run in (runner.run_order): the pool takes them as they come.
-        order = {name: position for position, name in enumerate(check_modules())}
+        layer_order = {module: position for position, module in enumerate(check_modules())}
         modules = dict.fromkeys(item.module for item in request.session.items)
-        for module in sorted(modules, key=lambda m: order.get(m.__name__.rpartition(".")[2], len(order))):
+        for module in sorted(modules, key=lambda m: layer_order.get(m.__name__.rpartition(".")[2], len(layer_order))):
             if hasattr(module, "slowest_commands"):
                 ahead.start(host, module.slowest_commands(expected))
 

@@ -2,7 +2,7 @@
 
 `commonstack check` starts it before loading the group's profile, and writes pytest's command
 line (one JSON list, on stdin) once it knows the hosts. Meanwhile this process imports what pytest
-and the checks import (a third of a second), so the checks run that much sooner (pytest-xdist's
+and the checks import (0.2 s), so the checks run that much sooner (pytest-xdist's
 workers, for several hosts, still import theirs). Without a command line (the caller gave up:
 stdin ends) it exits, having run nothing.
 
