@@ -20,6 +20,7 @@ from commonstack.checks import ahead
 from commonstack.checks.expect import NOT_HERE, require_layer
 from commonstack.checks.matrix_login import admin_session
 from commonstack.checks.probes import calibrate, declared_tcp_ports, start_probes
+from commonstack.checks.runner import CONTEXT_ENV
 from commonstack.stacks.layers import check_modules
 from commonstack.stacks.paths import CADDY_LOCAL_ROOT
 
@@ -45,7 +46,7 @@ def _context(path: str) -> dict:
 
 
 def _expected(host) -> dict | None:
-    path = os.environ.get("COMMONSTACK_CHECK_CONTEXT")
+    path = os.environ.get(CONTEXT_ENV)
     return _context(path)["hosts"].get(host.backend.get_hostname()) if path else None
 
 
@@ -55,7 +56,7 @@ def head_start(host, request) -> None:
     check: the outside TCP probes (after measuring the round trip, see probes.calibrate), the
     Matrix admin's login (about a second of password hashing on the host), and every check
     module's slowest commands (its `slowest_commands(stack)`, see ahead.py)."""
-    if not os.environ.get("COMMONSTACK_CHECK_CONTEXT"):
+    if not os.environ.get(CONTEXT_ENV):
         return
     expected = _expected(host)
     if expected is None:  # not reached, or left out by the caller: no command is sent to it
@@ -90,7 +91,7 @@ def _admin_login(host, admin_user_id: str) -> Future:
 @pytest.fixture(scope="module")
 def stack(host) -> dict:
     """What this host should run: layers, services, ports, hostnames, sizing (see context.py)."""
-    if not os.environ.get("COMMONSTACK_CHECK_CONTEXT"):
+    if not os.environ.get(CONTEXT_ENV):
         pytest.skip("no expectations: run through `commonstack check`, or set COMMONSTACK_CHECK_CONTEXT")
     expected = _expected(host)
     if expected is None:
@@ -101,7 +102,7 @@ def stack(host) -> dict:
 @pytest.fixture(scope="module")
 def controller() -> dict:
     """Settings of the outside view (the machine running the checks)."""
-    path = os.environ.get("COMMONSTACK_CHECK_CONTEXT")
+    path = os.environ.get(CONTEXT_ENV)
     return _context(path)["controller"] if path else {}
 
 

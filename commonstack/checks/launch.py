@@ -26,7 +26,7 @@ def import_ahead() -> None:
     import testinfra.host  # noqa: F401
 
     # conftest.py's and the check modules'
-    from commonstack.checks import expect, exposed_secrets, host_state, matrix_login, probes  # noqa: F401
+    from commonstack.checks import expect, exposed_secrets, host_state, matrix_login, probes, runner  # noqa: F401
     from commonstack.stacks import kernel, layers, updates  # noqa: F401
 
 

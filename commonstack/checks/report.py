@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from commonstack.checks.runner import RESULTS_ENV, WRITTEN_FD_ENV
 from commonstack.stacks.layers import LAYERS
 
 _LAYER_OF_MODULE = {module: item.name for item in LAYERS for module in item.checks}
-# The write end of a pipe the runner waits on (runner.py): closed once the verdicts are written.
-WRITTEN_FD_ENV = "COMMONSTACK_CHECK_WRITTEN_FD"
 _results: list[dict] = []
 _setup_seconds: dict[str, float] = {}  # a check's setup (its fixtures) counts in its time
 
@@ -79,7 +78,7 @@ def _failed_command(call) -> str | None:
 
 
 def pytest_sessionfinish(session, exitstatus):
-    path = os.environ.get("COMMONSTACK_CHECK_RESULTS")
+    path = os.environ.get(RESULTS_ENV)
     if not path or hasattr(session.config, "workerinput"):  # xdist's workers report to the main process
         return
     if exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):  # every check ran: a verdict each

@@ -53,6 +53,11 @@ RUN_LAST = "base"  # the check module pytest runs last (see `run_order`)
 CONTEXT_FILE = "context.json"  # what each host should run (conftest.py waits for it)
 RESULTS_FILE = "results.jsonl"
 OUTPUT_FILE = "pytest.out"
+# Where pytest finds those files and the pipe's write end, which report.py closes once the
+# verdicts are written (the runner waits for that); conftest.py and report.py read them.
+CONTEXT_ENV = "COMMONSTACK_CHECK_CONTEXT"
+RESULTS_ENV = "COMMONSTACK_CHECK_RESULTS"
+WRITTEN_FD_ENV = "COMMONSTACK_CHECK_WRITTEN_FD"
 TEARDOWN_WAIT = 10  # seconds a pytest that gave no verdict has to end and say why
 
 
@@ -329,13 +334,13 @@ def _start_pytest(folder: Path) -> tuple[subprocess.Popen, int]:
     """pytest, started and waiting for its command line (launch.py), and the read end of a pipe
     whose write end pytest alone holds, and closes once it has written its verdicts (report.py)."""
     written, pytest_end = os.pipe()
-    env = dict(
-        os.environ,
-        COMMONSTACK_CHECK_CONTEXT=str(folder / CONTEXT_FILE),
-        COMMONSTACK_CHECK_RESULTS=str(folder / RESULTS_FILE),
-        COMMONSTACK_CHECK_WRITTEN_FD=str(pytest_end),
-        PYTEST_DISABLE_PLUGIN_AUTOLOAD="1",
-    )
+    env = {
+        **os.environ,
+        CONTEXT_ENV: str(folder / CONTEXT_FILE),
+        RESULTS_ENV: str(folder / RESULTS_FILE),
+        WRITTEN_FD_ENV: str(pytest_end),
+        "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
+    }
     # Output to a file, not a pipe: nobody reads a pipe while the caller is busy reading facts.
     try:
         with open(folder / OUTPUT_FILE, "w") as output:
