@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import socket
 import ssl
 import time
 import xml.etree.ElementTree as ET
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 import yaml
@@ -35,6 +36,9 @@ GROUP = "checked"
 SITE = "cloud.try.test"  # Nextcloud's site on the host (its app is not deployed here: only Caddy's site)
 STRAY_PORT = 8899  # not one of the ports base.py probes itself (context.NEVER_PUBLIC)
 FILL_MOUNT = "/srv/commonstack-check-fill"
+# A service of the test's own, on its own copy of a library that it then replaces.
+STALE_UNIT = "commonstack-check-stale"
+STALE_LIBRARY = PurePosixPath("/usr/local/lib/commonstack-check-stale/libcap.so.2")
 
 
 @pytest.fixture(scope="module")
@@ -139,6 +143,48 @@ def test_a_stopped_service_fails_its_checks(checked, healthy, testhost_ssh):
     assert "Could not connect to Redis" in failed[("redis", "redis memory is capped")]
 
 
+def test_a_service_on_a_replaced_library_fails(checked, healthy, testhost_ssh):
+    """A service still runs the copy of a library that an update replaced on disk (what an update
+    leaves when nothing restarts the service): needrestart's check names that service, and only it."""
+    host = checked["host"]
+    try:
+        start_on_replaced_library(testhost_ssh, host, "time.sleep(3600)")
+        failed, _ = failures(checked)
+    finally:
+        testhost_ssh(host, f"systemctl stop {STALE_UNIT}; rm -rf {STALE_LIBRARY.parent}")
+    assert list(failed) == [("base", "no service runs a replaced library")], failed
+    message = failed[("base", "no service runs a replaced library")]
+    assert message.startswith(f"{STALE_UNIT}.service still run(s) libraries an update replaced"), message
+    assert f"sudo systemctl restart {STALE_UNIT}.service" in message
+
+
+def test_a_replaced_library_in_a_process_that_ends_passes(checked, healthy, testhost_ssh):
+    """needrestart names the service of a process that ends while it runs (CI once saw ssh.service
+    named, for the checks' own commands): the check asks it again, and passes when that process is
+    gone. Here the service's only process ends as soon as needrestart's first look is over."""
+    host = checked["host"]
+    seen = STALE_LIBRARY.parent / "seen"
+    until_looked_at = (
+        "import os\n"
+        "def looking():\n"
+        "    for pid in filter(str.isdigit, os.listdir('/proc')):\n"
+        "        try:\n"
+        "            if open(f'/proc/{pid}/comm').read().strip() == 'needrestart': return True\n"
+        "        except OSError: pass\n"
+        "while not looking(): time.sleep(0.01)\n"
+        f"open('{seen}', 'w').close()\n"
+        "while looking(): time.sleep(0.01)\n"
+    )
+    try:
+        start_on_replaced_library(testhost_ssh, host, until_looked_at)
+        failed, _ = failures(checked)
+        looked = testhost_ssh(host, f"test -e {seen}").returncode == 0
+    finally:
+        testhost_ssh(host, f"systemctl stop {STALE_UNIT}; rm -rf {STALE_LIBRARY.parent}")
+    assert looked, "needrestart never ran while the service did: the test proved nothing"
+    assert not failed, failed
+
+
 def test_a_stray_port_open_in_the_firewall_fails(checked, healthy, testhost_ssh):
     host = checked["host"]
     opened = testhost_ssh(
@@ -241,6 +287,21 @@ def test_nothing_secret_in_any_output(checked):
 
 
 # --- helpers ----------------------------------------------------------------------------------
+
+
+def start_on_replaced_library(testhost_ssh, host, then: str) -> None:
+    """Start STALE_UNIT, a Python program that loads its own copy of a library and then runs `then`;
+    replace that copy on disk (a new file, as dpkg writes one) once it is loaded."""
+    program = f"import ctypes, time\nctypes.CDLL('{STALE_LIBRARY}')\n{then}"
+    started = testhost_ssh(
+        host,
+        f'mkdir -p {STALE_LIBRARY.parent} && cp -L "$(dpkg -L libcap2 | grep /libcap.so.2$)" {STALE_LIBRARY} '
+        f"&& systemd-run --unit {STALE_UNIT} python3 -c {shlex.quote(program)} "
+        f"&& until grep -qs {STALE_LIBRARY} /proc/$(systemctl show -P MainPID {STALE_UNIT})/maps; do sleep 0.1; done "
+        f"&& cp {STALE_LIBRARY} {STALE_LIBRARY}.new && mv {STALE_LIBRARY}.new {STALE_LIBRARY}",
+        timeout=30,
+    )
+    assert started.returncode == 0, started.stderr
 
 
 def reissue(name: str) -> str:
