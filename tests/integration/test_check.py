@@ -17,6 +17,8 @@ import socket
 import ssl
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
@@ -146,12 +148,8 @@ def test_a_stopped_service_fails_its_checks(checked, healthy, testhost_ssh):
 def test_a_service_on_a_replaced_library_fails(checked, healthy, testhost_ssh):
     """A service still runs the copy of a library that an update replaced on disk (what an update
     leaves when nothing restarts the service): needrestart's check names that service, and only it."""
-    host = checked["host"]
-    try:
-        start_on_replaced_library(testhost_ssh, host, "time.sleep(3600)")
+    with on_replaced_library(testhost_ssh, checked["host"], "time.sleep(3600)"):
         failed, _ = failures(checked)
-    finally:
-        testhost_ssh(host, f"systemctl stop {STALE_UNIT}; rm -rf {STALE_LIBRARY.parent}")
     assert list(failed) == [("base", "no service runs a replaced library")], failed
     message = failed[("base", "no service runs a replaced library")]
     assert message.startswith(f"{STALE_UNIT}.service still run(s) libraries an update replaced"), message
@@ -175,12 +173,9 @@ def test_a_replaced_library_in_a_process_that_ends_passes(checked, healthy, test
         f"open('{seen}', 'w').close()\n"
         "while looking(): time.sleep(0.01)\n"
     )
-    try:
-        start_on_replaced_library(testhost_ssh, host, until_looked_at)
+    with on_replaced_library(testhost_ssh, host, until_looked_at):
         failed, _ = failures(checked)
         looked = testhost_ssh(host, f"test -e {seen}").returncode == 0
-    finally:
-        testhost_ssh(host, f"systemctl stop {STALE_UNIT}; rm -rf {STALE_LIBRARY.parent}")
     assert looked, "needrestart never ran while the service did: the test proved nothing"
     assert not failed, failed
 
@@ -289,19 +284,25 @@ def test_nothing_secret_in_any_output(checked):
 # --- helpers ----------------------------------------------------------------------------------
 
 
-def start_on_replaced_library(testhost_ssh, host, then: str) -> None:
-    """Start STALE_UNIT, a Python program that loads its own copy of a library and then runs `then`;
-    replace that copy on disk (a new file, as dpkg writes one) once it is loaded."""
+@contextmanager
+def on_replaced_library(testhost_ssh, host, then: str) -> Iterator[None]:
+    """While STALE_UNIT runs: a Python program that loads its own copy of a library, which is then
+    replaced on disk (a new file, as dpkg writes one), and runs `then`. Stopped and removed after."""
     program = f"import ctypes, time\nctypes.CDLL('{STALE_LIBRARY}')\n{then}"
-    started = testhost_ssh(
-        host,
-        f'mkdir -p {STALE_LIBRARY.parent} && cp -L "$(dpkg -L libcap2 | grep /libcap.so.2$)" {STALE_LIBRARY} '
-        f"&& systemd-run --unit {STALE_UNIT} python3 -c {shlex.quote(program)} "
-        f"&& until grep -qs {STALE_LIBRARY} /proc/$(systemctl show -P MainPID {STALE_UNIT})/maps; do sleep 0.1; done "
-        f"&& cp {STALE_LIBRARY} {STALE_LIBRARY}.new && mv {STALE_LIBRARY}.new {STALE_LIBRARY}",
-        timeout=30,
-    )
-    assert started.returncode == 0, started.stderr
+    try:
+        started = testhost_ssh(
+            host,
+            f'mkdir -p {STALE_LIBRARY.parent} && cp -L "$(dpkg -L libcap2 | grep /libcap.so.2$)" {STALE_LIBRARY} '
+            f"&& systemd-run --unit {STALE_UNIT} python3 -c {shlex.quote(program)} "
+            f"&& until grep -qs {STALE_LIBRARY} /proc/$(systemctl show -P MainPID {STALE_UNIT})/maps; "
+            "do sleep 0.1; done "
+            f"&& cp {STALE_LIBRARY} {STALE_LIBRARY}.new && mv {STALE_LIBRARY}.new {STALE_LIBRARY}",
+            timeout=30,
+        )
+        assert started.returncode == 0, started.stderr
+        yield
+    finally:
+        testhost_ssh(host, f"systemctl stop {STALE_UNIT}; rm -rf {STALE_LIBRARY.parent}")
 
 
 def reissue(name: str) -> str:
