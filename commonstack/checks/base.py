@@ -76,16 +76,13 @@ def test_security_updates_are_installed(host):
 
 def test_no_service_runs_a_replaced_library(host):
     """needrestart (restarting automatically after updates) left no service on an old library."""
-    result = ahead.run(host, NEEDRESTART)
-    assert result.rc == 0, f"needrestart does not run ({result.stderr.strip()[-200:]}): is it installed?"
-    stale = services_to_restart(result.stdout)
+    stale = needrestart_units(ahead.run(host, NEEDRESTART))
     if not all(NEEDRESTART_DEFERS.match(unit) for unit in stale):
         # needrestart reads each process while it runs: a script that ends meanwhile (one of the
         # checks' own, like fail2ban-client, in ssh.service's cgroup without pam_systemd) passes
         # for one on a replaced file. A service that really runs one is named again.
-        again = host.run(NEEDRESTART)
-        assert again.rc == 0, f"needrestart does not run ({again.stderr.strip()[-200:]}): is it installed?"
-        stale = [unit for unit in stale if unit in services_to_restart(again.stdout)]
+        again = needrestart_units(host.run(NEEDRESTART))
+        stale = [unit for unit in stale if unit in again]
     left = [unit for unit in stale if not NEEDRESTART_DEFERS.match(unit)]
     assert not left, (
         f"{', '.join(left)} still run(s) libraries an update replaced (their fixes are not in effect): "
@@ -237,6 +234,12 @@ def overdue_updates(pending: list[str], stamps: dict[str, float]) -> str | None:
         f"{len(pending)} security update(s) not installed although unattended-upgrades ran since ({when}): {shown}; "
         "/var/log/unattended-upgrades/unattended-upgrades.log says why; `commonstack deploy` installs them"
     )
+
+
+def needrestart_units(result) -> list[str]:
+    """The services a run of NEEDRESTART names."""
+    assert result.rc == 0, f"needrestart does not run ({result.stderr.strip()[-200:]}): is it installed?"
+    return services_to_restart(result.stdout)
 
 
 def services_to_restart(batch_output: str) -> list[str]:
