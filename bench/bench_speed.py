@@ -336,7 +336,7 @@ def command_round_trips(targets) -> None:
     import testinfra
 
     import commonstack.checks.shell  # noqa: F401  (registers shell://)
-    from commonstack.checks.runner import ssh_config
+    from commonstack.inventories.openssh import ssh_config
 
     folder = Path(tempfile.mkdtemp(prefix="bench-shell-", dir="/tmp"))  # short: a socket path's limit
     config = folder / "ssh_config"

@@ -379,12 +379,22 @@ def pin_keys(ctx, group_name, yes) -> None:
 def _converge(ctx, group_name: str, hosts, only, apply_changes: bool, assume_yes: bool, checks: bool = True,
               purge: bool = False) -> None:  # fmt: skip
     """plan, and for deploy: confirm, apply, summarise, check."""
-    from commonstack.deploys.converge import GroupConverger  # imports pyinfra: only here
+    from commonstack.deploys.early_batch import early_batches
 
-    converger = GroupConverger(_group(ctx, group_name), hosts, on_progress=_progress, only=frozenset(only),
-                               generate_secrets=apply_changes, purge=purge)  # fmt: skip
-    click.echo(f"Planning {len(converger.targets)} host(s) of {group_name}...")
-    planned = converger.plan()
+    group = _group(ctx, group_name)
+    with early_batches(group, hosts, only, purge) as early:  # sent while pyinfra loads
+        from commonstack.deploys.converge import GroupConverger  # imports pyinfra: only here
+
+        converger = GroupConverger(group, hosts, on_progress=_progress, only=frozenset(only),
+                                   generate_secrets=apply_changes, purge=purge, early=early)  # fmt: skip
+        click.echo(f"Planning {len(converger.targets)} host(s) of {group_name}...")
+        planned = converger.plan()
+    _converged(ctx, group_name, converger, planned, apply_changes, assume_yes, checks, purge)
+
+
+def _converged(ctx, group_name: str, converger, planned, apply_changes: bool, assume_yes: bool, checks: bool,
+               purge: bool) -> None:  # fmt: skip
+    """After the first plan: print it, and for deploy: confirm, apply, summarise, check."""
     _print_results(planned, planned=True)
     _print_pending_upgrades(planned, group_name)
     interrupted = {name: outcome.unfinished for name, outcome in planned.outcomes.items() if outcome.unfinished}

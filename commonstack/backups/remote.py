@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from commonstack.checks.runner import ssh_config
+from commonstack.inventories.openssh import ssh_config
 from commonstack.errors import CommonstackError
 from commonstack.inventories.targets import HostTarget
 from commonstack.stacks.paths import BACKUP_SCRIPT

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from commonstack.deploys import runner  # first: it patches gevent before pyinfra loads
-from commonstack.deploys.fact_memory import FactMemory, context_of
-from commonstack.deploys.pyinfra_api import PINNED, host
+from commonstack.deploys import fact_memory
+from commonstack.deploys.early_batch import EarlyBatch
+from commonstack.deploys.fact_memory import FactMemory
+from commonstack.deploys.pyinfra_api import host
 from commonstack.deploys.stack import HostOutcome, stack_operations
 from commonstack.inventories.groups import Group
 from commonstack.inventories.secrets import current_secrets, ensure_secrets
@@ -63,8 +66,10 @@ class GroupConverger:
         skip_unavailable: bool = False,
         generate_secrets: bool = False,
         purge: bool = False,
+        early: dict[str, EarlyBatch] | None = None,
     ):
         self.group = group
+        self.early = early or {}  # for the first plan (early_batch.py)
         self.only = only
         self.skip_unavailable = skip_unavailable
         self.purge = purge
@@ -75,7 +80,8 @@ class GroupConverger:
         self.on_progress = on_progress
 
     def plan(self) -> GroupRun:
-        return self._run(runner.plan, self.targets)
+        early, self.early = self.early, {}
+        return self._run(partial(runner.plan, early=early), self.targets)
 
     def apply(self, hosts: list[str] | None = None) -> GroupRun:
         chosen = [t for t in self.targets if hosts is None or t.name in hosts]
@@ -112,6 +118,4 @@ class GroupConverger:
 
     def fact_memory(self, deploy: bool = True) -> FactMemory:
         """Where each host's fact commands are remembered, for this profile and these options."""
-        options = f"deploy={deploy} only={sorted(self.only)} purge={self.purge} skip={self.skip_unavailable}"
-        context = context_of([f"pyinfra {PINNED}", options, self.group.stack_file.read_bytes()])
-        return FactMemory(self.group.state_folder / "fact-commands", context)
+        return fact_memory.of_group(self.group, deploy, self.only, self.purge, self.skip_unavailable)

@@ -2,8 +2,9 @@
 that the next one reads them in one batch at once instead of finding them in a discovery pass
 first (prefetch.py): a discovery pass costs as much CPU as the real prepare.
 
-Only which commands to run is remembered, never what they printed: every answer still comes from
-the host, at this run. A remembered list that no longer fits (the host or the kit changed since)
+Only which commands to run is remembered (and the batch that sends them, so that the next run can
+send it before pyinfra loads: early_batch.py), never what they printed: every answer still comes
+from the host, at this run. A remembered list that no longer fits (the host or the kit changed since)
 costs time, never correctness: a command it lacks is read on its own while preparing, as pyinfra
 does, and the list is remembered anew. What makes it unfit is known ahead where it can be: a list
 is used only with the same `context` (the kit's code, pyinfra's release, the profile, the command's
@@ -24,9 +25,17 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from commonstack.deploys import PINNED
+
+if TYPE_CHECKING:
+    from commonstack.inventories.groups import Group
+    from commonstack.inventories.targets import HostTarget
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +63,39 @@ class FactMemory:
         texts = [text for key, (line, guard) in commands.items() for text in (key, line, guard or "")]
         return commands if all(isinstance(text, str) for text in texts) else {}
 
-    def remember(self, host: str, where: str, commands: Commands, secrets: Collection[str]) -> None:
+    def recall_batch(self, host: str, where: str) -> tuple[str, str] | None:
+        """The (command line, script) of the batch that sends the remembered commands, or None."""
+        try:
+            document = json.loads(self._file(host, where).read_text())
+            if document["context"] != self._host_context(where):
+                return None
+            line, script = document["batch"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return (line, script) if isinstance(line, str) and isinstance(script, str) else None
+
+    def remember(
+        self,
+        host: str,
+        where: str,
+        commands: Commands,
+        secrets: Collection[str],
+        batch: Callable[[Commands], tuple[str, str]] | None = None,
+    ) -> None:
+        """Keep `commands` (those without a secret) and, with `batch`, the (command line, script)
+        it makes of the commands kept."""
         needles = {piece for secret in secrets if secret for piece in _pieces(secret)}
-        kept = [
-            [key, line, guard]
+        kept = {
+            key: (line, guard)
             for key, (line, guard) in commands.items()
             if not any(needle in text for needle in needles for text in (key, line, guard or ""))
-        ]
-        document = json.dumps({"context": self._host_context(where), "commands": kept})
+        }
+        content = {"context": self._host_context(where), "commands": [[k, line, guard] for k, (line, guard) in kept.items()]}
+        if batch and kept:
+            sent = batch(kept)
+            if not any(needle in text for needle in needles for text in sent):
+                content["batch"] = list(sent)
+        document = json.dumps(content)
         temporary = None
         try:
             self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -104,14 +138,31 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def of_group(group: Group, deploy: bool, only: Collection[str], purge: bool, skip_unavailable: bool) -> FactMemory:
+    """Where each host's fact commands are remembered, for this profile and these options."""
+    options = f"deploy={deploy} only={sorted(only)} purge={purge} skip={skip_unavailable}"
+    return FactMemory(group.state_folder / "fact-commands", context_of([f"pyinfra {PINNED}", options, group.stack_file.read_bytes()]))
+
+
+def where(target: HostTarget) -> str:
+    """A host's address as its remembered commands are kept under."""
+    return f"{target.user}@{target.address}:{target.port}"
+
+
 def context_of(parts: Iterable[str | bytes]) -> str:
     """A digest of `parts` and of the kit's own code and data (any change to them may change the
     commands its operations ask)."""
+    digest = hashlib.sha256(_kit_digest())
+    for part in parts:
+        digest.update(b"\0" + (part if isinstance(part, bytes) else part.encode()))
+    return digest.hexdigest()
+
+
+@cache
+def _kit_digest() -> bytes:
     digest = hashlib.sha256()
     package = Path(__file__).resolve().parents[1]
     for path in sorted(package.rglob("*")):
         if path.suffix in (".py", ".j2", ".yaml") and path.is_file():
             digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
-    for part in parts:
-        digest.update(b"\0" + (part if isinstance(part, bytes) else part.encode()))
-    return digest.hexdigest()
+    return digest.digest()

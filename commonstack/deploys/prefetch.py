@@ -52,7 +52,8 @@ import gevent
 
 from commonstack.deploys import pyinfra_api as api
 from commonstack.deploys.fact_memory import Commands
-from commonstack.deploys.fact_shortcuts import at_once, shortcut
+from commonstack.deploys.early_batch import EarlyBatch
+from commonstack.deploys.fact_shortcuts import Together, at_once, shortcut
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,7 @@ def discover(
     add_operations: Callable[[], None],
     answers: dict[str, FactAnswers],
     remembered: dict[str, Commands] | None = None,
+    early: dict[str, EarlyBatch] | None = None,
 ) -> None:
     """Fill `answers` (by host name) for the active hosts of `state`, in discovery passes, each
     host in a greenlet of its own: its batch runs on it while the controller adds the operations
@@ -137,6 +139,7 @@ def discover(
 
     A host with `remembered` commands (fact_memory.py: those its last prepare asked) has no
     discovery pass: they run in one batch, and the real prepare reads what they lack one by one.
+    An `early` batch already sent to a host (early_batch.py) answers it if it is the same batch.
     """
     shadows: dict[int, Any] = {}
 
@@ -150,9 +153,9 @@ def discover(
         known = answers[host.name]
         if commands := (remembered or {}).get(host.name):
             fetched = time.perf_counter()
-            _run_batch(host, commands, known)
-            log.debug("stage remembered on %s (%d commands): batch %.2f s", host.name, len(commands),
-                      time.perf_counter() - fetched)  # fmt: skip
+            sent_early = _run_batch(state, host, commands, known, (early or {}).pop(host.name, None))
+            log.debug("stage remembered on %s (%d commands%s): batch %.2f s", host.name, len(commands),
+                      ", sent early" if sent_early else "", time.perf_counter() - fetched)  # fmt: skip
             return
         for number in range(1, MAX_PASSES + 1):
             cpu = time.process_time()
@@ -277,28 +280,56 @@ def asked_commands(state, host, answers: FactAnswers) -> Commands:
 
 def _fetch(state, host, wanted: dict[str, Noted], answers: FactAnswers) -> None:
     """Run the `wanted` commands on `host` in one batch; keep their outputs in `answers`."""
-    _run_batch(host, {key: (_batch_line(state, host, noted), noted.guard) for key, noted in wanted.items()}, answers)
+    commands = {key: (_batch_line(state, host, noted), noted.guard) for key, noted in wanted.items()}
+    _run_batch(state, host, commands, answers)
 
 
-def _run_batch(host, commands: Commands, answers: FactAnswers) -> None:
-    """Run `commands` on `host` in one batch; keep their outputs (and lines) in `answers`."""
-    answers.lines.update(commands)
-    keys = list(commands)
-    lines = [commands[k] for k in keys]
-    # Units' states, paths' stats and files' checksums asked together (fact_shortcuts.py): each
-    # merged command is one more in the batch.
+@dataclass(frozen=True)
+class Batch:
+    """Commands as one batch sends them: `line` (pyinfra's command line for `sh`, sudo wrapping
+    included) runs `script` from its stdin; the answer holds the commands that run `alone`
+    (indices into the commands), then each merged one (fact_shortcuts.py)."""
+
+    line: str
+    script: str
+    alone: list[int]
+    merged: list[Together]
+
+    @property
+    def sent(self) -> tuple[str, str]:
+        return self.line, self.script
+
+
+def batch_of(state, host, commands: Commands) -> Batch:
+    """The batch that runs `commands` on `host`: units' states, paths' stats and files'
+    checksums asked together (fact_shortcuts.py), each merged command one more in it."""
+    lines = list(commands.values())
     merged = at_once(lines)
     members = {index for together in merged for index in together.members}
-    alone = [index for index in range(len(keys)) if index not in members]
-    status, output = host.run_shell_command(
-        api.StringCommand("sh"), _stdin=batch_script([lines[i] for i in alone] + [(t.command, None) for t in merged])
-    )
-    if not status:
-        log.debug("fact batch on %s failed: %s", host.name, output.stderr)
-        return
-    found = parse_batch(output.stdout_lines)
-    answered = {alone[position]: found[position] for position in range(len(alone)) if position in found}
-    for position, together in enumerate(merged, start=len(alone)):
+    alone = [index for index in range(len(lines)) if index not in members]
+    script = batch_script([lines[i] for i in alone] + [(t.command, None) for t in merged])
+    return Batch(api.shell_command_line(state, host, api.StringCommand("sh"), {}), script, alone, merged)
+
+
+def _run_batch(state, host, commands: Commands, answers: FactAnswers, early: EarlyBatch | None = None) -> bool:
+    """Run `commands` on `host` in one batch, or take the answer of the `early` one when it sent
+    the same (then True); keep their outputs (and lines) in `answers`."""
+    answers.lines.update(commands)
+    keys = list(commands)
+    batch = batch_of(state, host, commands)
+    printed = early.answer(batch.line, batch.script, gevent.sleep) if early else None
+    if printed is not None:
+        answers.sent += 1
+        status, stdout = True, printed
+    else:
+        status, output = host.run_shell_command(api.StringCommand("sh"), _stdin=batch.script)
+        if not status:
+            log.debug("fact batch on %s failed: %s", host.name, output.stderr)
+            return False
+        stdout = output.stdout_lines
+    found = parse_batch(stdout)
+    answered = {batch.alone[position]: found[position] for position in range(len(batch.alone)) if position in found}
+    for position, together in enumerate(batch.merged, start=len(batch.alone)):
         code, stdout, stderr = found.get(position, (1, [], ["not run"]))
         for index, block in zip(together.members, together.split(code, stdout, stderr) or []):
             if block is not None:
@@ -309,6 +340,7 @@ def _run_batch(host, commands: Commands, answers: FactAnswers) -> None:
             continue  # a sudo prompt: the real command reproduces pyinfra's handling of it
         combined = [api.OutputLine("stdout", line) for line in stdout] + [api.OutputLine("stderr", line) for line in stderr]
         answers.outputs[keys[index]] = (code, api.CommandOutput(combined))
+    return printed is not None
 
 
 def _batch_line(state, host, noted: Noted) -> str:

@@ -5,7 +5,8 @@ only through this one (tests/unit/test_pyinfra_api.py keeps it so). The first pa
 what pyinfra documents for programmatic use; the second part, "pyinfra's internals", wraps what
 it does not document: private attributes, undocumented functions, and behaviour the runner
 relies on. An upgrade of pyinfra therefore means: read the second part against the new release's
-source, adapt it, run tests/unit/test_runner.py and tests/unit/test_prefetch.py, change PINNED.
+source, adapt it, run tests/unit/test_runner.py and tests/unit/test_prefetch.py, change PINNED
+(commonstack/deploys/__init__.py).
 
 Importing this module does not patch gevent: runner.py does, before it imports this module
 (gevent must patch before anything imports ssl, and pyinfra imports ssl).
@@ -51,9 +52,8 @@ from pyinfra.facts.server import Date, Users  # noqa: F401  (Users: fact_shortcu
 from pyinfra.facts.systemd import SystemdEnabled, SystemdStatus
 from pyinfra.operations.apt import APT_UPDATE_FILENAME
 
+from commonstack.deploys import PINNED
 from commonstack.errors import CommonstackError
-
-PINNED = "3.10.0"  # pyproject.toml pins the same release
 
 
 class PyinfraVersionError(CommonstackError):

@@ -106,8 +106,9 @@ from commonstack.inventories.targets import HostTarget  # noqa: E402
 from . import preview  # noqa: E402
 from . import pyinfra_api as api  # noqa: E402
 from .connect import check_local_files, connect_all, one_line, sudo_problems, transport_without_delay  # noqa: E402
-from .fact_memory import Commands, FactMemory  # noqa: E402
-from .prefetch import FactAnswers, asked_commands, discover, recording  # noqa: E402
+from .early_batch import EarlyBatch  # noqa: E402
+from .fact_memory import Commands, FactMemory, where  # noqa: E402
+from .prefetch import FactAnswers, asked_commands, batch_of, discover, recording  # noqa: E402
 from .run_log import SUDO_PROMPT_REFUSED, Capture, quiet_logging  # noqa: E402
 
 __all__ = ["HostTarget", "OperationChange", "HostResult", "RunnerError", "plan", "apply"]
@@ -147,13 +148,15 @@ def plan(
     redact: Collection[str] = (),
     batch_facts: bool = True,
     memory: FactMemory | None = None,
+    early: dict[str, EarlyBatch] | None = None,
 ) -> list[HostResult]:
     """Connect, add the operations and report what would change (with diffs). Changes nothing:
     only pyinfra facts (read-only commands) run on the hosts. `batch_facts=False` reads each
     fact with a command of its own, as pyinfra does. With a `memory`, the commands that read each
-    host's facts are remembered for the next run (fact_memory.py)."""
+    host's facts are remembered for the next run (fact_memory.py); `early`, those already sent
+    (early_batch.py)."""
     return _Run(
-        targets, add_operations, on_progress, redact, execute=False, batch_facts=batch_facts, memory=memory
+        targets, add_operations, on_progress, redact, execute=False, batch_facts=batch_facts, memory=memory, early=early
     ).run()
 
 
@@ -205,6 +208,7 @@ class _Run:
         fail_fast: bool = False,
         batch_facts: bool = True,
         memory: FactMemory | None = None,
+        early: dict[str, EarlyBatch] | None = None,
     ) -> None:
         _validate(targets)
         self.targets = list(targets)
@@ -216,6 +220,7 @@ class _Run:
         self.fail_fast = fail_fast
         self.batch_facts = batch_facts
         self.memory = memory if batch_facts else None
+        self.early = early if batch_facts else None
         self.outcome: dict[str, tuple[Status, str]] = {}  # name -> (status, error) of hosts that did not make it
         self.op_errors: dict[tuple[str, str], str] = {}  # (host, op_hash) -> what the operation's code raised
         self.planned: dict[tuple[str, str], bool] = {}  # plan: (host, op_hash) -> would change
@@ -289,7 +294,8 @@ class _Run:
         if state.active_hosts:
             if self.batch_facts:
                 with _timed("facts read in batches"):
-                    discover(state, self._make_state, self.add_operations, self.answers, self._recalled(state))
+                    discover(state, self._make_state, self.add_operations, self.answers, self._recalled(state),
+                             self.early)  # fmt: skip
             # This run's State is pyinfra's current one again (a discovery pass that waited on
             # something may have left its own).
             with _timed("prepare"), api.run_context(state):
@@ -339,13 +345,13 @@ class _Run:
                 elif result.status != "unreachable":
                     host = state.inventory.get_host(result.name)
                     commands = asked_commands(state, host, self.answers[result.name])
-                    self.memory.remember(result.name, self._where(result.name), commands, self.secrets)
+                    self.memory.remember(result.name, self._where(result.name), commands, self.secrets,
+                                         lambda kept, host=host: batch_of(state, host, kept).sent)  # fmt: skip
             except Exception as e:
                 log.debug("remembering the fact commands of %s failed: %r", result.name, e)
 
     def _where(self, name: str) -> str:
-        target = self.by_name[name]
-        return f"{target.user}@{target.address}:{target.port}"
+        return where(self.by_name[name])
 
     def _make_state(self) -> api.State:
         """A State for this run's targets; the discovery of facts makes more of them (never

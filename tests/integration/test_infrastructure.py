@@ -7,8 +7,11 @@ layers are deployed here: --only), so the hosts' operation lists differ on purpo
 
 from __future__ import annotations
 
+import os
 import re
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
@@ -86,6 +89,28 @@ def test_second_deploy_changes_nothing(infra):
         assert re.search(r": unchanged — 0 of \d+ operations would change", summary(result.stdout, host))
     again = deploy(infra["inventories"], "infra", *INFRA)
     assert "Nothing to change." in again.stdout
+
+
+def logged_plan(inventories, **env: str) -> subprocess.CompletedProcess[str]:
+    """`commonstack plan` of the group, its debug log (where the facts came from) on stderr."""
+    code = "import logging; logging.basicConfig(level=logging.DEBUG); from commonstack.cli import main; main()"
+    return subprocess.run([sys.executable, "-c", code, "plan", "infra", *INFRA], capture_output=True, text=True,
+                          env=dict(os.environ, COMMONSTACK_INVENTORIES=str(inventories), **env), timeout=600)  # fmt: skip
+
+
+def test_a_re_plan_reads_its_facts_from_the_batches_sent_while_pyinfra_loads(infra, tmp_path):
+    """Each host's remembered fact batch, sent over OpenSSH as the command starts (early_batch.py),
+    plans it as pyinfra's own connection does."""
+    assert cli(infra["inventories"], "plan", "infra", *INFRA).returncode == 0  # the batches remembered
+    early = logged_plan(infra["inventories"])
+    assert early.returncode == 0, early.stderr
+    assert early.stderr.count(", sent early): batch") == 2, early.stderr
+    # Without ssh on the PATH (an empty folder) nothing is sent early: pyinfra sends the batches.
+    through_pyinfra = logged_plan(infra["inventories"], PATH=str(tmp_path))
+    assert through_pyinfra.returncode == 0, through_pyinfra.stderr
+    assert "sent early" not in through_pyinfra.stderr and through_pyinfra.stderr.count("stage remembered on") == 2
+    assert early.stdout == through_pyinfra.stdout and early.stdout.count(" 0 of ") == 2
+    assert early.stderr.count("facts read with 1 remote commands") == 2, early.stderr
 
 
 def test_plan_after_drift_shows_exactly_that_change(infra, testhost_ssh):

@@ -15,7 +15,8 @@ import click
 import pytest
 
 from commonstack.checks.report import write_junit
-from commonstack.checks.runner import CHECKS_DIR, CheckResult, ssh_config
+from commonstack.checks.runner import CHECKS_DIR, CheckResult
+from commonstack.inventories.openssh import ssh_config
 from commonstack.cli import _print_checks
 from commonstack.inventories.secrets import redact
 from commonstack.inventories.targets import HostTarget

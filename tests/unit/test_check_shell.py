@@ -17,7 +17,7 @@ import testinfra
 
 from commonstack.checks.shell import ShellBackend  # registers shell://
 from commonstack.checks import ahead
-from commonstack.checks.runner import QUICK_KEX, key_exchanges, quick_first, ssh_config
+from commonstack.inventories.openssh import QUICK_KEX, key_exchanges, quick_first, ssh_config
 from commonstack.inventories.targets import HostTarget
 
 try:

@@ -105,3 +105,31 @@ def test_a_write_that_fails_leaves_no_temporary_file(tmp_path):
     memory._file("web1", "root@h:22").mkdir()  # os.replace cannot put a file there
     memory.remember("web1", "root@h:22", COMMANDS, secrets=[])
     assert [path.name for path in tmp_path.iterdir()] == [memory._file("web1", "root@h:22").name]
+
+
+def test_the_batch_is_made_of_the_commands_kept_and_recalled_with_them(tmp_path):
+    memory = FactMemory(tmp_path, "context")
+    made_of = []
+
+    def batch(kept):
+        made_of.append(kept)
+        return "sh -c sh", "".join(f"{line}\n" for line, _ in kept.values())
+
+    memory.remember("web1", "root@h:22", {**COMMANDS, "key-3": ("psql -c 'a-long-secret'", None)}, ["a-long-secret"], batch)
+    assert made_of == [COMMANDS]  # never the command holding the secret
+    assert memory.recall_batch("web1", "root@h:22") == ("sh -c sh", "echo one\nstat /etc/motd\n")
+    assert FactMemory(tmp_path, "other context").recall_batch("web1", "root@h:22") is None
+    assert memory.recall_batch("web1", "root@h2:22") is None
+
+
+def test_a_batch_holding_a_secret_is_not_kept_its_commands_are(tmp_path):
+    memory = FactMemory(tmp_path, "context")
+    memory.remember("web1", "root@h:22", COMMANDS, ["a-long-secret"], lambda kept: ("sudo -S a-long-secret", "echo"))
+    assert memory.recall("web1", "root@h:22") == COMMANDS
+    assert memory.recall_batch("web1", "root@h:22") is None
+
+
+def test_a_list_remembered_without_its_batch_has_none_to_send(tmp_path):
+    memory = FactMemory(tmp_path, "context")
+    memory.remember("web1", "root@h:22", COMMANDS, secrets=[])
+    assert memory.recall("web1", "root@h:22") == COMMANDS and memory.recall_batch("web1", "root@h:22") is None

@@ -24,7 +24,7 @@ from jinja2.utils import htmlsafe_json_dumps
 from jinja2 import nodes
 
 from commonstack import formats, rendering
-from commonstack.checks.runner import ssh_config
+from commonstack.inventories.openssh import ssh_config
 from commonstack.inventories.targets import HostTarget
 from commonstack.formats import UnsafeValue
 from commonstack.plan import Release, plan_host

@@ -93,6 +93,16 @@ for line in sys.stdin:
     if "memory" in options:  # (folder, context)
         from commonstack.deploys.fact_memory import FactMemory
         options["memory"] = FactMemory(Path(options["memory"][0]), options["memory"][1])
+    if "early" in options:  # a folder: the remembered batches sent first, as the CLI sends them
+        import time
+        from commonstack.deploys.early_batch import STARTED, send_remembered
+        folder, options["early"] = Path(options["early"]), {}
+        folder.mkdir()
+        send_remembered(targets, options["memory"], folder, options["early"])
+        for _ in range(500):  # while the CLI loads pyinfra, their connections open
+            if all(b._printed().startswith(STARTED.encode()) for b in options["early"].values()):
+                break
+            time.sleep(0.01)
     try:
         run = getattr(runner, request["mode"])
         operations = getattr(scenarios, request["operations"])
@@ -601,6 +611,49 @@ def test_remembered_commands_that_no_longer_fit_cost_round_trips_not_a_wrong_pla
     assert misfit.commands > 3, misfit.commands  # what the remembered batch lacked, one by one
     [refitted] = runner.plan([target], many_facts_operations, memory=memory)
     assert refitted.commands == 2, refitted.commands  # the batch, and the drifted file's content
+
+
+@pytest.fixture(scope="module")
+def logging_runner():
+    """A runner child whose log reaches its output: whether a plan took an early batch's answer."""
+    child = RunnerChild(debug_logging=True)
+    yield child
+    child.close()
+
+
+def test_a_remembered_batch_sent_early_answers_the_plan_as_pyinfra_would(logging_runner, loopback_sshd, tmp_path):
+    """Sent over OpenSSH before the plan (deploys/early_batch.py), through this real sshd."""
+    target = loopback_sshd.target_fields("web1", data=site_data(tmp_path))
+    memory = (str(tmp_path / "memory"), "context")
+    logging_runner.apply([target], many_facts_operations)
+    logging_runner.plan([target], many_facts_operations, memory=memory)
+    (tmp_path / "site" / "f2").write_text("drifted\n")
+
+    early = logging_runner.outcome("plan", [target], many_facts_operations, memory=memory, early=str(tmp_path / "early"))
+    [one_by_one] = logging_runner.plan([target], many_facts_operations, batch_facts=False)
+    [planned] = early.results
+    assert "remembered on web1 (" in early.output and ", sent early)" in early.output
+    assert [vars(op) for op in planned.operations] == [vars(op) for op in one_by_one.operations]
+    assert [op.name for op in planned.operations if op.changed] == ["Write file 2"]
+    assert planned.commands == 2, planned.commands  # the batch sent early, and f2's content
+
+
+def test_an_early_batch_that_is_not_the_plans_is_left_for_pyinfra(logging_runner, loopback_sshd, tmp_path):
+    """A remembered batch that the remembered commands no longer make (its file edited): its
+    answer is not the plan's."""
+    target = loopback_sshd.target_fields("web1", data=site_data(tmp_path))
+    memory = (str(tmp_path / "memory"), "context")
+    logging_runner.apply([target], many_facts_operations)
+    logging_runner.plan([target], many_facts_operations, memory=memory)
+    [file] = (tmp_path / "memory").iterdir()
+    document = json.loads(file.read_text())
+    document["batch"][1] = document["batch"][1].replace("sha1sum", "md5sum")
+    file.write_text(json.dumps(document))
+
+    early = logging_runner.outcome("plan", [target], many_facts_operations, memory=memory, early=str(tmp_path / "early"))
+    [planned] = early.results
+    assert "remembered on web1 (" in early.output and "sent early" not in early.output
+    assert planned.status == "unchanged" and planned.commands == 1, planned  # the batch, through pyinfra
 
 
 def test_a_fact_not_to_read_ahead_is_never_remembered(runner, loopback_sshd, tmp_path):

@@ -1,0 +1,139 @@
+"""A host's remembered fact batch sent as `plan` or `deploy` starts, while pyinfra loads.
+
+Loading pyinfra and the deploys costs the controller about half a second; a host's batch
+(fact_memory.py, prefetch.py) is a round trip and a few tenths of the host's time. Sent first,
+over OpenSSH, the batch runs on the host meanwhile, and its answer is in when the plan asks for it.
+
+The batch is the one the host's last plan built and remembered: the command line (pyinfra's, for
+`sh`) and the script on its stdin. It answers the plan only if this run builds the very same
+(`EarlyBatch.answer`), so that the answers are what pyinfra's connection would get. The connection
+is the health checks' (inventories/openssh.py): the host's address, port, user, key and pinned
+host key, strictly, without ~/.ssh/config. Anything else takes the usual way, through pyinfra:
+- a batch that has not connected when the plan asks for it is stopped (a host reachable only
+  through ~/.ssh/config, say: no waiting out a timeout);
+- one that fails (a connection lost, a host key that does not match) or takes longer than
+  `MAX_WAIT`.
+Nothing here imports pyinfra (or patches gevent): it runs before they load.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from commonstack.deploys import fact_memory
+from commonstack.inventories.openssh import ssh_config
+from commonstack.inventories.targets import HostTarget, host_targets
+
+log = logging.getLogger(__name__)
+
+# What the batch prints around its own output: that the connection opened, and the script's status.
+STARTED = "commonstack: batch started"
+ENDED = "commonstack: batch ended "
+MAX_WAIT = 60  # seconds a batch whose connection opened may still take once the plan wants it
+POLL = 0.005  # seconds between looks at a batch the plan waits for
+EXIT_WAIT = 2  # seconds ssh has to end once the batch ended (its shell removes its files on the way)
+
+
+@dataclass
+class EarlyBatch:
+    line: str
+    script: str
+    process: subprocess.Popen
+    stdout: IO[bytes]
+
+    @classmethod
+    def send(cls, connection: list[str], line: str, script: str, files: Path) -> EarlyBatch:
+        """Run `line` through `connection` (ssh's command line up to the remote command), `script`
+        on its stdin between the lines that say it started and how it ended; `files`: where its
+        stdin and stdout are kept (FILES.sh, FILES.out)."""
+        stdin = files.with_suffix(".sh")
+        stdin.write_text(f"echo '{STARTED}'\n{script}echo \"{ENDED}$?\"\n")
+        stdout = open(files.with_suffix(".out"), "w+b")  # noqa: SIM115 (closed by `stop`)
+        with open(stdin, "rb") as script_file:
+            process = subprocess.Popen([*connection, line], stdin=script_file, stdout=stdout, stderr=subprocess.DEVNULL)
+        return cls(line, script, process, stdout)
+
+    def answer(self, line: str, script: str, sleep: Callable[[float], None] = time.sleep) -> list[str] | None:
+        """The lines the batch printed, if it is `line` running `script` and it succeeded; None
+        (the batch stopped) otherwise. `sleep` lets others work meanwhile (gevent's, in a plan).
+
+        Whether it ended, and how, is read from what it printed, not from ssh's exit status:
+        once gevent patches subprocess, it reaps every child process, and a process started
+        before then reads as ended with status 0."""
+        try:
+            if (line, script) != (self.line, self.script) or not self._printed().startswith(STARTED.encode() + b"\n"):
+                return None
+            deadline = time.monotonic() + MAX_WAIT
+            while not self._ended() and self.process.poll() is None and time.monotonic() < deadline:
+                sleep(POLL)
+            printed = self._printed().decode()
+            if not printed.endswith(f"\n{ENDED}0\n"):
+                return None
+            deadline = time.monotonic() + EXIT_WAIT
+            while self.process.poll() is None and time.monotonic() < deadline:
+                sleep(POLL)
+            return printed.split("\n")[1:-2]  # as pyinfra reads lines: none after the last newline
+        except (OSError, UnicodeDecodeError) as e:
+            log.debug("the early fact batch: %r", e)
+            return None
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.stdout.close()
+
+    def _printed(self) -> bytes:
+        self.stdout.seek(0)
+        return self.stdout.read()
+
+    def _ended(self) -> bool:
+        self.stdout.seek(0, os.SEEK_END)
+        self.stdout.seek(max(0, self.stdout.tell() - 64))
+        return f"\n{ENDED}".encode() in self.stdout.read()
+
+
+@contextmanager
+def early_batches(group, limit: Collection[str], only: Collection[str], purge: bool) -> Iterator[dict[str, EarlyBatch]]:
+    """The remembered batches of the group's hosts (those in `limit`, or all) for a plan or deploy
+    with these options, sent; each stopped at the end, whether it answered or not. A host
+    without one is left out; whatever fails here only leaves it to pyinfra."""
+    batches: dict[str, EarlyBatch] = {}
+    with tempfile.TemporaryDirectory(prefix="commonstack-batch-") as folder:
+        try:
+            memory = fact_memory.of_group(group, deploy=True, only=only, purge=purge, skip_unavailable=False)
+            send_remembered(host_targets(group, group.load(), tuple(limit)), memory, Path(folder), batches)
+        except Exception as e:  # only a time saver: the plan says what is wrong, if anything is
+            log.debug("sending the fact batches early failed: %r", e)
+        try:
+            yield batches
+        finally:
+            for batch in batches.values():
+                batch.stop()
+
+
+def send_remembered(targets: list[HostTarget], memory: fact_memory.FactMemory, folder: Path,
+                    batches: dict[str, EarlyBatch]) -> None:  # fmt: skip
+    """Send each target's remembered batch (if `memory` has one) into `batches`, by host name;
+    `folder` keeps their files."""
+    remembered = {}
+    for target in targets:
+        if sent := memory.recall_batch(target.name, fact_memory.where(target)):
+            remembered[target.name] = (target, sent)
+    if not remembered:
+        return
+    config = folder / "ssh_config"
+    config.write_text(ssh_config([target for target, _ in remembered.values()]))
+    for index, (name, (_, (line, script))) in enumerate(remembered.items()):
+        batches[name] = EarlyBatch.send(["ssh", "-F", str(config), "-T", name], line, script, folder / str(index))

@@ -1,0 +1,73 @@
+"""A fact batch sent early (commonstack.deploys.early_batch), run here by this machine's `sh` in
+place of ssh: what it answers, and when it answers nothing (then pyinfra's connection sends the
+batch). Through a real sshd, with the runner, in test_runner.py; through the CLI, on test hosts,
+in tests/integration/test_infrastructure.py."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+import pytest
+
+from commonstack.deploys.early_batch import STARTED, EarlyBatch
+from commonstack.deploys.prefetch import batch_script, parse_batch
+
+SCRIPT = batch_script([("echo one; echo two", None), ("echo out; echo err >&2; exit 3", None)])
+# `sh -c 'CONNECTION' LINE`: the "connection" opens at once (exec), after a while, or never.
+OPENS = ['exec "$0"']
+
+
+def sent(tmp_path, script: str = SCRIPT, connection: list[str] = OPENS) -> EarlyBatch:
+    """The batch, once its "connection" opened (as a plan asks for it after loading pyinfra)."""
+    batch = EarlyBatch.send(["sh", "-c", *connection], "sh", script, tmp_path / "0")
+    for _ in range(200):
+        if (tmp_path / "0.out").read_bytes().startswith(STARTED.encode()) or connection != OPENS:
+            break
+        time.sleep(0.01)
+    return batch
+
+
+def test_it_answers_what_the_script_prints_as_pyinfra_would_read_it(tmp_path):
+    batch = sent(tmp_path)
+    answer = batch.answer("sh", SCRIPT)
+    alone = subprocess.run(["sh"], input=SCRIPT, capture_output=True, text=True, check=True)
+    assert answer == alone.stdout.splitlines()
+    assert parse_batch(answer) == {0: (0, ["one", "two"], []), 1: (3, ["out"], ["err"])}
+    assert batch.process.poll() is not None and batch.stdout.closed
+
+
+def test_it_waits_for_a_batch_still_running(tmp_path):
+    slow = "sleep 0.5\n" + SCRIPT
+    started = time.monotonic()
+    assert parse_batch(sent(tmp_path, slow).answer("sh", slow))[0] == (0, ["one", "two"], [])
+    assert time.monotonic() - started >= 0.5
+
+
+@pytest.mark.parametrize("line, script", [("sh", SCRIPT.replace("one", "uno")), ("sudo -n sh", SCRIPT)])
+def test_another_batch_than_the_plans_answers_nothing_and_is_stopped(tmp_path, line, script):
+    batch = sent(tmp_path, "sleep 30\n" + SCRIPT)
+    assert batch.answer(line, script) is None
+    assert batch.process.poll() is not None
+
+
+def test_a_connection_not_open_when_the_plan_asks_is_not_waited_for(tmp_path):
+    """A host ssh cannot reach the way pyinfra does (a ProxyJump in ~/.ssh/config): no timeout waited out."""
+    batch = sent(tmp_path, connection=['sleep 30; exec "$0"'])
+    started = time.monotonic()
+    assert batch.answer("sh", SCRIPT) is None
+    assert time.monotonic() - started < 1 and batch.process.poll() is not None
+
+
+@pytest.mark.parametrize("script", ["exit 1\n", SCRIPT.replace("base64 -w 0 && echo", "false")])
+def test_a_batch_that_fails_answers_nothing(tmp_path, script):
+    assert sent(tmp_path, script).answer("sh", script) is None
+
+
+@pytest.mark.parametrize("script, answers", [("exit 1\n", False), (SCRIPT, True)])
+def test_its_end_is_read_from_what_it_printed_not_from_its_exit_status(tmp_path, script, answers):
+    """Once gevent patches subprocess it reaps every child: ssh's status reads as 0 then."""
+    batch = sent(tmp_path, script)
+    os.waitpid(batch.process.pid, 0)  # reaped by someone else
+    assert (batch.answer("sh", script) is not None) == answers
