@@ -6,7 +6,8 @@ change, a new field, a secret edited by hand). Each either quotes the value for 
 raises UnsafeValue: a line break, in particular, can never be written, since in every one of these
 formats it would end the directive and let the rest of the value start another.
 
-The jinja2 filters of the renderer (rendering.py) and the ssh_config of the checks use them.
+The jinja2 filters of the renderer (rendering.py) and the kit's ssh_config (inventories/openssh.py)
+use them.
 """
 
 from __future__ import annotations

@@ -9,10 +9,9 @@ The batch is the one the host's last plan built and remembered: the command line
 (`EarlyBatch.answer`), so that the answers are what pyinfra's connection would get. The connection
 is the health checks' (inventories/openssh.py): the host's address, port, user, key and pinned
 host key, strictly, without ~/.ssh/config. Anything else takes the usual way, through pyinfra:
-- a batch that has not connected when the plan asks for it is stopped (a host reachable only
-  through ~/.ssh/config, say: no waiting out a timeout);
-- one that fails (a connection lost, a host key that does not match) or takes longer than
-  `MAX_WAIT`.
+- a batch whose connection is still not open `CONNECT_GRACE` after the plan asks for it is
+  stopped (a host reachable only through ~/.ssh/config, say: no waiting out ssh's timeout);
+- one that fails (a connection lost, a host key that does not match).
 Nothing here imports pyinfra (or patches gevent): it runs before they load.
 """
 
@@ -20,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import tempfile
 import time
@@ -27,7 +27,6 @@ from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 from commonstack.deploys import fact_memory
 from commonstack.inventories.openssh import ssh_config
@@ -38,28 +37,31 @@ log = logging.getLogger(__name__)
 # What the batch prints around its own output: that the connection opened, and the script's status.
 STARTED = "commonstack: batch started"
 ENDED = "commonstack: batch ended "
-MAX_WAIT = 60  # seconds a batch whose connection opened may still take once the plan wants it
+_ENDED_AT_END = re.compile(rb"\n" + re.escape(ENDED.encode()) + rb"(\d+)\n\Z")
+CONNECT_GRACE = 0.5  # seconds a batch whose connection is not open yet may still take to open it
 POLL = 0.005  # seconds between looks at a batch the plan waits for
 EXIT_WAIT = 2  # seconds ssh has to end once the batch ended (its shell removes its files on the way)
 
 
 @dataclass
 class EarlyBatch:
+    """One host's batch, sent: `line` running `script` through `process` (ssh), which prints
+    into the file `printed` (ssh's own stdout: this side only reads it)."""
+
     line: str
     script: str
     process: subprocess.Popen
-    stdout: IO[bytes]
+    printed: Path
 
     @classmethod
     def send(cls, connection: list[str], line: str, script: str, files: Path) -> EarlyBatch:
         """Run `line` through `connection` (ssh's command line up to the remote command), `script`
         on its stdin between the lines that say it started and how it ended; `files`: where its
-        stdin and stdout are kept (FILES.sh, FILES.out)."""
-        stdin = files.with_suffix(".sh")
+        stdin, stdout and stderr are kept (FILES.sh, FILES.out, FILES.err)."""
+        stdin, stdout, stderr = (files.with_suffix(suffix) for suffix in (".sh", ".out", ".err"))
         stdin.write_text(f"echo '{STARTED}'\n{script}echo \"{ENDED}$?\"\n")
-        stdout = open(files.with_suffix(".out"), "w+b")  # noqa: SIM115 (closed by `stop`)
-        with open(stdin, "rb") as script_file:
-            process = subprocess.Popen([*connection, line], stdin=script_file, stdout=stdout, stderr=subprocess.DEVNULL)
+        with open(stdin, "rb") as given, open(stdout, "wb") as out, open(stderr, "wb") as err:
+            process = subprocess.Popen([*connection, line], stdin=given, stdout=out, stderr=err)
         return cls(line, script, process, stdout)
 
     def answer(self, line: str, script: str, sleep: Callable[[float], None] = time.sleep) -> list[str] | None:
@@ -70,21 +72,23 @@ class EarlyBatch:
         once gevent patches subprocess, it reaps every child process, and a process started
         before then reads as ended with status 0."""
         try:
-            if (line, script) != (self.line, self.script) or not self._printed().startswith(STARTED.encode() + b"\n"):
-                return None
-            deadline = time.monotonic() + MAX_WAIT
-            while not self._ended() and self.process.poll() is None and time.monotonic() < deadline:
+            if (line, script) != (self.line, self.script):
+                return self._unused("not the batch the plan makes")
+            opening = time.monotonic() + CONNECT_GRACE
+            while not self._started() and self.process.poll() is None and time.monotonic() < opening:
                 sleep(POLL)
-            printed = self._printed().decode()
-            if not printed.endswith(f"\n{ENDED}0\n"):
-                return None
-            deadline = time.monotonic() + EXIT_WAIT
-            while self.process.poll() is None and time.monotonic() < deadline:
+            if not self._started():
+                return self._unused("its connection did not open in time")
+            while not (ended := _ENDED_AT_END.search(self._tail())) and self.process.poll() is None:
                 sleep(POLL)
-            return printed.split("\n")[1:-2]  # as pyinfra reads lines: none after the last newline
+            if not ended or ended[1] != b"0":
+                return self._unused("it failed")
+            closing = time.monotonic() + EXIT_WAIT
+            while self.process.poll() is None and time.monotonic() < closing:
+                sleep(POLL)
+            return self.printed.read_bytes().decode().split("\n")[1:-2]  # as pyinfra reads lines
         except (OSError, UnicodeDecodeError) as e:
-            log.debug("the early fact batch: %r", e)
-            return None
+            return self._unused(repr(e))
         finally:
             self.stop()
 
@@ -92,16 +96,22 @@ class EarlyBatch:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
-        self.stdout.close()
 
-    def _printed(self) -> bytes:
-        self.stdout.seek(0)
-        return self.stdout.read()
+    def _unused(self, why: str) -> None:
+        try:
+            said = self.printed.with_suffix(".err").read_text(errors="replace").strip()[-300:]
+        except OSError:
+            said = ""
+        log.debug("the fact batch sent early is not used: %s%s", why, f" ({said})" if said else "")
 
-    def _ended(self) -> bool:
-        self.stdout.seek(0, os.SEEK_END)
-        self.stdout.seek(max(0, self.stdout.tell() - 64))
-        return f"\n{ENDED}".encode() in self.stdout.read()
+    def _started(self) -> bool:
+        with open(self.printed, "rb") as printed:
+            return printed.read(len(STARTED) + 1) == STARTED.encode() + b"\n"
+
+    def _tail(self) -> bytes:
+        with open(self.printed, "rb") as printed:
+            printed.seek(max(0, os.fstat(printed.fileno()).st_size - len(ENDED) - 32))
+            return printed.read()
 
 
 @contextmanager
@@ -112,11 +122,11 @@ def early_batches(group, limit: Collection[str], only: Collection[str], purge: b
     batches: dict[str, EarlyBatch] = {}
     with tempfile.TemporaryDirectory(prefix="commonstack-batch-") as folder:
         try:
-            memory = fact_memory.of_group(group, deploy=True, only=only, purge=purge, skip_unavailable=False)
-            send_remembered(host_targets(group, group.load(), tuple(limit)), memory, Path(folder), batches)
-        except Exception as e:  # only a time saver: the plan says what is wrong, if anything is
-            log.debug("sending the fact batches early failed: %r", e)
-        try:
+            try:
+                memory = fact_memory.of_group(group, deploy=True, only=only, purge=purge, skip_unavailable=False)
+                send_remembered(host_targets(group, group.load(), tuple(limit)), memory, Path(folder), batches)
+            except Exception as e:  # only a time saver: the plan says what is wrong, if anything is
+                log.debug("sending the fact batches early failed: %r", e)
             yield batches
         finally:
             for batch in batches.values():

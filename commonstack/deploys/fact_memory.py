@@ -54,11 +54,8 @@ class FactMemory:
     def recall(self, host: str, where: str) -> Commands:
         """The commands remembered for `host` (at `where`, its address) in this context, or none."""
         try:
-            document = json.loads(self._file(host, where).read_text())
-            if document["context"] != self._host_context(where):
-                return {}
-            commands = {key: (line, guard) for key, line, guard in document["commands"]}
-        except (OSError, ValueError, KeyError, TypeError):
+            commands = {key: (line, guard) for key, line, guard in self._document(host, where)["commands"]}
+        except (KeyError, TypeError, ValueError):
             return {}
         texts = [text for key, (line, guard) in commands.items() for text in (key, line, guard or "")]
         return commands if all(isinstance(text, str) for text in texts) else {}
@@ -66,13 +63,18 @@ class FactMemory:
     def recall_batch(self, host: str, where: str) -> tuple[str, str] | None:
         """The (command line, script) of the batch that sends the remembered commands, or None."""
         try:
-            document = json.loads(self._file(host, where).read_text())
-            if document["context"] != self._host_context(where):
-                return None
-            line, script = document["batch"]
-        except (OSError, ValueError, KeyError, TypeError):
+            line, script = self._document(host, where)["batch"]
+        except (KeyError, TypeError, ValueError):
             return None
         return (line, script) if isinstance(line, str) and isinstance(script, str) else None
+
+    def _document(self, host: str, where: str) -> dict:
+        """The host's file in this context ({} if there is none, or it is unreadable)."""
+        try:
+            document = json.loads(self._file(host, where).read_text())
+        except (OSError, ValueError):
+            return {}
+        return document if isinstance(document, dict) and document.get("context") == self._host_context(where) else {}
 
     def remember(
         self,

@@ -153,7 +153,7 @@ def discover(
         known = answers[host.name]
         if commands := (remembered or {}).get(host.name):
             fetched = time.perf_counter()
-            sent_early = _run_batch(state, host, commands, known, (early or {}).pop(host.name, None))
+            sent_early = _run_batch(state, host, commands, known, (early or {}).get(host.name))
             log.debug("stage remembered on %s (%d commands%s): batch %.2f s", host.name, len(commands),
                       ", sent early" if sent_early else "", time.perf_counter() - fetched)  # fmt: skip
             return
@@ -286,9 +286,9 @@ def _fetch(state, host, wanted: dict[str, Noted], answers: FactAnswers) -> None:
 
 @dataclass(frozen=True)
 class Batch:
-    """Commands as one batch sends them: `line` (pyinfra's command line for `sh`, sudo wrapping
-    included) runs `script` from its stdin; the answer holds the commands that run `alone`
-    (indices into the commands), then each merged one (fact_shortcuts.py)."""
+    """Commands as one batch sends them: `line` (the command line pyinfra's connector runs for
+    `sh`) runs `script` from its stdin; the answer holds the commands that run `alone` (indices
+    into the commands), then each merged one (fact_shortcuts.py)."""
 
     line: str
     script: str
@@ -296,7 +296,7 @@ class Batch:
     merged: list[Together]
 
     @property
-    def sent(self) -> tuple[str, str]:
+    def line_and_script(self) -> tuple[str, str]:
         return self.line, self.script
 
 
@@ -357,7 +357,9 @@ def batch_script(commands: list[tuple[str, str | None]], lanes: int = LANES) -> 
     """A POSIX shell script running each (command line, condition) in `lanes` side by side, then
     printing one line: the base64 of a tar archive holding, for the i-th, ``i.s`` (its exit
     status, or "-" when its condition was false), ``i.o`` (stdout) and ``i.e`` (stderr)."""
-    script = ["d=$(mktemp -d) || exit 1", "trap 'rm -rf \"$d\"' EXIT"]
+    # A shell cut off from its client (a batch stopped, an interrupted plan) exits through its
+    # EXIT trap, which removes its files: a shell killed by a signal runs no trap.
+    script = ["d=$(mktemp -d) || exit 1", "trap 'rm -rf \"$d\"' EXIT", "trap 'exit 1' HUP PIPE TERM"]
     for lane in range(min(lanes, len(commands))):
         script.append("{")
         for index in range(lane, len(commands), lanes):

@@ -346,7 +346,7 @@ class _Run:
                     host = state.inventory.get_host(result.name)
                     commands = asked_commands(state, host, self.answers[result.name])
                     self.memory.remember(result.name, self._where(result.name), commands, self.secrets,
-                                         lambda kept, host=host: batch_of(state, host, kept).sent)  # fmt: skip
+                                         lambda kept, host=host: batch_of(state, host, kept).line_and_script)  # fmt: skip
             except Exception as e:
                 log.debug("remembering the fact commands of %s failed: %r", result.name, e)
 

@@ -20,7 +20,8 @@ CONNECT_TIMEOUT = 10  # seconds, for the first connection to each host
 
 
 def ssh_config(hosts: list[HostTarget], control_dir: Path | None = None) -> str:
-    """An ssh_config with one alias per host, so testinfra's `ssh://NAME` is strict and key-only.
+    """An ssh_config with one alias per host, so that `ssh NAME` (testinfra's `ssh://NAME`) is
+    strict and key-only.
 
     With `control_dir`, every command to a host shares one connection (ControlMaster).
     """

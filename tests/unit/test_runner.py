@@ -95,12 +95,12 @@ for line in sys.stdin:
         options["memory"] = FactMemory(Path(options["memory"][0]), options["memory"][1])
     if "early" in options:  # a folder: the remembered batches sent first, as the CLI sends them
         import time
-        from commonstack.deploys.early_batch import STARTED, send_remembered
+        from commonstack.deploys.early_batch import send_remembered
         folder, options["early"] = Path(options["early"]), {}
         folder.mkdir()
         send_remembered(targets, options["memory"], folder, options["early"])
-        for _ in range(500):  # while the CLI loads pyinfra, their connections open
-            if all(b._printed().startswith(STARTED.encode()) for b in options["early"].values()):
+        for _ in range(1000):  # while the CLI loads pyinfra, their connections open
+            if all(b._started() for b in options["early"].values()):
                 break
             time.sleep(0.01)
     try:
@@ -652,7 +652,7 @@ def test_an_early_batch_that_is_not_the_plans_is_left_for_pyinfra(logging_runner
 
     early = logging_runner.outcome("plan", [target], many_facts_operations, memory=memory, early=str(tmp_path / "early"))
     [planned] = early.results
-    assert "remembered on web1 (" in early.output and "sent early" not in early.output
+    assert "not used: not the batch the plan makes" in early.output and ", sent early)" not in early.output
     assert planned.status == "unchanged" and planned.commands == 1, planned  # the batch, through pyinfra
 
 
