@@ -320,14 +320,14 @@ def _run_batch(state, host, commands: Commands, answers: FactAnswers, early: Ear
     printed = early.answer(batch.line, batch.script, gevent.sleep) if early else None
     if printed is not None:
         answers.sent += 1
-        status, stdout = True, printed
+        lines = printed
     else:
         status, output = host.run_shell_command(api.StringCommand("sh"), _stdin=batch.script)
         if not status:
             log.debug("fact batch on %s failed: %s", host.name, output.stderr)
             return False
-        stdout = output.stdout_lines
-    found = parse_batch(stdout)
+        lines = output.stdout_lines
+    found = parse_batch(lines)
     answered = {batch.alone[position]: found[position] for position in range(len(batch.alone)) if position in found}
     for position, together in enumerate(batch.merged, start=len(batch.alone)):
         code, stdout, stderr = found.get(position, (1, [], ["not run"]))
