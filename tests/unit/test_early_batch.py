@@ -10,9 +10,15 @@ import subprocess
 import time
 
 import pytest
+from click.testing import CliRunner
 
-from commonstack.deploys.early_batch import CONNECT_GRACE, EarlyBatch
+from commonstack.cli import main
+from commonstack.deploys import fact_memory
+from commonstack.deploys.early_batch import CONNECT_GRACE, EarlyBatch, early_batches
 from commonstack.deploys.prefetch import batch_script, parse_batch
+from commonstack.inventories.groups import group
+from commonstack.inventories.openssh import key_exchanges
+from commonstack.inventories.targets import host_targets
 
 SCRIPT = batch_script([("echo one; echo two", None), ("echo out; echo err >&2; exit 3", None)])
 # `sh -c 'CONNECTION' LINE`: the "connection" opens at once (exec), after a while, or never.
@@ -76,3 +82,39 @@ def test_its_end_is_read_from_what_it_printed_not_from_its_exit_status(tmp_path,
     batch = sent(tmp_path, script)
     os.waitpid(batch.process.pid, 0)  # reaped by someone else
     assert (batch.answer("sh", script) is not None) == answers
+
+
+@pytest.fixture
+def coop(tmp_path):
+    """A chat group on an address no one answers (203.0.113.7, TEST-NET-3), made by `init`."""
+    inventories = tmp_path / "inventories"
+    made = CliRunner().invoke(main, ["--inventories", str(inventories), "init", "coop", "--preset", "chat",
+                                     "--domain", "coop.example.org", "--host", "root@203.0.113.7"])  # fmt: skip
+    assert made.exit_code == 0, made.output
+    return group("coop", inventories)
+
+
+def test_nothing_is_sent_for_a_group_that_cannot_be_reached_yet(coop):
+    """No pinned host keys: the plan says so; sending early only steps aside."""
+    with early_batches(coop, (), (), purge=False) as early:
+        assert early == {}
+
+
+def test_the_batch_the_plan_remembered_is_sent_and_stopped_at_the_end(coop, monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    coop.known_hosts.write_text("203.0.113.7 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEa7mM3p3QHMdLs2mJvZ6n6sX3lH0Ww9dGvY8fQ1z2x3\n")
+    [target] = host_targets(coop, coop.load())
+    remembered = fact_memory.of_group(coop, deploy=True, only=(), purge=False, skip_unavailable=False)
+    remembered.remember(target.name, fact_memory.where(target), {"k": ("echo one", None)}, [], lambda kept: ("sh -c sh", SCRIPT))
+    # A stand-in for ssh whose connection never opens (the address is TEST-NET's: nothing answers
+    # there, but a machine may refuse at once); the key exchanges are read from the real one first.
+    key_exchanges()
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "ssh").write_text("#!/bin/sh\nexec sleep 30\n")
+    (tmp_path / "bin" / "ssh").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    with early_batches(coop, (), (), purge=False) as early:
+        [(name, batch)] = early.items()
+        assert name == target.name and (batch.line, batch.script) == ("sh -c sh", SCRIPT)
+        assert batch.process.poll() is None
+    assert batch.process.poll() is not None
