@@ -92,11 +92,12 @@ class FactMemory:
             for key, (line, guard) in commands.items()
             if not any(needle in text for needle in needles for text in (key, line, guard or ""))
         }
-        content = {"context": self._host_context(where), "commands": [[k, line, guard] for k, (line, guard) in kept.items()]}
+        listed = [[key, line, guard] for key, (line, guard) in kept.items()]
+        content = {"context": self._host_context(where), "commands": listed}
         if batch and kept:
-            sent = batch(kept)
-            if not any(needle in text for needle in needles for text in sent):
-                content["batch"] = list(sent)
+            line_and_script = batch(kept)
+            if not any(needle in text for needle in needles for text in line_and_script):
+                content["batch"] = list(line_and_script)
         document = json.dumps(content)
         temporary = None
         try:
@@ -143,7 +144,8 @@ def _digest(text: str) -> str:
 def of_group(group: Group, deploy: bool, only: Collection[str], purge: bool, skip_unavailable: bool) -> FactMemory:
     """Where each host's fact commands are remembered, for this profile and these options."""
     options = f"deploy={deploy} only={sorted(only)} purge={purge} skip={skip_unavailable}"
-    return FactMemory(group.state_folder / "fact-commands", context_of([f"pyinfra {PINNED}", options, group.stack_file.read_bytes()]))
+    context = context_of([f"pyinfra {PINNED}", options, group.stack_file.read_bytes()])
+    return FactMemory(group.state_folder / "fact-commands", context)
 
 
 def where(target: HostTarget) -> str:
