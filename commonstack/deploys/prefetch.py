@@ -23,7 +23,8 @@ controller adds the operations of the other hosts):
    another answered, beyond the related ones) goes to the host as usual.
 
 The commands the real prepare asked are remembered (fact_memory.py): a host's next run sends
-them as its one batch at once, without a discovery pass.
+them as its one batch at once, without a discovery pass (`plan` and `deploy` send it before
+pyinfra loads: early_batch.py).
 
 The outputs hold only while preparing, when nothing changes on a host: while executing, every
 command goes to the host (``FactAnswers.run`` checks the stage). A command that needs stdin or a

@@ -554,6 +554,16 @@ def remembered(folder: Path) -> str:
     return file.read_text()
 
 
+def applied_and_remembered(runner, sshd, tmp_path, remembered_for=None) -> tuple[dict, tuple[str, str]]:
+    """A site applied, then planned (with `remembered_for`, or the same operations) with a memory,
+    which remembers the commands its facts were read with: (the target, the memory)."""
+    target = sshd.target_fields("web1", data=site_data(tmp_path))
+    memory = (str(tmp_path / "memory"), "context")
+    runner.apply([target], many_facts_operations)
+    runner.plan([target], remembered_for or many_facts_operations, memory=memory)
+    return target, memory
+
+
 def test_remembered_fact_commands_run_in_one_batch_and_plan_the_same(runner, loopback_sshd, tmp_path):
     target = loopback_sshd.target_fields("web1", data=site_data(tmp_path))
     memory = (str(tmp_path / "memory"), "context")
@@ -599,10 +609,7 @@ def test_a_deploy_that_changes_a_host_or_fails_on_it_forgets_its_commands(runner
 
 def test_remembered_commands_that_no_longer_fit_cost_round_trips_not_a_wrong_plan(runner, loopback_sshd, tmp_path):
     """The same context, other operations (as if the kit changed and its digest did not)."""
-    target = loopback_sshd.target_fields("web1", data=site_data(tmp_path))
-    memory = (str(tmp_path / "memory"), "context")
-    runner.apply([target], many_facts_operations)
-    runner.plan([target], read_when_needed_operations, memory=memory)
+    target, memory = applied_and_remembered(runner, loopback_sshd, tmp_path, read_when_needed_operations)
     (tmp_path / "site" / "f4").write_text("drifted\n")
 
     [misfit] = runner.plan([target], many_facts_operations, memory=memory)
@@ -623,10 +630,7 @@ def logging_runner():
 
 def test_a_remembered_batch_sent_early_answers_the_plan_as_pyinfra_would(logging_runner, loopback_sshd, tmp_path):
     """Sent over OpenSSH before the plan (deploys/early_batch.py), through this real sshd."""
-    target = loopback_sshd.target_fields("web1", data=site_data(tmp_path))
-    memory = (str(tmp_path / "memory"), "context")
-    logging_runner.apply([target], many_facts_operations)
-    logging_runner.plan([target], many_facts_operations, memory=memory)
+    target, memory = applied_and_remembered(logging_runner, loopback_sshd, tmp_path)
     (tmp_path / "site" / "f2").write_text("drifted\n")
 
     early = logging_runner.outcome("plan", [target], many_facts_operations, memory=memory, early=str(tmp_path / "early"))
@@ -641,10 +645,7 @@ def test_a_remembered_batch_sent_early_answers_the_plan_as_pyinfra_would(logging
 def test_an_early_batch_that_is_not_the_plans_is_left_for_pyinfra(logging_runner, loopback_sshd, tmp_path):
     """A remembered batch that the remembered commands no longer make (its file edited): its
     answer is not the plan's."""
-    target = loopback_sshd.target_fields("web1", data=site_data(tmp_path))
-    memory = (str(tmp_path / "memory"), "context")
-    logging_runner.apply([target], many_facts_operations)
-    logging_runner.plan([target], many_facts_operations, memory=memory)
+    target, memory = applied_and_remembered(logging_runner, loopback_sshd, tmp_path)
     [file] = (tmp_path / "memory").iterdir()
     document = json.loads(file.read_text())
     document["batch"][1] = document["batch"][1].replace("sha1sum", "md5sum")
