@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import socket
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -174,13 +175,28 @@ def transport_without_delay(sock: Any, **kwargs: Any) -> Any:
     return Transport(sock, **kwargs)
 
 
-def connect_all(state: Any, hosts: list[Any], targets: dict[str, HostTarget]) -> dict[str, str]:
+def connect_all(
+    state: Any, hosts: list[Any], targets: dict[str, HostTarget], on_first_use: Collection[str] = ()
+) -> dict[str, str]:
     """Connect the `hosts` of a pyinfra State side by side; {name: why} of those that could not
     be, in one line each. Like ``pyinfra.api.connect.connect_all``, but one host's failure is
-    kept and explained instead of ending the run."""
+    kept and explained instead of ending the run. Hosts named `on_first_use` (known to accept the
+    connection) are connected only when a command needs it, and raise the same line then."""
     import gevent
 
     from . import pyinfra_api as api
+
+    def connect_now(host):
+        try:
+            host.connector.connect()
+        except Exception as e:
+            target, timeout = targets[host.name], state.config.CONNECT_TIMEOUT
+            raise api.ConnectError(describe_connect_error(target, e, api.offered_host_key(host), timeout)) from e
+
+    for host in [h for h in hosts if h.name in on_first_use]:
+        api.connect_on_first_use(host, connect_now)
+        state.activate_host(host)
+    hosts = [h for h in hosts if h.name not in on_first_use]
 
     def connect(host):
         try:

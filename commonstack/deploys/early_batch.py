@@ -8,7 +8,10 @@ The batch is the one the host's last plan built and remembered: the command line
 `sh`) and the script on its stdin. It answers the plan only if this run builds the very same
 (`EarlyBatch.answer`), so that the answers are what pyinfra's connection would get. The connection
 is the health checks' (inventories/openssh.py): the host's address, port, user, key and pinned
-host key, strictly, without ~/.ssh/config. Anything else takes the usual way, through pyinfra:
+host key, strictly, without ~/.ssh/config. A batch that opened (`opened`) has shown that the host
+accepts what pyinfra's connection needs: its key, the login and, for a user other than root,
+`sudo` without a password; the plan then connects pyinfra only if it sends a command of its own
+(runner.py). Anything else takes the usual way, through pyinfra:
 - a batch whose connection is still not open `CONNECT_GRACE` after the plan asks for it is
   stopped (a host reachable only through ~/.ssh/config, say: no waiting out ssh's timeout);
 - one that fails (a connection lost, a host key that does not match).
@@ -34,7 +37,8 @@ from commonstack.inventories.targets import HostTarget, host_targets
 
 log = logging.getLogger(__name__)
 
-# What the batch prints around its own output: that the connection opened, and the script's status.
+# What the batch prints around its own output: that the connection opened (and sudo works, for a
+# user other than root), and the script's status.
 STARTED = "commonstack: batch started"
 ENDED = "commonstack: batch ended "
 _ENDED_AT_END = re.compile(rb"\n" + re.escape(ENDED.encode()) + rb"(\d+)\n\Z")
@@ -52,17 +56,32 @@ class EarlyBatch:
     script: str
     process: subprocess.Popen
     printed: Path
+    is_open: bool | None = None  # known once `opened` has looked
 
     @classmethod
-    def send(cls, connection: list[str], line: str, script: str, files: Path) -> EarlyBatch:
+    def send(cls, connection: list[str], line: str, script: str, files: Path, sudo: bool = False) -> EarlyBatch:
         """Run `line` through `connection` (ssh's command line up to the remote command), `script`
         on its stdin between the lines that say it started and how it ended; `files`: where its
-        stdin, stdout and stderr are kept (FILES.sh, FILES.out, FILES.err)."""
+        stdin, stdout and stderr are kept (FILES.sh, FILES.out, FILES.err). With `sudo`, it
+        starts only if the user can use sudo without a password (as the runner's preflight asks)."""
         stdin, stdout, stderr = (files.with_suffix(suffix) for suffix in (".sh", ".out", ".err"))
-        stdin.write_text(f"echo '{STARTED}'\n{script}echo \"{ENDED}$?\"\n")
+        probe = "sudo -n true </dev/null >/dev/null 2>&1 || exit 1\n" if sudo else ""
+        stdin.write_text(f"{probe}echo '{STARTED}'\n{script}echo \"{ENDED}$?\"\n")
         with open(stdin, "rb") as given, open(stdout, "wb") as out, open(stderr, "wb") as err:
             process = subprocess.Popen([*connection, line], stdin=given, stdout=out, stderr=err)
         return cls(line, script, process, stdout)
+
+    def opened(self, until: float, sleep: Callable[[float], None] = time.sleep) -> bool:
+        """Whether the batch's connection is open, waiting for it until the `time.monotonic()`
+        `until` at most; a batch not open by then is stopped."""
+        if self.is_open is None:
+            while not self._started() and self.process.poll() is None and time.monotonic() < until:
+                sleep(POLL)
+            self.is_open = self._started()
+            if not self.is_open:
+                self.stop()
+                self._unused("its connection did not open in time")
+        return self.is_open
 
     def answer(self, line: str, script: str, sleep: Callable[[float], None] = time.sleep) -> list[str] | None:
         """The lines the batch printed, if it is `line` running `script` and it succeeded; None
@@ -74,11 +93,8 @@ class EarlyBatch:
         try:
             if (line, script) != (self.line, self.script):
                 return self._unused("not the batch the plan makes")
-            opening = time.monotonic() + CONNECT_GRACE
-            while not self._started() and self.process.poll() is None and time.monotonic() < opening:
-                sleep(POLL)
-            if not self._started():
-                return self._unused("its connection did not open in time")
+            if not self.opened(time.monotonic() + CONNECT_GRACE, sleep):
+                return None
             while not (ended := _ENDED_AT_END.search(self._tail())) and self.process.poll() is None:
                 sleep(POLL)
             if not ended or ended[1] != b"0":
@@ -114,6 +130,13 @@ class EarlyBatch:
             return printed.read()
 
 
+def opened(batches: dict[str, EarlyBatch], sleep: Callable[[float], None] = time.sleep) -> set[str]:
+    """The names of the `batches` whose connection is open, waiting `CONNECT_GRACE` at most for
+    all of them; the others are stopped."""
+    until = time.monotonic() + CONNECT_GRACE
+    return {name for name, batch in batches.items() if batch.opened(until, sleep)}
+
+
 @contextmanager
 def early_batches(group, limit: Collection[str], only: Collection[str], purge: bool) -> Iterator[dict[str, EarlyBatch]]:
     """The remembered batches of the group's hosts (those in `limit`, or all) for a plan or deploy
@@ -145,5 +168,6 @@ def send_remembered(targets: list[HostTarget], memory: fact_memory.FactMemory, f
         return
     config = folder / "ssh_config"
     config.write_text(ssh_config([target for target, _ in remembered.values()]))
-    for index, (name, (_, (line, script))) in enumerate(remembered.items()):
-        batches[name] = EarlyBatch.send(["ssh", "-F", str(config), "-T", name], line, script, folder / str(index))
+    for index, (name, (target, (line, script))) in enumerate(remembered.items()):
+        connection = ["ssh", "-F", str(config), "-T", name]
+        batches[name] = EarlyBatch.send(connection, line, script, folder / str(index), sudo=target.user != "root")

@@ -323,7 +323,11 @@ def _run_batch(state, host, commands: Commands, answers: FactAnswers, early: Ear
         answers.sent += 1
         lines = printed
     else:
-        status, output = host.run_shell_command(api.StringCommand("sh"), _stdin=batch.script)
+        try:
+            status, output = host.run_shell_command(api.StringCommand("sh"), _stdin=batch.script)
+        except api.ConnectError as e:  # connecting on first use (runner.py): the prepare says why
+            log.debug("fact batch on %s not sent: %s", host.name, e)
+            return False
         if not status:
             log.debug("fact batch on %s failed: %s", host.name, output.stderr)
             return False

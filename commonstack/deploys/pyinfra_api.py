@@ -22,6 +22,8 @@ from contextlib import contextmanager
 from importlib.metadata import version
 from typing import Any
 
+import gevent.lock
+
 # pyinfra's documented API (re-exported as is)
 from pyinfra import host  # noqa: F401  (the current host, inside operations)
 from pyinfra.api import (  # noqa: F401
@@ -153,6 +155,41 @@ def close_ssh_client(host: Any) -> None:
             client.close()
         except Exception:
             pass
+
+
+# What a connector does over its connection: the SSH connector's methods read the `.client` that
+# its `connect()` sets.
+CONNECTION_USES = ("run_shell_command", "put_file", "get_file", "rsync", "check_can_rsync")
+
+
+def connect_on_first_use(host: Any, connect: Any) -> None:
+    """Mark `host` connected without connecting it: `connect(host)` runs before its connector's
+    first command or file transfer; if it raises, every use raises the same, without trying again."""
+    connector = host.connector
+    lock = gevent.lock.Semaphore()
+    failed: list[BaseException] = []
+
+    def waiting(use: Any) -> Any:
+        @functools.wraps(use)
+        def first_use(*args: Any, **kwargs: Any) -> Any:
+            with lock:
+                if failed:
+                    raise failed[0]
+                if use.__name__ in vars(connector):  # not connected yet
+                    try:
+                        connect(host)
+                    except Exception as e:
+                        failed.append(e)
+                        raise
+                    for name in CONNECTION_USES:
+                        delattr(connector, name)
+            return use(*args, **kwargs)
+
+        return first_use
+
+    for name in CONNECTION_USES:
+        setattr(connector, name, waiting(getattr(connector, name)))
+    host.connected = True
 
 
 # Operations ---------------------------------------------------------------------------------

@@ -22,7 +22,9 @@ A run, stage by stage, as the ``pyinfra`` CLI does it (pyinfra_cli/cli.py ``_mai
    template/argument errors of ``apply`` before any host is touched.
 2. Connect (connect.py): like ``pyinfra.api.connect.connect_all``, but each host's exception
    is kept and explained in one line instead of aborting the run; a non-root user gets a
-   ``sudo -n`` preflight.
+   ``sudo -n`` preflight. A plan connects a host whose early batch opened (early_batch.py:
+   key, login and sudo accepted) on first use: a no-op plan the batch answers wholly opens no
+   connection of pyinfra's.
 3. Read the facts the operations will ask for, a few batched remote commands per host
    (prefetch.py), instead of pyinfra's one round trip per fact.
 4. Prepare: like ``pyinfra_cli.util._parallel_load_hosts``: one greenlet per host calling
@@ -106,7 +108,7 @@ from commonstack.inventories.targets import HostTarget  # noqa: E402
 from . import preview  # noqa: E402
 from . import pyinfra_api as api  # noqa: E402
 from .connect import check_local_files, connect_all, one_line, sudo_problems, transport_without_delay  # noqa: E402
-from .early_batch import EarlyBatch  # noqa: E402
+from .early_batch import EarlyBatch, opened  # noqa: E402
 from .fact_memory import Commands, FactMemory, where  # noqa: E402
 from .prefetch import FactAnswers, asked_commands, batch_of, discover, recording  # noqa: E402
 from .run_log import SUDO_PROMPT_REFUSED, Capture, quiet_logging  # noqa: E402
@@ -389,13 +391,18 @@ class _Run:
         if not hosts:
             return
         self.progress(f"connecting to {', '.join(h.name for h in hosts)}")
-        unreachable = connect_all(state, hosts, self.by_name)
+        # A plan needs pyinfra's connection to a host whose early batch opened only if the batch
+        # does not answer all it asks (a deploy's changes would need it anyway).
+        early = {h.name: self.early[h.name] for h in hosts if h.name in (self.early or {})}
+        on_first_use = set() if self.execute else opened(early, gevent.sleep)
+        unreachable = connect_all(state, hosts, self.by_name, on_first_use)
         for host in hosts:
             if host.name in unreachable:
                 self.fail(state, host, "unreachable", unreachable[host.name])
             else:
                 self.progress(f"{host.name}: connected")
-        for name, problem in sudo_problems(state, list(state.active_hosts), self.by_name).items():
+        preflight = [h for h in state.active_hosts if h.name not in on_first_use]  # the batch probed sudo
+        for name, problem in sudo_problems(state, preflight, self.by_name).items():
             self.fail(state, state.inventory.get_host(name), "failed", problem)
 
     def _prepare(self, state: api.State) -> None:
@@ -416,7 +423,9 @@ class _Run:
         for greenlet, host in greenlets.items():
             error = greenlet.value if greenlet.successful() else greenlet.exception
             failing = f"preparing operations on {host.name} failed"
-            if host in state.failed_hosts:  # a fact could not be read (pyinfra failed the host)
+            if isinstance(error, api.ConnectError):  # connecting on first use (connect.py), in one line
+                self.fail(state, host, "unreachable", str(error))
+            elif host in state.failed_hosts:  # a fact could not be read (pyinfra failed the host)
                 logged = self.logged_errors(host)
                 detail = logged[-1] if logged else one_line(error) if error else "unknown error"
                 self.fail(state, host, "failed", f"{failing}: {detail}")

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from commonstack.cli import main
 from commonstack.deploys import fact_memory
-from commonstack.deploys.early_batch import CONNECT_GRACE, EarlyBatch, early_batches
+from commonstack.deploys.early_batch import CONNECT_GRACE, EarlyBatch, early_batches, opened
 from commonstack.deploys.prefetch import batch_script, parse_batch
 from commonstack.inventories.groups import group
 from commonstack.inventories.openssh import key_exchanges
@@ -82,6 +82,37 @@ def test_its_end_is_read_from_what_it_printed_not_from_its_exit_status(tmp_path,
     batch = sent(tmp_path, script)
     os.waitpid(batch.process.pid, 0)  # reaped by someone else
     assert (batch.answer("sh", script) is not None) == answers
+
+
+def test_the_batches_that_opened_are_known_within_one_grace_for_all(tmp_path):
+    """Those the runner connects pyinfra to on first use; the others are stopped."""
+    folders = [tmp_path / name for name in ("open", "late", "never")]
+    for folder in folders:
+        folder.mkdir()
+    batches = {
+        "open": sent(folders[0]),
+        "late": sent(folders[1], connection=[f'sleep {CONNECT_GRACE / 2}; exec "$0"']),
+        "never": sent(folders[2], connection=["exec sleep 30"]),
+    }
+    started = time.monotonic()
+    assert opened(batches) == {"open", "late"}
+    assert time.monotonic() - started < CONNECT_GRACE + 0.3  # one grace, not one each
+    assert batches["never"].process.poll() is not None
+    assert batches["late"].answer("sh", SCRIPT) is not None
+
+
+@pytest.mark.parametrize("sudo_exits, opens", [(0, True), (1, False)])
+def test_a_batch_for_a_user_other_than_root_opens_only_if_sudo_needs_no_password(tmp_path, sudo_exits, opens):
+    """A stand-in `sudo` first on the PATH: it records how it was called and exits as told."""
+    bin = tmp_path / "bin"
+    bin.mkdir()
+    (bin / "sudo").write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" > {tmp_path}/sudo-args\nexit {sudo_exits}\n')
+    (bin / "sudo").chmod(0o755)
+    connection = ["sh", "-c", f'PATH={bin}:$PATH exec "$0"']
+    batch = EarlyBatch.send(connection, "sh", SCRIPT, tmp_path / "0", sudo=True)
+    assert batch.opened(time.monotonic() + 5) == opens
+    assert (tmp_path / "sudo-args").read_text() == "-n true\n"
+    assert (batch.answer("sh", SCRIPT) is not None) == opens
 
 
 @pytest.fixture

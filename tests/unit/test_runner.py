@@ -103,6 +103,12 @@ for line in sys.stdin:
             if all(b._started() for b in options["early"].values()):
                 break
             time.sleep(0.01)
+    if "opened" in options:  # a folder: a batch that opens and answers nothing, for each target
+        from commonstack.deploys.early_batch import EarlyBatch
+        folder, options["early"] = Path(options.pop("opened")), {}
+        folder.mkdir()
+        for index, target in enumerate(targets):
+            options["early"][target.name] = EarlyBatch.send(["sh", "-c"], "sh", "", folder / str(index))
     try:
         run = getattr(runner, request["mode"])
         operations = getattr(scenarios, request["operations"])
@@ -640,6 +646,44 @@ def test_a_remembered_batch_sent_early_answers_the_plan_as_pyinfra_would(logging
     assert [vars(op) for op in planned.operations] == [vars(op) for op in one_by_one.operations]
     assert [op.name for op in planned.operations if op.changed] == ["Write file 2"]
     assert planned.commands == 2, planned.commands  # the batch sent early, and f2's content
+
+
+def logins(sshd) -> int:
+    return sshd.log().count("Accepted publickey for ")
+
+
+def test_a_plan_its_early_batch_answers_wholly_logs_in_once(logging_runner, loopback_sshd, tmp_path):
+    """The early batch's session, and none of pyinfra's: pyinfra connects on first use, and a
+    plan that sends no command of its own never uses it."""
+    target, memory = applied_and_remembered(logging_runner, loopback_sshd, tmp_path)
+    before = logins(loopback_sshd)
+
+    early = logging_runner.outcome("plan", [target], many_facts_operations, memory=memory, early=str(tmp_path / "early"))
+    [planned] = early.results
+    assert ", sent early)" in early.output
+    assert planned.status == "unchanged" and planned.commands == 1, planned
+    assert logins(loopback_sshd) - before == 1
+
+    (tmp_path / "site" / "f2").write_text("drifted\n")  # its content: one command through pyinfra
+    before = logins(loopback_sshd)
+    [drifted] = logging_runner.plan([target], many_facts_operations, memory=memory, early=str(tmp_path / "again"))
+    assert drifted.commands == 2 and [op.name for op in drifted.operations if op.changed] == ["Write file 2"]
+    assert logins(loopback_sshd) - before == 2
+
+
+def test_a_host_that_accepted_the_early_batch_but_not_pyinfra_is_unreachable_in_one_line(runner, loopback_sshd, tmp_path):
+    """A stand-in batch, run by this machine's `sh`, opens as a host that OpenSSH reaches; pyinfra
+    then finds nothing listening on the port. Its connection, made on first use, fails once, with
+    the line an unreachable host gets."""
+    port = free_port()
+    target = loopback_sshd.target_fields("web1", port=port, data=site_data(tmp_path))
+
+    [result] = runner.plan([target], many_facts_operations, opened=str(tmp_path / "standin"))
+    assert result.status == "unreachable" and result.operations == [], result
+    assert result.error == (
+        f"cannot reach web1 (127.0.0.1:{port}): connection refused — is the host up and sshd "
+        f"listening on port {port}?"
+    )
 
 
 def test_an_early_batch_that_is_not_the_plans_is_left_for_pyinfra(logging_runner, loopback_sshd, tmp_path):
