@@ -6,7 +6,8 @@ terse ("Could not connect (...)", "SSH error (...)"). The original paramiko/sock
 exception is still reachable as the ``ConnectError``'s ``__context__`` (pyinfra raises it
 inside the ``except`` block), so we classify on exception *types*, not on message text.
 
-Also here: the ``sudo`` preflight for hosts reached as a non-root user.
+Also here: the ``sudo`` preflight for hosts reached as a non-root user (in a plan, their early
+batch probes sudo instead: early_batch.py).
 
 The functions that take a pyinfra State import ``pyinfra_api`` (which patches gevent) when
 called: the others serve callers without pyinfra (pinning keys, the tests).
@@ -180,8 +181,9 @@ def connect_all(
 ) -> dict[str, str]:
     """Connect the `hosts` of a pyinfra State side by side; {name: why} of those that could not
     be, in one line each. Like ``pyinfra.api.connect.connect_all``, but one host's failure is
-    kept and explained instead of ending the run. Hosts named `on_first_use` (known to accept the
-    connection) are connected only when a command needs it, and raise the same line then."""
+    kept and explained instead of ending the run. Hosts named `on_first_use` (whose early batch
+    opened: OpenSSH's connection was accepted) are connected only when a command needs it, and
+    raise their line then (an unusable key file is found at once)."""
     import gevent
 
     from . import pyinfra_api as api
@@ -193,10 +195,18 @@ def connect_all(
             target, timeout = targets[host.name], state.config.CONNECT_TIMEOUT
             raise api.ConnectError(describe_connect_error(target, e, api.offered_host_key(host), timeout)) from e
 
-    for host in [h for h in hosts if h.name in on_first_use]:
+    def can_wait(host) -> bool:
+        try:
+            api.check_connection_settings(host)
+        except Exception:  # connected now, it gets its line below
+            return False
+        return True
+
+    later = [h for h in hosts if h.name in on_first_use and can_wait(h)]
+    for host in later:
         api.connect_on_first_use(host, connect_now)
         state.activate_host(host)
-    hosts = [h for h in hosts if h.name not in on_first_use]
+    hosts = [h for h in hosts if h not in later]
 
     def connect(host):
         try:

@@ -9,9 +9,10 @@ The batch is the one the host's last plan built and remembered: the command line
 (`EarlyBatch.answer`), so that the answers are what pyinfra's connection would get. The connection
 is the health checks' (inventories/openssh.py): the host's address, port, user, key and pinned
 host key, strictly, without ~/.ssh/config. A batch that opened (`opened`) has shown that the host
-accepts what pyinfra's connection needs: its key, the login and, for a user other than root,
-`sudo` without a password; the plan then connects pyinfra only if it sends a command of its own
-(runner.py). Anything else takes the usual way, through pyinfra:
+accepts OpenSSH's connection: the pinned host key, the key, the login and, for a user other than
+root, `sudo` without a password. A plan then connects pyinfra only if it sends a command of its
+own (runner.py): a no-op plan the batch answers wholly costs each host one SSH session. Anything
+else takes the usual way, through pyinfra:
 - a batch whose connection is still not open `CONNECT_GRACE` after the plan asks for it is
   stopped (a host reachable only through ~/.ssh/config, say: no waiting out ssh's timeout);
 - one that fails (a connection lost, a host key that does not match).
@@ -80,7 +81,7 @@ class EarlyBatch:
             self.is_open = self._started()
             if not self.is_open:
                 self.stop()
-                self._unused("its connection did not open in time")
+                self._unused("it did not open in time (connection, host key, login or sudo)")
         return self.is_open
 
     def answer(self, line: str, script: str, sleep: Callable[[float], None] = time.sleep) -> list[str] | None:

@@ -115,8 +115,9 @@ class FactAnswers:
             if self.noting is not None and key is not None:
                 self.noting.setdefault(key, Noted(command, arguments))
                 return True, api.CommandOutput([])
+        ran = original(command, print_output=print_output, print_input=print_input, **arguments)
         self.sent += 1
-        return original(command, print_output=print_output, print_input=print_input, **arguments)
+        return ran
 
 
 def discover(
@@ -325,7 +326,7 @@ def _run_batch(state, host, commands: Commands, answers: FactAnswers, early: Ear
     else:
         try:
             status, output = host.run_shell_command(api.StringCommand("sh"), _stdin=batch.script)
-        except api.ConnectError as e:  # connecting on first use (runner.py): the prepare says why
+        except api.ConnectError as e:  # connecting on first use: the runner says why (runner.py)
             log.debug("fact batch on %s not sent: %s", host.name, e)
             return False
         if not status:

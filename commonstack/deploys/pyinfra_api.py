@@ -160,26 +160,27 @@ def close_ssh_client(host: Any) -> None:
 # What a connector does over its connection: the SSH connector's methods read the `.client` that
 # its `connect()` sets.
 CONNECTION_USES = ("run_shell_command", "put_file", "get_file", "rsync", "check_can_rsync")
+FIRST_USE_FAILURE = "commonstack_first_use_failure"  # set on a connector whose connection failed
 
 
 def connect_on_first_use(host: Any, connect: Any) -> None:
     """Mark `host` connected without connecting it: `connect(host)` runs before its connector's
-    first command or file transfer; if it raises, every use raises the same, without trying again."""
+    first command or file transfer. If it raises, every use raises the same, without trying again
+    (`first_use_failure`)."""
     connector = host.connector
     lock = gevent.lock.Semaphore()
-    failed: list[BaseException] = []
 
     def waiting(use: Any) -> Any:
         @functools.wraps(use)
         def first_use(*args: Any, **kwargs: Any) -> Any:
             with lock:
-                if failed:
-                    raise failed[0]
+                if failure := first_use_failure(host):
+                    raise ConnectError(str(failure)) from failure
                 if use.__name__ in vars(connector):  # not connected yet
                     try:
                         connect(host)
                     except Exception as e:
-                        failed.append(e)
+                        setattr(connector, FIRST_USE_FAILURE, e)
                         raise
                     for name in CONNECTION_USES:
                         delattr(connector, name)
@@ -190,6 +191,18 @@ def connect_on_first_use(host: Any, connect: Any) -> None:
     for name in CONNECTION_USES:
         setattr(connector, name, waiting(getattr(connector, name)))
     host.connected = True
+
+
+def first_use_failure(host: Any) -> Exception | None:
+    """Why `host`'s connection on first use failed, if it did."""
+    return getattr(host.connector, FIRST_USE_FAILURE, None)
+
+
+def check_connection_settings(host: Any) -> None:
+    """Raise what pyinfra's SSH connector would before connecting `host`: its key file unusable
+    (encrypted, say: OpenSSH may use it through an agent, pyinfra cannot). Loads the key once
+    for the run (pyinfra keeps it in the State)."""
+    host.connector.make_paramiko_kwargs()
 
 
 # Operations ---------------------------------------------------------------------------------

@@ -392,10 +392,13 @@ class _Run:
             return
         self.progress(f"connecting to {', '.join(h.name for h in hosts)}")
         # A plan needs pyinfra's connection to a host whose early batch opened only if the batch
-        # does not answer all it asks (a deploy's changes would need it anyway).
-        early = {h.name: self.early[h.name] for h in hosts if h.name in (self.early or {})}
-        on_first_use = set() if self.execute else opened(early, gevent.sleep)
-        unreachable = connect_all(state, hosts, self.by_name, on_first_use)
+        # does not answer all it asks (a deploy's changes would need it anyway). The hosts without
+        # one connect while the batches are waited for.
+        early = {} if self.execute else {h.name: self.early[h.name] for h in hosts if h.name in (self.early or {})}
+        waiting = state.pool.spawn(opened, early, gevent.sleep)
+        unreachable = connect_all(state, [h for h in hosts if h.name not in early], self.by_name)
+        on_first_use = waiting.get()
+        unreachable |= connect_all(state, [h for h in hosts if h.name in early], self.by_name, on_first_use)
         for host in hosts:
             if host.name in unreachable:
                 self.fail(state, host, "unreachable", unreachable[host.name])
@@ -423,8 +426,8 @@ class _Run:
         for greenlet, host in greenlets.items():
             error = greenlet.value if greenlet.successful() else greenlet.exception
             failing = f"preparing operations on {host.name} failed"
-            if isinstance(error, api.ConnectError):  # connecting on first use (connect.py), in one line
-                self.fail(state, host, "unreachable", str(error))
+            if failure := api.first_use_failure(host):  # connecting on first use (connect.py)
+                self.fail(state, host, "unreachable", str(failure))
             elif host in state.failed_hosts:  # a fact could not be read (pyinfra failed the host)
                 logged = self.logged_errors(host)
                 detail = logged[-1] if logged else one_line(error) if error else "unknown error"
@@ -448,6 +451,9 @@ class _Run:
             for host in state.active_hosts
         }
         self.diffs = preview.file_diffs(state, changing, self.answers if self.batch_facts else None)
+        for host in list(state.active_hosts):  # the diffs were the first use of its connection
+            if failure := api.first_use_failure(host):
+                self.fail(state, host, "unreachable", str(failure))
 
     def _execute(self, state: api.State) -> None:
         def on_error(host_name: str, op_hash: str, e: BaseException) -> None:

@@ -86,18 +86,20 @@ def test_its_end_is_read_from_what_it_printed_not_from_its_exit_status(tmp_path,
 
 def test_the_batches_that_opened_are_known_within_one_grace_for_all(tmp_path):
     """Those the runner connects pyinfra to on first use; the others are stopped."""
-    folders = [tmp_path / name for name in ("open", "late", "never")]
+    folders = [tmp_path / name for name in ("open", "late", "never", "nor")]
     for folder in folders:
         folder.mkdir()
+    never = ["exec sleep 30"]
     batches = {
         "open": sent(folders[0]),
         "late": sent(folders[1], connection=[f'sleep {CONNECT_GRACE / 2}; exec "$0"']),
-        "never": sent(folders[2], connection=["exec sleep 30"]),
+        "never": sent(folders[2], connection=never),
+        "nor": sent(folders[3], connection=never),
     }
     started = time.monotonic()
     assert opened(batches) == {"open", "late"}
-    assert time.monotonic() - started < CONNECT_GRACE + 0.3  # one grace, not one each
-    assert batches["never"].process.poll() is not None
+    assert time.monotonic() - started < 1.5 * CONNECT_GRACE  # one grace, not one each
+    assert batches["never"].process.poll() is not None and batches["nor"].process.poll() is not None
     assert batches["late"].answer("sh", SCRIPT) is not None
 
 

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from contextlib import contextmanager
 from io import StringIO
 from pathlib import Path
 from types import SimpleNamespace
@@ -103,12 +104,14 @@ for line in sys.stdin:
             if all(b._started() for b in options["early"].values()):
                 break
             time.sleep(0.01)
-    if "opened" in options:  # a folder: a batch that opens and answers nothing, for each target
+    if "standin" in options:  # a folder: each target's remembered batch (or none) run by this machine's sh
         from commonstack.deploys.early_batch import EarlyBatch
-        folder, options["early"] = Path(options.pop("opened")), {}
+        from commonstack.deploys.fact_memory import where
+        folder, options["early"] = Path(options.pop("standin")), {}
         folder.mkdir()
         for index, target in enumerate(targets):
-            options["early"][target.name] = EarlyBatch.send(["sh", "-c"], "sh", "", folder / str(index))
+            line, script = options["memory"].recall_batch(target.name, where(target)) or ("sh", "")
+            options["early"][target.name] = EarlyBatch.send(["sh", "-c"], line, script, folder / str(index))
     try:
         run = getattr(runner, request["mode"])
         operations = getattr(scenarios, request["operations"])
@@ -671,19 +674,70 @@ def test_a_plan_its_early_batch_answers_wholly_logs_in_once(logging_runner, loop
     assert logins(loopback_sshd) - before == 2
 
 
+@contextmanager
+def something_else_than_sshd():
+    """An HTTP server on a free loopback port, where sshd was expected: (its port, the connections
+    it accepted so far)."""
+    import socket
+
+    server_socket = socket.create_server(("127.0.0.1", 0))
+    accepted = []
+
+    def serve():
+        with server_socket:
+            while True:
+                try:
+                    conn, _ = server_socket.accept()
+                except OSError:
+                    return
+                accepted.append(conn)
+                with conn:
+                    conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield server_socket.getsockname()[1], accepted
+    finally:
+        server_socket.close()
+
+
+def handshake_failed(port: int) -> str:
+    """How an unreachable host's line starts when something else than sshd answers on `port`."""
+    return f"cannot reach web1 (127.0.0.1:{port}): the SSH handshake failed ("
+
+
 def test_a_host_that_accepted_the_early_batch_but_not_pyinfra_is_unreachable_in_one_line(runner, loopback_sshd, tmp_path):
     """A stand-in batch, run by this machine's `sh`, opens as a host that OpenSSH reaches; pyinfra
-    then finds nothing listening on the port. Its connection, made on first use, fails once, with
-    the line an unreachable host gets."""
-    port = free_port()
-    target = loopback_sshd.target_fields("web1", port=port, data=site_data(tmp_path))
+    then finds something else than sshd on the port. Its connection, made on first use, is tried
+    once (the discovery's batch and the prepare both need it) and fails with an unreachable
+    host's line."""
+    memory = (str(tmp_path / "memory"), "context")
+    with something_else_than_sshd() as (port, accepted):
+        target = loopback_sshd.target_fields("web1", port=port, data=site_data(tmp_path))
+        outcome = runner.outcome("plan", [target], many_facts_operations, memory=memory, standin=str(tmp_path / "standin"))
+    [result] = outcome.results
+    assert result.status == "unreachable" and result.operations == [] and result.commands == 0, result
+    assert result.error.startswith(handshake_failed(port))
+    assert outcome.progress.index("web1: connected") < outcome.progress.index("web1: unreachable")
+    assert len(accepted) == 1
 
-    [result] = runner.plan([target], many_facts_operations, opened=str(tmp_path / "standin"))
-    assert result.status == "unreachable" and result.operations == [], result
-    assert result.error == (
-        f"cannot reach web1 (127.0.0.1:{port}): connection refused — is the host up and sshd "
-        f"listening on port {port}?"
-    )
+
+def test_a_host_whose_connection_first_fails_for_a_diff_is_unreachable(runner, loopback_sshd, tmp_path):
+    """The stand-in batch answers the whole prepare (the memory moved to the port where something
+    else than sshd answers): reading a drifted file's content for its diff is the first use."""
+    from commonstack.deploys.fact_memory import FactMemory, where
+
+    target, (folder, context) = applied_and_remembered(runner, loopback_sshd, tmp_path)
+    (tmp_path / "site" / "f2").write_text("drifted\n")
+    memory = FactMemory(Path(folder), context)
+    at_sshd = where(SimpleNamespace(**target))
+    with something_else_than_sshd() as (port, accepted):
+        target["port"] = port
+        memory.remember("web1", where(SimpleNamespace(**target)), memory.recall("web1", at_sshd), [],
+                        lambda _: memory.recall_batch("web1", at_sshd))  # fmt: skip
+        [result] = runner.plan([target], many_facts_operations, memory=(folder, context), standin=str(tmp_path / "standin"))
+    assert result.status == "unreachable" and result.error.startswith(handshake_failed(port)), result
+    assert len(accepted) == 1
 
 
 def test_an_early_batch_that_is_not_the_plans_is_left_for_pyinfra(logging_runner, loopback_sshd, tmp_path):
@@ -731,30 +785,10 @@ def test_unreachable_port_gives_one_clear_line(runner, loopback_sshd, tmp_path):
 
 
 def test_something_else_than_sshd_on_the_port(runner, loopback_sshd, tmp_path):
-    import socket
-
-    server_socket = socket.create_server(("127.0.0.1", 0))
-    port = server_socket.getsockname()[1]
-
-    def serve():  # an HTTP server where sshd was expected
-        with server_socket:
-            while True:
-                try:
-                    conn, _ = server_socket.accept()
-                except OSError:
-                    return
-                with conn:
-                    conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
-
-    threading.Thread(target=serve, daemon=True).start()
-    try:
+    with something_else_than_sshd() as (port, _):
         [result] = runner.plan([loopback_sshd.target_fields("web1", port=port)], site_operations)
-    finally:
-        server_socket.close()
     assert result.status == "unreachable"
-    assert result.error.startswith(
-        f"cannot reach web1 (127.0.0.1:{port}): the SSH handshake failed ("
-    )
+    assert result.error.startswith(handshake_failed(port))
     assert result.error.endswith(f"is sshd (and nothing else) listening on port {port}?")
 
 
