@@ -740,6 +740,21 @@ def test_a_host_whose_connection_first_fails_for_a_diff_is_unreachable(runner, l
     assert len(accepted) == 1
 
 
+def test_a_key_pyinfra_cannot_load_is_told_even_when_the_early_batch_answered(runner, loopback_sshd, tmp_path):
+    """An encrypted key, which OpenSSH may use through an agent and pyinfra cannot: the stand-in
+    batch answers the whole plan, and the plan still says why a deploy could not connect."""
+    target, memory = applied_and_remembered(runner, loopback_sshd, tmp_path)
+    encrypted = tmp_path / "encrypted_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "a passphrase", "-f", str(encrypted)], check=True)
+    target["key_path"] = str(encrypted)
+
+    outcome = runner.outcome("plan", [target], many_facts_operations, memory=memory, standin=str(tmp_path / "standin"))
+    [result] = outcome.results
+    assert result.status == "unreachable", result
+    assert result.error.startswith(f"SSH key {encrypted} for web1 is encrypted — load it into ssh-agent"), result.error
+    assert "web1: connected" not in outcome.progress
+
+
 def test_an_early_batch_that_is_not_the_plans_is_left_for_pyinfra(logging_runner, loopback_sshd, tmp_path):
     """A remembered batch that the remembered commands no longer make (its file edited): its
     answer is not the plan's."""
