@@ -278,7 +278,7 @@ def cli_figures() -> None:
 
 def plan_stages(inventories: Path) -> None:
     """Where a no-op plan of the small-group host spends its time, stage by stage (this process),
-    then one of the 8 hosts (pyinfra loaded already)."""
+    then the 8 hosts' (pyinfra loaded already)."""
     stages: list[str] = []
 
     class Stages(logging.Handler):
