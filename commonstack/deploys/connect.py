@@ -188,12 +188,14 @@ def connect_all(
 
     from . import pyinfra_api as api
 
+    def why(host, error: BaseException) -> str:
+        return describe_connect_error(targets[host.name], error, api.offered_host_key(host), state.config.CONNECT_TIMEOUT)
+
     def connect_now(host):
         try:
             host.connector.connect()
         except Exception as e:
-            target, timeout = targets[host.name], state.config.CONNECT_TIMEOUT
-            raise api.ConnectError(describe_connect_error(target, e, api.offered_host_key(host), timeout)) from e
+            raise api.ConnectError(why(host, e)) from e
 
     def can_wait(host) -> bool:
         try:
@@ -225,9 +227,7 @@ def connect_all(
             continue
         if error is None:
             error = greenlet.exception or RuntimeError("not connected")
-        unreachable[host.name] = describe_connect_error(
-            targets[host.name], error, api.offered_host_key(host), state.config.CONNECT_TIMEOUT
-        )
+        unreachable[host.name] = why(host, error)
     return unreachable
 
 
