@@ -18,7 +18,7 @@ import pytest
 
 from commonstack.checks.expect import assert_sandboxed, require_layer
 from commonstack.checks.host_state import unit_state
-from commonstack.checks.probes import answering, is_ip, judge_names, read_hosts_file, resolve, site_names
+from commonstack.checks.probes import is_ip, judge_names, read_hosts_file, resolve, silent, site_names
 
 # Public ACME certificates renew 30 days before expiry: 14 days left means renewal is failing.
 # Caddy's own CA issues 12-hour certificates and renews them continuously.
@@ -133,11 +133,10 @@ def test_every_hostname_points_at_this_host(host, stack, controller):
 
 def test_web_ports_answer_from_outside(stack):
     require_layer(stack, "caddy")
-    answered = answering(stack["address"], [80, 443])
     https = "HTTPS" + (" and Matrix federation" if "matrix" in stack["services"] else "")
-    silent = [f"{port} ({'HTTP' if port == 80 else https})" for port in (80, 443) if port not in answered]
-    assert not silent, (
-        f"port {' and '.join(silent)} does not answer from here: is it open in your provider's firewall? "
+    unanswered = [f"{port} ({'HTTP' if port == 80 else https})" for port in silent(stack["address"], [80, 443])]
+    assert not unanswered, (
+        f"port {' and '.join(unanswered)} does not answer from here: is it open in your provider's firewall? "
         "Is Caddy running (`systemctl status caddy`)?"
     )
 

@@ -7,7 +7,7 @@ import pytest
 
 from commonstack.checks.expect import assert_sandboxed, require_layer
 from commonstack.checks.host_state import listens, unit_state
-from commonstack.checks.probes import answering, stun_answers
+from commonstack.checks.probes import silent, stun_answers
 from commonstack.stacks.paths import COTURN_CERTIFICATE_SCRIPT
 
 
@@ -51,9 +51,9 @@ def test_turn_answers_from_outside(stack):
     require_layer(stack, "coturn")
     tcp = sorted({int(p["port"]) for p in stack["firewall_ports"]
                   if p["why"].startswith("TURN") and p["proto"] == "tcp"})  # fmt: skip
-    silent = [p for p in tcp if p not in answering(stack["address"], tcp)]
-    assert not silent, (
-        f"TURN port(s) {', '.join(map(str, silent))}/tcp do not answer from here: are they open in your "
+    unanswered = silent(stack["address"], tcp)
+    assert not unanswered, (
+        f"TURN port(s) {', '.join(map(str, unanswered))}/tcp do not answer from here: are they open in your "
         "provider's firewall? `systemctl status coturn`"
     )
     assert stun_answers(stack["address"], 3478), (

@@ -18,7 +18,9 @@ from pathlib import Path
 RESERVED_TLDS = ("test", "example", "invalid", "localhost")
 # How long a TCP probe waits for an answer. A port the firewall drops never answers, so proving it
 # closed costs the whole wait: once the host's round trip is known (`calibrate`: the time to
-# connect to its SSH port), the wait is a few round trips, within these bounds.
+# connect to its SSH port), the wait is a few round trips, within these bounds. A port that must
+# answer is given the whole bound before it is called silent (`silent`): a loaded host or network
+# can be slower than a few round trips, and only a failing check pays that wait.
 PROBE_TIMEOUT = 2.0  # seconds: the bound, and the wait before calibration
 MIN_PROBE_TIMEOUT = 0.3  # seconds: a lost SYN is retried by the kernel after 1 s, not sooner
 ROUND_TRIPS = 5
@@ -74,6 +76,15 @@ def answering(address: str, ports: list[int]) -> list[int]:
     """The ports of `ports` that accept a connection, probed side by side (once per run)."""
     start_probes(address, ports)
     return [port for port in ports if _answers[(address, port)].result()]
+
+
+def silent(address: str, ports: list[int]) -> list[int]:
+    """The ports of `ports`, which must answer, that do not: those the calibrated wait gave up on
+    are asked again side by side, each waiting the whole bound (a SYN lost under load is resent
+    after a second)."""
+    unanswered = [port for port in ports if port not in answering(address, ports)]
+    again = [_probing.submit(accepts, address, port, PROBE_TIMEOUT) for port in unanswered]
+    return [port for port, answer in zip(unanswered, again) if not answer.result()]
 
 
 def stun_answers(address: str, port: int, attempts: int = 3) -> bool:

@@ -51,6 +51,33 @@ def test_ports_are_probed_side_by_side_and_once_per_run():
     assert probes.answering("127.0.0.1", ports) == ports[:2]
 
 
+def test_a_port_that_must_answer_is_given_the_whole_wait_before_it_is_called_silent():
+    """A port whose listener is too busy to answer within the calibrated wait (its queue is full,
+    so the kernel drops the SYN and the client resends it a second later) is not silent."""
+    address = "127.0.0.4"
+    with socket.socket() as ssh, socket.socket() as busy, socket.socket() as queued:
+        ssh.bind((address, 0))
+        ssh.listen(1)
+        assert probes.calibrate(address, ssh.getsockname()[1]) == probes.MIN_PROBE_TIMEOUT
+        busy.bind((address, 0))
+        busy.listen(0)  # one connection waiting to be accepted fills its queue
+        queued.connect(busy.getsockname())
+        port = busy.getsockname()[1]
+        assert probes.answering(address, [port]) == []  # the calibrated wait gave up
+
+        def accept_later():
+            time.sleep(probes.MIN_PROBE_TIMEOUT)
+            busy.accept()[0].close()
+
+        threading.Thread(target=accept_later).start()
+        refused = socket.socket()
+        refused.bind((address, 0))  # bound, never listening: refused at once
+        started = time.perf_counter()
+        assert probes.silent(address, [port, refused.getsockname()[1]]) == [refused.getsockname()[1]]
+        assert time.perf_counter() - started < probes.PROBE_TIMEOUT
+        refused.close()
+
+
 # --- HTTPS, kept alive --------------------------------------------------------------------------
 
 
