@@ -43,7 +43,11 @@ log = logging.getLogger(__name__)
 STARTED = "commonstack: batch started"
 ENDED = "commonstack: batch ended "
 _ENDED_AT_END = re.compile(rb"\n" + re.escape(ENDED.encode()) + rb"(\d+)\n\Z")
-CONNECT_GRACE = 0.5  # seconds a batch whose connection is not open yet may still take to open it
+# Seconds a batch whose connection is not open yet may still take to open it, once pyinfra has
+# loaded: a login costs several round trips (0.2 s each to a far host) and longer on a loaded
+# machine. Only a host whose batch never opens (a password for sudo, a ~/.ssh/config route) pays
+# it, once for all hosts.
+CONNECT_GRACE = 1.5
 POLL = 0.005  # seconds between looks at a batch the plan waits for
 EXIT_WAIT = 2  # seconds ssh has to end once the batch ended (its shell removes its files on the way)
 

@@ -217,9 +217,11 @@ def test_an_unreachable_repository_fails_in_one_line(site):
 def test_a_failing_pg_dump_fails_the_backup(site):
     before = snapshot_ids(site.ssh, site.host)
     # A real pg_dump failure: a lock on one of Synapse's tables, held past pg_dump's lock timeout.
+    locked = ("runuser -u postgres -- psql -d synapse -tAc \"SELECT 1 FROM pg_locks WHERE granted "
+              "AND mode = 'AccessExclusiveLock' AND relation = 'room_memberships'::regclass\" | grep -q 1")
     locker = ("nohup runuser -u postgres -- psql -d synapse -c "
               "'BEGIN; LOCK TABLE room_memberships IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(40)' "
-              ">/dev/null 2>&1 & sleep 2")  # fmt: skip
+              f">/dev/null 2>&1 & for i in $(seq 100); do {locked} && break; sleep 0.2; done; {locked}")  # fmt: skip
     site.run(locker)
     result = site.ssh(site.host, "COMMONSTACK_PG_LOCK_WAIT=3s /usr/local/sbin/commonstack-backup run", timeout=300)
     assert result.returncode == 1

@@ -163,16 +163,17 @@ def test_a_replaced_library_in_a_process_that_ends_passes(checked, healthy, test
     first is over (the test above shows that a look while it runs names it)."""
     host = checked["host"]
     seen = STALE_LIBRARY.parent / "seen"
+    # The first needrestart is waited for by its pid: the second may start as soon as it ends.
     until_looked_at = (
         "import os\n"
         "def looking():\n"
         "    for pid in filter(str.isdigit, os.listdir('/proc')):\n"
         "        try:\n"
-        "            if open(f'/proc/{pid}/comm').read().strip() == 'needrestart': return True\n"
+        "            if open(f'/proc/{pid}/comm').read().strip() == 'needrestart': return pid\n"
         "        except OSError: pass\n"
-        "while not looking(): time.sleep(0.02)\n"
+        "while not (first := looking()): time.sleep(0.02)\n"
         f"open('{seen}', 'w').close()\n"
-        "while looking(): time.sleep(0.02)\n"
+        "while os.path.exists(f'/proc/{first}'): time.sleep(0.02)\n"
     )
     with on_replaced_library(testhost_ssh, host, until_looked_at):
         failed, _ = failures(checked)

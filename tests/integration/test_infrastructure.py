@@ -131,7 +131,8 @@ def test_a_port_not_declared_is_closed_from_the_controller(infra, testhost_ssh):
     started = testhost_ssh(vps, "systemd-run --unit stray-listener python3 -m http.server 8888")
     assert started.returncode == 0, started.stderr
     try:
-        inside = testhost_ssh(vps, "sleep 1; python3 -c \"import urllib.request as u; u.urlopen('http://127.0.0.1:8888')\"")
+        inside = testhost_ssh(vps, "for i in $(seq 100); do python3 -c \"import urllib.request as u; "
+                                   "u.urlopen('http://127.0.0.1:8888')\" 2>/dev/null && exit; sleep 0.2; done; exit 1")
         assert inside.returncode == 0, "the listener answers inside the host"
         with pytest.raises(OSError):
             socket.create_connection((vps.address, 8888), timeout=3).close()

@@ -10,7 +10,6 @@ import os
 import platform
 import signal
 import subprocess
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -80,9 +79,7 @@ def test_ssh_accepts_only_the_key(testhost: TestHost, testhost_ssh: SSH) -> None
 
 def test_up_again_returns_the_same_host(testhost: TestHost) -> None:
     record = state.load(testhost.name)
-    started = time.monotonic()
     again = testhosts.up(testhost.name)
-    assert time.monotonic() - started < 2
     assert again == testhost
     assert state.load(testhost.name) == record  # same processes: nothing was restarted
     with pytest.raises(TestHostError, match="run down first"):

@@ -18,6 +18,7 @@ import pytest
 
 from commonstack.checks import matrix_login
 from commonstack.checks.context import host_expectations
+from commonstack.checks.probes import stun_answers
 from commonstack.deploys.synapse import (
     NoSynapseWheel,
     ServerNameChanged,
@@ -176,7 +177,10 @@ def coturn(tmp_path_factory):
          "--log-file=stdout", f"--pidfile={folder / 'turn.pid'}", f"--userdb={folder / 'turndb'}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
-    time.sleep(1)
+    started = time.monotonic()
+    while not stun_answers("127.0.0.1", port, attempts=1):  # bound and listening
+        assert process.poll() is None and time.monotonic() - started < 30, "coturn did not start"
+        time.sleep(0.1)
     yield port, secret
     process.terminate()
     process.wait(timeout=10)

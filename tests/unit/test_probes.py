@@ -33,7 +33,9 @@ def test_a_probe_waits_a_few_round_trips_once_calibrated():
         ssh.bind((address, 0))
         ssh.listen(1)
         timeout = probes.calibrate(address, ssh.getsockname()[1])
-    assert timeout == probes.MIN_PROBE_TIMEOUT  # loopback answers in microseconds
+    # Loopback answers in microseconds, a loaded machine in a few milliseconds: the lower bound,
+    # or near it, and never the uncalibrated wait.
+    assert probes.MIN_PROBE_TIMEOUT <= timeout < 0.5
     assert probes.probe_timeout(address) == timeout
 
 
@@ -58,7 +60,7 @@ def test_a_port_that_must_answer_is_given_the_whole_wait_before_it_is_called_sil
     with socket.socket() as ssh, socket.socket() as busy, socket.socket() as queued:
         ssh.bind((address, 0))
         ssh.listen(1)
-        assert probes.calibrate(address, ssh.getsockname()[1]) == probes.MIN_PROBE_TIMEOUT
+        assert probes.calibrate(address, ssh.getsockname()[1]) < 0.5  # shorter than the SYN's resend
         busy.bind((address, 0))
         busy.listen(0)  # one connection waiting to be accepted fills its queue
         queued.connect(busy.getsockname())

@@ -21,6 +21,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -842,11 +843,20 @@ def test_turnserver_starts_with_the_config(scenario, file, tmp_path):
             f"--min-port={relay}", f"--max-port={relay + 2}", f"--pidfile={tmp_path / 'turn.pid'}",
             f"--userdb={tmp_path / 'turndb'}", f"--cert={tmp_path / 'turn.crt'}", f"--pkey={tmp_path / 'turn.key'}"]
     process = subprocess.Popen([str(a) for a in args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        output, _ = process.communicate(timeout=3)
-    except subprocess.TimeoutExpired:
-        process.terminate()
-        output, _ = process.communicate(timeout=10)
+    # Until it has started its servers (at most 30 s on a loaded machine), and a second more for
+    # what it reports after that.
+    stop = threading.Timer(30, process.terminate)
+    stop.start()
+    started = []
+    for line in process.stdout:
+        started.append(line)
+        if "Total General servers" in line:
+            stop.cancel()
+            time.sleep(1)
+            break
+    process.terminate()
+    output = "".join(started) + process.communicate(timeout=10)[0]
+    stop.cancel()
     bad = [line for line in output.splitlines() if re.search(r"Bad configuration|ERROR|Wrong", line)]
     assert not bad, "\n".join(bad)
     assert "Total General servers" in output, output
