@@ -82,7 +82,8 @@ def silent(address: str, ports: list[int]) -> list[int]:
     """The ports of `ports`, which must answer, that do not: those the calibrated wait gave up on
     are asked again side by side, each waiting the whole bound (a SYN lost under load is resent
     after a second)."""
-    unanswered = [port for port in ports if port not in answering(address, ports)]
+    answered = answering(address, ports)
+    unanswered = [port for port in ports if port not in answered]
     again = [_probing.submit(accepts, address, port, PROBE_TIMEOUT) for port in unanswered]
     return [port for port, answer in zip(unanswered, again) if not answer.result()]
 

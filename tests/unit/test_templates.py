@@ -847,16 +847,15 @@ def test_turnserver_starts_with_the_config(scenario, file, tmp_path):
     # what it reports after that.
     stop = threading.Timer(30, process.terminate)
     stop.start()
-    started = []
+    printed = []
     for line in process.stdout:
-        started.append(line)
+        printed.append(line)
         if "Total General servers" in line:
-            stop.cancel()
             time.sleep(1)
             break
-    process.terminate()
-    output = "".join(started) + process.communicate(timeout=10)[0]
     stop.cancel()
+    process.terminate()
+    output = "".join(printed) + process.communicate(timeout=10)[0]
     bad = [line for line in output.splitlines() if re.search(r"Bad configuration|ERROR|Wrong", line)]
     assert not bad, "\n".join(bad)
     assert "Total General servers" in output, output
